@@ -1,0 +1,37 @@
+# phrasesweep: the two commands a newcomer runs are `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+# One persistent build folder outside the clone, shared by work and CI, so rebuilds are incremental.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/phrasesweep/target
+export PHRASESWEEP_STATE ?= $(HOME)/.cache/phrasesweep/services
+CARGO ?= cargo
+
+.PHONY: setup build demo services services-stop test check-cuda
+
+setup:
+	infra/setup.sh
+
+build: setup
+	$(CARGO) build --workspace --all-targets
+
+## The embedded pipeline on ../shared/data (no broker): ingest and a summary of the corpus.
+demo: setup
+	$(CARGO) run --bin phrasesweep -- run configs/demo.toml
+
+## RabbitMQ and the S3 server on 127.0.0.1.
+services: setup
+	infra/rabbitmq-start.sh
+	infra/s3-start.sh
+
+services-stop:
+	infra/s3-stop.sh
+	infra/rabbitmq-stop.sh
+
+## Every test, against the real services, then the CUDA build check.
+test: services
+	$(CARGO) test --workspace --all-targets
+	$(MAKE) check-cuda
+
+check-cuda:
+	$(CARGO) check -p phrasesweep-workers --features cuda

@@ -1,0 +1,12 @@
+//! phrasesweep's control plane: planning jobs from an experiment config, driving them over a queue
+//! (RabbitMQ or in-process), committing each stage's output once, and reporting.
+
+pub mod drive;
+pub mod embedded;
+pub mod plan;
+pub mod progress;
+pub mod status;
+pub mod summary;
+
+pub use drive::{RunReport, drive};
+pub use embedded::run_embedded;

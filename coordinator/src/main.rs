@@ -1,0 +1,136 @@
+//! The `phrasesweep` command line.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use phrasesweep_coordinator::{drive, run_embedded, status, summary};
+use phrasesweep_schemas::ExperimentConfig;
+use phrasesweep_schemas::config::{BrokerConfig, redact_url};
+use phrasesweep_workers::queue::amqp::{AmqpQueue, DEFAULT_JOB_QUEUE};
+use phrasesweep_workers::store::Store;
+use phrasesweep_workers::worker::{StoreAccess, Worker};
+use std::path::PathBuf;
+use tracing::info;
+
+#[derive(Parser)]
+#[command(name = "phrasesweep", version, about = "DensePhrases-style retrieval experiments, from one machine to a farm")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole pipeline of CONFIG: in this process, or as coordinator when a broker is given.
+    Run {
+        config: PathBuf,
+        /// RabbitMQ URL (overrides `broker.url` of the config); workers must be started separately.
+        #[arg(long, env = "PHRASESWEEP_BROKER")]
+        broker: Option<String>,
+    },
+    /// Plan CONFIG's jobs on RabbitMQ, follow them, and commit each stage.
+    Coordinator {
+        config: PathBuf,
+        #[arg(long, env = "PHRASESWEEP_BROKER")]
+        broker: Option<String>,
+    },
+    /// Serve jobs from RabbitMQ until stopped. S3 credentials come from the AWS_* environment.
+    Worker {
+        #[arg(long, env = "PHRASESWEEP_BROKER")]
+        broker: String,
+        /// Name in logs and job records (default: host:pid).
+        #[arg(long)]
+        name: Option<String>,
+        /// Job queue to serve (the config's `broker.queue`).
+        #[arg(long, default_value = DEFAULT_JOB_QUEUE)]
+        queue: String,
+        /// Deliveries of one job before RabbitMQ dead-letters it (the config's `broker.delivery_limit`).
+        #[arg(long, default_value_t = 5)]
+        delivery_limit: u32,
+    },
+    /// Per stage: jobs done, running, failed, dead-lettered and waiting.
+    Status { config: PathBuf },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PHRASESWEEP_LOG")
+                .unwrap_or_else(|_| "info,lance=warn,lance_core=warn,lance_io=warn,lance_file=warn,datafusion=warn".into()),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(Cli::parse())) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The broker to use: the flag, else the config's `[broker]`; `None` means embedded.
+fn broker(config: &ExperimentConfig, flag: Option<String>) -> Option<BrokerConfig> {
+    match (flag, config.broker.clone()) {
+        (Some(url), Some(b)) => Some(BrokerConfig { url, ..b }),
+        (Some(url), None) => Some(BrokerConfig { url, queue: DEFAULT_JOB_QUEUE.into(), delivery_limit: 5 }),
+        (None, b) => b,
+    }
+}
+
+async fn coordinate(config: &ExperimentConfig, broker: &BrokerConfig) -> Result<()> {
+    let store = Store::from_config(&config.store)?;
+    store.check_access().await?;
+    let url = broker.url.as_str();
+    let queue = AmqpQueue::connect(url, &broker.queue, broker.delivery_limit).await?;
+    info!(broker = %redact_url(url), "coordinating");
+    report(&store, drive(&queue, &store, config).await?).await
+}
+
+async fn report(store: &Store, report: phrasesweep_coordinator::RunReport) -> Result<()> {
+    if report.executed == 0 && report.committed.is_empty() {
+        println!("nothing to do: all {} jobs were already done (content-addressed ids)", report.skipped);
+    } else {
+        println!("ran {} jobs ({} already done); committed: {}", report.executed, report.skipped, report.committed.join(", "));
+    }
+    println!("{}", summary::corpus_summary(store).await?);
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let load = |p: &PathBuf| ExperimentConfig::load(p).map_err(anyhow::Error::from);
+    match cli.command {
+        Command::Run { config, broker } => {
+            let config = load(&config)?;
+            match broker(&config, broker) {
+                Some(b) => coordinate(&config, &b).await,
+                None => {
+                    let r = run_embedded(&config).await?;
+                    report(&Store::from_config(&config.store)?, r).await
+                }
+            }
+        }
+        Command::Coordinator { config, broker } => {
+            let config = load(&config)?;
+            let b = broker(&config, broker).context("no broker: pass --broker URL or set broker.url in the config")?;
+            coordinate(&config, &b).await
+        }
+        Command::Worker { broker, name, queue, delivery_limit } => {
+            let name = name.unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+                format!("{host}:{}", std::process::id())
+            });
+            let queue = AmqpQueue::connect(&broker, &queue, delivery_limit).await?;
+            Worker::new(name, StoreAccess::FromMessage).run(&queue).await
+        }
+        Command::Status { config } => {
+            let config = load(&config)?;
+            println!("{}", status::HEADER);
+            for s in status::stage_status(&config).await? {
+                println!("{s}");
+            }
+            Ok(())
+        }
+    }
+}

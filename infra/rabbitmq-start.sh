@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Starts a RabbitMQ node for phrasesweep on 127.0.0.1:${PHRASESWEEP_AMQP_PORT:-5672} (loopback only).
+# Idempotent: a node that already answers is left alone. Installs Debian's rabbitmq-server if absent.
+set -euo pipefail
+port="${PHRASESWEEP_AMQP_PORT:-5672}"
+node="phrasesweep@localhost"
+base=/var/lib/rabbitmq/phrasesweep
+here="$(cd "$(dirname "$0")" && pwd)"
+
+if ! command -v rabbitmq-server >/dev/null 2>&1; then
+  echo "rabbitmq-server is not installed: installing Debian's package with apt-get" >&2
+  if [ "$(id -u)" != 0 ]; then
+    echo "error: installing rabbitmq-server needs root (run: sudo apt-get install rabbitmq-server)" >&2
+    exit 1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null; }
+fi
+
+ctl() {
+  runuser -u rabbitmq -- env HOME=/var/lib/rabbitmq RABBITMQ_NODENAME="$node" ERL_EPMD_ADDRESS=127.0.0.1 \
+    /usr/lib/rabbitmq/bin/rabbitmqctl "$@"
+}
+
+if ctl -q status >/dev/null 2>&1; then
+  echo "rabbitmq: already running as $node on 127.0.0.1:$port"
+  exit 0
+fi
+
+install -d -o rabbitmq -g rabbitmq "$base" "$base/log"
+sed "s/@PORT@/$port/" "$here/rabbitmq/rabbitmq.conf" > "$base/rabbitmq.conf"
+chown rabbitmq:rabbitmq "$base/rabbitmq.conf"
+
+runuser -u rabbitmq -- env HOME=/var/lib/rabbitmq \
+  RABBITMQ_NODENAME="$node" \
+  RABBITMQ_CONFIG_FILE="$base/rabbitmq.conf" \
+  RABBITMQ_MNESIA_BASE="$base/mnesia" \
+  RABBITMQ_LOG_BASE="$base/log" \
+  RABBITMQ_ENABLED_PLUGINS_FILE="$base/enabled_plugins" \
+  RABBITMQ_ENABLED_PLUGINS="" \
+  ERL_EPMD_ADDRESS=127.0.0.1 \
+  RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
+  /usr/lib/rabbitmq/bin/rabbitmq-server -detached
+
+if ! timeout 120 runuser -u rabbitmq -- env HOME=/var/lib/rabbitmq RABBITMQ_NODENAME="$node" \
+     ERL_EPMD_ADDRESS=127.0.0.1 /usr/lib/rabbitmq/bin/rabbitmqctl -q await_startup >/dev/null 2>&1; then
+  echo "error: RabbitMQ did not start within 120 s; see $base/log" >&2
+  exit 1
+fi
+echo "rabbitmq: started $node on 127.0.0.1:$port (logs in $base/log)"

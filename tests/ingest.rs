@@ -1,0 +1,83 @@
+//! End-to-end: the embedded pipeline (no broker) ingesting the fixture corpus, bad input, bad config.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+use support::*;
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_run_reproduces_every_paragraph_and_a_rerun_executes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = data("fixture/docs.jsonl");
+    let store = dir.path().join("store");
+    let config = write_config(dir.path(), "embedded", store.to_str().unwrap(), &corpus, "");
+
+    let out = run_bounded(bin().args(["run", config.to_str().unwrap()]), LIMIT);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "run failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("ran 3 jobs"), "{stdout}");
+    assert!(stdout.contains("corpus: 60 documents"), "{stdout}");
+
+    let expected = {
+        let mut rows = expected_rows(&corpus);
+        rows.sort();
+        rows
+    };
+    let got = read_corpus(&store_config(store.to_str().unwrap(), &HashMap::new())).await;
+    assert_eq!(got.len(), expected.len(), "one row per paragraph");
+    assert_eq!(got, expected, "text, titles and ids come back byte for byte");
+
+    let again = run_bounded(bin().args(["run", config.to_str().unwrap()]), LIMIT);
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(stdout.contains("nothing to do: all 3 jobs were already done"), "{stdout}");
+    assert!(!String::from_utf8_lossy(&again.stderr).contains("started job"), "a rerun must execute no job");
+
+    let status = run_bounded(bin().args(["status", config.to_str().unwrap()]), LIMIT);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.lines().any(|l| l.starts_with("ingest") && l.split_whitespace().nth(2) == Some("3")), "{text}");
+    assert!(text.contains("version 1"), "{text}");
+}
+
+#[test]
+fn malformed_lines_fail_naming_file_line_and_field_and_commit_nothing() {
+    let good: Vec<String> = std::fs::read_to_string(data("fixture/docs.jsonl")).unwrap().lines().map(String::from).collect();
+    let cases = [
+        ("bad-json", "{\"id\": \"x\", \"title\": ", "invalid JSON"),
+        ("missing-field", r#"{"id": "x", "title": "T"}"#, "field `paragraphs`: missing"),
+        ("empty-title", r#"{"id": "x", "title": "", "paragraphs": ["p"]}"#, "field `title`: is empty"),
+        ("not-a-string", r#"{"id": "x", "title": "T", "paragraphs": ["p", {"a": 1}]}"#, "field `paragraphs[1]`: expected a string"),
+    ];
+    for (name, line, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        // Line 45 lands in the third of three shards, after two shards may already have been written.
+        let mut lines = good.clone();
+        lines[44] = line.to_string();
+        let corpus = dir.path().join(format!("{name}.jsonl"));
+        std::fs::write(&corpus, lines.join("\n") + "\n").unwrap();
+        let store = dir.path().join("store");
+        let config = write_config(dir.path(), name, store.to_str().unwrap(), &corpus, "");
+        let out = run_bounded(bin().args(["run", config.to_str().unwrap()]), LIMIT);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: the run must fail");
+        let location = format!("{}:45:", corpus.display());
+        assert!(stderr.contains(&location) && stderr.contains(expected), "{name}: error must name {location} and `{expected}`:\n{stderr}");
+        assert!(stderr.contains("nothing was committed"), "{stderr}");
+        assert!(!store.join("corpus.lance/_versions").exists(), "{name}: nothing may be committed");
+        assert!(!store.join("stages").exists(), "{name}: no stage may be recorded");
+    }
+}
+
+#[test]
+fn config_errors_name_the_file_and_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "name = \"x\"\n[store]\nuri = \"s\"\n[corpus]\npath = \"d\"\nshard_docs = -3\n").unwrap();
+    let out = run_bounded(bin().args(["run", config.to_str().unwrap()]), LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("bad.toml") && stderr.contains("corpus.shard_docs") && stderr.contains("line 6"), "{stderr}");
+}

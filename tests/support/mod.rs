@@ -1,0 +1,235 @@
+//! Shared helpers of the end-to-end tests: the real binary, the shared data, the real services.
+#![allow(dead_code)]
+
+use arrow::array::AsArray;
+use arrow::datatypes::UInt32Type;
+use futures::TryStreamExt;
+use phrasesweep_schemas::config::StoreConfig;
+use phrasesweep_workers::lance_io::open_dataset;
+use phrasesweep_workers::store::Store;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_phrasesweep"));
+    c.env("PHRASESWEEP_LOG", "info").env_remove("PHRASESWEEP_BROKER");
+    c
+}
+
+/// `../shared/data` beside the project root.
+pub fn data(rel: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data").join(rel);
+    assert!(p.exists(), "test data {} is missing: these tests read ../shared/data beside the checkout", p.display());
+    p.canonicalize().unwrap()
+}
+
+/// One paragraph as the input file has it, read with serde_json alone (independent of the ingest code).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Row {
+    pub doc_id: String,
+    pub paragraph: u32,
+    pub title: String,
+    pub text: String,
+}
+
+pub fn expected_rows(corpus: &Path) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for line in std::fs::read_to_string(corpus).unwrap().lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for (i, p) in v["paragraphs"].as_array().unwrap().iter().enumerate() {
+            rows.push(Row {
+                doc_id: v["id"].as_str().unwrap().into(),
+                paragraph: i as u32,
+                title: v["title"].as_str().unwrap().into(),
+                text: p.as_str().unwrap().into(),
+            });
+        }
+    }
+    rows
+}
+
+pub fn store_config(uri: &str, env: &HashMap<String, String>) -> StoreConfig {
+    StoreConfig {
+        uri: uri.into(),
+        endpoint: env.get("AWS_ENDPOINT_URL").cloned(),
+        region: env.get("AWS_REGION").cloned(),
+        allow_http: env.get("AWS_ALLOW_HTTP").map(|v| v == "true"),
+        access_key_id: env.get("AWS_ACCESS_KEY_ID").cloned(),
+        secret_access_key: env.get("AWS_SECRET_ACCESS_KEY").cloned(),
+    }
+}
+
+/// Every row of the committed `corpus` dataset, sorted, and the sentence spans checked on the way.
+pub async fn read_corpus(store: &StoreConfig) -> Vec<Row> {
+    let store = Store::from_config(store).unwrap();
+    let ds = open_dataset(&store, "corpus.lance").await.unwrap();
+    let mut rows = Vec::new();
+    let mut stream = ds.scan().try_into_stream().await.unwrap();
+    while let Some(b) = stream.try_next().await.unwrap() {
+        let col = |n: &str| b.column_by_name(n).unwrap().clone();
+        let (ids, titles, paras, texts) = (col("doc_id"), col("title"), col("paragraph"), col("text"));
+        let (starts, ends) = (col("sentence_starts"), col("sentence_ends"));
+        for i in 0..b.num_rows() {
+            let text = texts.as_string::<i32>().value(i).to_string();
+            let s = starts.as_list::<i32>().value(i);
+            let e = ends.as_list::<i32>().value(i);
+            let (s, e) = (s.as_primitive::<UInt32Type>(), e.as_primitive::<UInt32Type>());
+            let chars = text.chars().count() as u32;
+            assert_eq!(s.len(), e.len());
+            assert!(text.trim().is_empty() || !s.is_empty(), "a non-empty paragraph has no sentence");
+            for k in 0..s.len() {
+                assert!(s.value(k) < e.value(k) && e.value(k) <= chars, "bad sentence span in {text:?}");
+                assert!(k == 0 || s.value(k) >= e.value(k - 1), "overlapping sentences in {text:?}");
+            }
+            rows.push(Row {
+                doc_id: ids.as_string::<i32>().value(i).into(),
+                paragraph: paras.as_primitive::<UInt32Type>().value(i),
+                title: titles.as_string::<i32>().value(i).into(),
+                text,
+            });
+        }
+    }
+    rows.sort();
+    rows
+}
+
+pub fn checksum(rows: &[Row]) -> String {
+    let mut sorted = rows.to_vec();
+    sorted.sort();
+    let mut h = Sha256::new();
+    for r in &sorted {
+        for f in [r.doc_id.as_bytes(), r.paragraph.to_string().as_bytes(), r.title.as_bytes(), r.text.as_bytes()] {
+            h.update((f.len() as u64).to_le_bytes());
+            h.update(f);
+        }
+    }
+    hex::encode(h.finalize())
+}
+
+pub fn write_config(dir: &Path, name: &str, store_uri: &str, corpus: &Path, extra: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "name = \"{name}\"\n{extra}\n[store]\nuri = \"{store_uri}\"\n\n[corpus]\npath = \"{}\"\nshard_docs = 20\n",
+        corpus.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs a command to its end, failing the test if it takes longer than `limit` (a hang).
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn phrasesweep");
+    let started = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if started.elapsed() > limit {
+            child.kill().ok();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "command hung for more than {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running child process whose stderr is collected on a thread.
+pub struct Proc {
+    pub child: Child,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command) -> Self {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn phrasesweep");
+        let log = Arc::new(Mutex::new(String::new()));
+        for pipe in [Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>, Box::new(child.stdout.take().unwrap())] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut l = log.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        Self { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) {
+        let started = Instant::now();
+        while !self.log().contains(needle) {
+            assert!(started.elapsed() < limit, "no `{needle}` within {limit:?}; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the process to exit on its own; fails the test after `limit`.
+    pub fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100));
+                return s;
+            }
+            if started.elapsed() > limit {
+                self.child.kill().ok();
+                panic!("process ran longer than {limit:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The test RabbitMQ on loopback; fails with what to run when it is not there.
+pub fn rabbitmq_url() -> String {
+    let url = std::env::var("PHRASESWEEP_TEST_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    if std::net::TcpStream::connect_timeout(&"127.0.0.1:5672".parse().unwrap(), Duration::from_secs(2)).is_err() {
+        panic!("RabbitMQ is not running on 127.0.0.1:5672: start it with `make services` (infra/rabbitmq-start.sh)");
+    }
+    url
+}
+
+/// The test S3 server's settings (written by infra/s3-start.sh); fails with what to run when absent.
+pub fn s3_env() -> HashMap<String, String> {
+    let state = std::env::var("PHRASESWEEP_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/phrasesweep/services"));
+    let file = state.join("s3.env");
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|_| {
+        panic!("the S3 test server is not running ({} is missing): start it with `make services` (infra/s3-start.sh)", file.display())
+    });
+    let env: HashMap<String, String> = text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let endpoint = env["AWS_ENDPOINT_URL"].trim_start_matches("http://").to_string();
+    if std::net::TcpStream::connect_timeout(&endpoint.parse().unwrap(), Duration::from_secs(2)).is_err() {
+        panic!("the S3 test server does not answer on {endpoint}: start it with `make services` (infra/s3-start.sh)");
+    }
+    env
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}

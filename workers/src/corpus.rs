@@ -1,0 +1,193 @@
+//! Corpus JSON Lines: one document per line, `{"id", "title", "paragraphs": [..], ...}`. Reading checks
+//! every field so a bad line is reported by file, line and field, and cutting the file into shards is a
+//! single streaming pass that never holds the corpus in memory.
+
+use crate::store::{Store, read_input_stream};
+use anyhow::Result;
+use futures::StreamExt;
+use phrasesweep_schemas::job::CorpusShard;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    pub id: String,
+    pub title: String,
+    pub paragraphs: Vec<String>,
+}
+
+/// A problem with the input itself: retrying cannot fix it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{file}:{line}: {}{problem}", field.as_ref().map(|f| format!("field `{f}`: ")).unwrap_or_default())]
+pub struct InputError {
+    pub file: String,
+    pub line: u64,
+    pub field: Option<String>,
+    pub problem: String,
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Parses one line of a corpus file.
+pub fn parse_document(file: &str, line: u64, text: &str) -> Result<Document, InputError> {
+    let err = |field: Option<&str>, problem: String| InputError {
+        file: file.to_string(),
+        line,
+        field: field.map(str::to_string),
+        problem,
+    };
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| err(None, format!("invalid JSON at column {}: {e}", e.column())))?;
+    let Value::Object(mut obj) = value else {
+        return Err(err(None, format!("expected a JSON object, found {}", json_type(&value))));
+    };
+    let mut string = |name: &str| -> Result<String, InputError> {
+        match obj.remove(name) {
+            None => Err(err(Some(name), "missing".into())),
+            Some(Value::String(s)) if s.trim().is_empty() => Err(err(Some(name), "is empty".into())),
+            Some(Value::String(s)) => Ok(s),
+            Some(other) => Err(err(Some(name), format!("expected a string, found {}", json_type(&other)))),
+        }
+    };
+    let id = string("id")?;
+    let title = string("title")?;
+    let paragraphs = match obj.remove("paragraphs") {
+        None => return Err(err(Some("paragraphs"), "missing".into())),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| match p {
+                Value::String(s) => Ok(s),
+                other => Err(err(
+                    Some(&format!("paragraphs[{i}]")),
+                    format!("expected a string, found {}", json_type(&other)),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(other) => {
+            return Err(err(Some("paragraphs"), format!("expected an array of strings, found {}", json_type(&other))));
+        }
+    };
+    Ok(Document { id, title, paragraphs })
+}
+
+/// Parses the lines of one shard's bytes; `first_line` is the 1-based number of its first line.
+pub fn parse_documents(file: &str, first_line: u64, bytes: &[u8]) -> Result<Vec<Document>, InputError> {
+    let mut docs = Vec::new();
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = first_line + i as u64;
+        let text = std::str::from_utf8(raw).map_err(|e| InputError {
+            file: file.to_string(),
+            line,
+            field: None,
+            problem: format!("not valid UTF-8 at byte {}", e.valid_up_to()),
+        })?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        docs.push(parse_document(file, line, text)?);
+    }
+    Ok(docs)
+}
+
+/// Cuts a corpus file into shards of `shard_docs` documents (non-blank lines), in one streaming pass.
+pub async fn plan_shards(store: &Store, corpus: &str, shard_docs: u64) -> Result<Vec<CorpusShard>> {
+    let mut stream = read_input_stream(store, corpus).await?;
+    let mut shards = Vec::new();
+    let mut cur = CorpusShard {
+        corpus: corpus.to_string(),
+        shard: 0,
+        first_line: 1,
+        byte_start: 0,
+        byte_end: 0,
+        docs: 0,
+        sha256: String::new(),
+    };
+    let mut hasher = Sha256::new();
+    let (mut offset, mut line) = (0u64, 1u64);
+    let mut line_has_text = false;
+    let mut finish = |cur: &mut CorpusShard, hasher: &mut Sha256, end: u64, next_line: u64| {
+        cur.byte_end = end;
+        cur.sha256 = hex::encode(std::mem::take(hasher).finalize());
+        let next = CorpusShard {
+            shard: cur.shard + 1,
+            first_line: next_line,
+            byte_start: end,
+            byte_end: end,
+            docs: 0,
+            sha256: String::new(),
+            corpus: cur.corpus.clone(),
+        };
+        shards.push(std::mem::replace(cur, next));
+    };
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| anyhow::anyhow!(e)).map_err(|e| e.context(format!("cannot read {corpus}")))?;
+        let mut from = 0;
+        for (i, &b) in chunk.iter().enumerate() {
+            if b == b'\n' {
+                hasher.update(&chunk[from..=i]);
+                from = i + 1;
+                if line_has_text {
+                    cur.docs += 1;
+                }
+                line += 1;
+                line_has_text = false;
+                if cur.docs == shard_docs {
+                    finish(&mut cur, &mut hasher, offset + i as u64 + 1, line);
+                }
+            } else if !b.is_ascii_whitespace() {
+                line_has_text = true;
+            }
+        }
+        hasher.update(&chunk[from..]);
+        offset += chunk.len() as u64;
+    }
+    if line_has_text {
+        cur.docs += 1;
+    }
+    if cur.docs > 0 {
+        finish(&mut cur, &mut hasher, offset, line);
+    }
+    Ok(shards)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_file_line_and_field() {
+        let e = |text: &str| parse_document("docs.jsonl", 7, text).unwrap_err().to_string();
+        assert!(e("{\"id\": 1").starts_with("docs.jsonl:7: invalid JSON at column"), "{}", e("{\"id\": 1"));
+        assert_eq!(e(r#"{"id":"a","paragraphs":[]}"#), "docs.jsonl:7: field `title`: missing");
+        assert_eq!(e(r#"{"id":"a","title":" ","paragraphs":[]}"#), "docs.jsonl:7: field `title`: is empty");
+        assert_eq!(
+            e(r#"{"id":"a","title":"T","paragraphs":["ok", 3]}"#),
+            "docs.jsonl:7: field `paragraphs[1]`: expected a string, found a number"
+        );
+        assert_eq!(
+            e(r#"{"id":"a","title":"T","paragraphs":"p"}"#),
+            "docs.jsonl:7: field `paragraphs`: expected an array of strings, found a string"
+        );
+        assert_eq!(e("[1]"), "docs.jsonl:7: expected a JSON object, found an array");
+    }
+
+    #[test]
+    fn parses_lines_with_numbers() {
+        let bytes = b"{\"id\":\"a\",\"title\":\"A\",\"paragraphs\":[\"x\"]}\n\n{\"id\":\"b\",\"title\":\"B\",\"paragraphs\":[]}";
+        let docs = parse_documents("f", 10, bytes).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[1].id, "b");
+        let bad = b"{\"id\":\"a\",\"title\":\"A\",\"paragraphs\":[]}\n\n{\"id\":\"b\"}";
+        assert_eq!(parse_documents("f", 10, bad).unwrap_err().line, 12);
+    }
+}

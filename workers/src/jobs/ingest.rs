@@ -1,0 +1,90 @@
+//! `ingest`: one corpus shard → sentence-split paragraphs, written as uncommitted fragments of the Lance
+//! `corpus` dataset. The coordinator commits every shard's fragments in one transaction.
+
+use super::JobError;
+use crate::corpus::{Document, parse_documents};
+use crate::lance_io::{write_uncommitted, Fragments};
+use crate::sentences::split_sentences;
+use crate::store::{Store, read_input_range};
+use anyhow::Context;
+use arrow::array::{ArrayRef, ListBuilder, RecordBatch, StringBuilder, UInt32Builder};
+use arrow_schema::{DataType, Field};
+use phrasesweep_schemas::job::{CorpusShard, IngestConfig};
+use phrasesweep_schemas::tables::corpus_schema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tracing::info;
+
+/// Paragraph rows per Arrow batch.
+const BATCH_ROWS: usize = 4096;
+
+/// What an ingest job leaves in its record.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IngestOutput {
+    pub docs: u64,
+    pub paragraphs: u64,
+    pub fragments: Fragments,
+}
+
+pub async fn run(store: &Store, shard: &CorpusShard, config: &IngestConfig) -> Result<serde_json::Value, JobError> {
+    let bytes = read_input_range(store, &shard.corpus, shard.byte_start..shard.byte_end).await?;
+    let digest = hex::encode(Sha256::digest(&bytes));
+    if digest != shard.sha256 {
+        return Err(JobError::Input(format!(
+            "{}: lines {}.. changed since the run was planned (shard {} hash differs); rerun to plan again",
+            shard.corpus, shard.first_line, shard.shard
+        )));
+    }
+    let docs = parse_documents(&shard.corpus, shard.first_line, &bytes).map_err(|e| JobError::Input(e.to_string()))?;
+    let batches = paragraph_batches(&docs).context("cannot build paragraph batches")?;
+    let paragraphs: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+    let fragments = if batches.is_empty() {
+        Fragments::default()
+    } else {
+        write_uncommitted(store, &config.dataset, batches).await?
+    };
+    info!(shard = shard.shard, docs = docs.len(), paragraphs, "ingested shard");
+    crate::fault::pause_after_write();
+    let out = IngestOutput { docs: docs.len() as u64, paragraphs, fragments };
+    Ok(serde_json::to_value(out).context("cannot encode the ingest record")?)
+}
+
+/// One row per paragraph, in document order.
+pub fn paragraph_batches(docs: &[Document]) -> anyhow::Result<Vec<RecordBatch>> {
+    let schema = corpus_schema();
+    let item = Arc::new(Field::new("item", DataType::UInt32, false));
+    let mut batches = Vec::new();
+    let rows = docs.iter().flat_map(|d| d.paragraphs.iter().enumerate().map(move |(i, p)| (d, i, p)));
+    let mut rows = rows.peekable();
+    while rows.peek().is_some() {
+        let mut doc_id = StringBuilder::new();
+        let mut title = StringBuilder::new();
+        let mut para = UInt32Builder::new();
+        let mut text = StringBuilder::new();
+        let mut starts = ListBuilder::new(UInt32Builder::new()).with_field(item.clone());
+        let mut ends = ListBuilder::new(UInt32Builder::new()).with_field(item.clone());
+        for (d, i, p) in rows.by_ref().take(BATCH_ROWS) {
+            doc_id.append_value(&d.id);
+            title.append_value(&d.title);
+            para.append_value(i as u32);
+            text.append_value(p);
+            for (s, e) in split_sentences(p) {
+                starts.values().append_value(s);
+                ends.values().append_value(e);
+            }
+            starts.append(true);
+            ends.append(true);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(doc_id.finish()),
+            Arc::new(title.finish()),
+            Arc::new(para.finish()),
+            Arc::new(text.finish()),
+            Arc::new(starts.finish()),
+            Arc::new(ends.finish()),
+        ];
+        batches.push(RecordBatch::try_new(schema.clone(), columns)?);
+    }
+    Ok(batches)
+}

@@ -1,0 +1,25 @@
+//! Job handlers: what a worker does for each job kind.
+
+pub mod ingest;
+
+use crate::store::Store;
+use phrasesweep_schemas::JobSpec;
+
+/// Why a job did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The input is wrong: retrying cannot help, the job is dead-lettered and the run fails.
+    #[error("{0}")]
+    Input(String),
+    /// Anything else (the store, the network): the job is delivered again.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Runs one job and returns its kind-specific output record. Must be idempotent: a redelivered job runs
+/// again from the start and its earlier, unrecorded output is simply never committed.
+pub async fn execute(store: &Store, spec: &JobSpec) -> Result<serde_json::Value, JobError> {
+    match spec {
+        JobSpec::Ingest { inputs, config } => ingest::run(store, inputs, config).await,
+    }
+}

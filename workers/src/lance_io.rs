@@ -1,0 +1,76 @@
+//! Lance datasets written by many workers and committed once: workers write data files without a
+//! commit and record the fragments; the coordinator commits all of them as one version. A redelivered
+//! job writes new files and its earlier ones are never referenced, so rows are never duplicated.
+
+use crate::store::Store;
+use anyhow::{Context, Result};
+use arrow::array::RecordBatch;
+use lance::Dataset;
+use lance::dataset::builder::DatasetBuilder;
+use lance::dataset::transaction::{Operation, TransactionBuilder};
+use lance::dataset::{CommitBuilder, InsertBuilder, WriteMode, WriteParams};
+use lance::io::{ObjectStoreParams, StorageOptionsAccessor};
+use lance::table::format::Fragment;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Uncommitted fragments, as recorded in a job's `done.json`.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Fragments(pub Vec<Fragment>);
+
+fn store_params(store: &Store) -> ObjectStoreParams {
+    ObjectStoreParams {
+        storage_options_accessor: Some(Arc::new(StorageOptionsAccessor::with_static_options(store.lance_options()))),
+        ..Default::default()
+    }
+}
+
+/// Writes batches as data files of `dataset` (relative to the store root) without committing them.
+pub async fn write_uncommitted(store: &Store, dataset: &str, batches: Vec<RecordBatch>) -> Result<Fragments> {
+    let uri = store.dataset_uri(dataset);
+    let params = WriteParams { mode: WriteMode::Overwrite, store_params: Some(store_params(store)), ..Default::default() };
+    let txn = InsertBuilder::new(uri.as_str())
+        .with_params(&params)
+        .execute_uncommitted(batches)
+        .await
+        .with_context(|| format!("cannot write data files to {uri}"))?;
+    match txn.operation {
+        Operation::Overwrite { fragments, .. } | Operation::Append { fragments } => Ok(Fragments(fragments)),
+        other => anyhow::bail!("unexpected Lance operation {other} for an uncommitted write"),
+    }
+}
+
+/// Commits fragments written by many jobs as one new version that replaces the dataset's content, so
+/// committing the same set twice gives the same table. `properties` go into the Lance transaction.
+pub async fn commit_fragments(
+    store: &Store,
+    dataset: &str,
+    schema: &arrow_schema::Schema,
+    fragments: Vec<Fragment>,
+    properties: HashMap<String, String>,
+) -> Result<Dataset> {
+    let uri = store.dataset_uri(dataset);
+    let schema = lance::datatypes::Schema::try_from(schema).context("schema not supported by Lance")?;
+    let read_version = match open_dataset(store, dataset).await {
+        Ok(ds) => ds.version().version,
+        Err(_) => 0,
+    };
+    let op = Operation::Overwrite { fragments, schema, config_upsert_values: None, initial_bases: None };
+    let txn = TransactionBuilder::new(read_version, op).transaction_properties(Some(Arc::new(properties))).build();
+    CommitBuilder::new(uri.as_str())
+        .with_store_params(store_params(store))
+        .execute(txn)
+        .await
+        .with_context(|| format!("cannot commit {uri}"))
+}
+
+pub async fn open_dataset(store: &Store, dataset: &str) -> Result<Dataset> {
+    let uri = store.dataset_uri(dataset);
+    DatasetBuilder::from_uri(&uri)
+        .with_storage_options(store.lance_options())
+        .load()
+        .await
+        .with_context(|| format!("cannot open Lance dataset {uri}"))
+}

@@ -1,0 +1,266 @@
+//! Artifact storage: a local folder or an S3 bucket prefix, behind one `object_store` handle for small
+//! artifacts (job records, stage markers) and the matching storage options for Lance datasets.
+//!
+//! Credentials come from the config or the usual `AWS_*` variables and stay in this process: they are
+//! never part of a job message, a log line or a result.
+
+use anyhow::{Context, Result, anyhow, bail};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+};
+use phrasesweep_schemas::config::StoreConfig;
+use phrasesweep_schemas::job::StoreLocation;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Bounds on how long a broken or unreachable store is retried before the error surfaces.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+const MAX_RETRIES: usize = 3;
+const RETRY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+struct Secrets {
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    session_token: Option<String>,
+}
+
+/// A store root, opened.
+#[derive(Clone)]
+pub struct Store {
+    location: StoreLocation,
+    /// `file:///abs/root` or `s3://bucket/prefix`, without a trailing slash.
+    root_uri: String,
+    objects: Arc<dyn ObjectStore>,
+    /// Path of the root inside `objects` (empty for local stores, the prefix for S3).
+    prefix: ObjectPath,
+    secrets: Secrets,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("root", &self.root_uri).finish()
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl Store {
+    /// Opens a store from the full config (the coordinator and embedded workers).
+    pub fn from_config(config: &StoreConfig) -> Result<Self> {
+        let secrets = Secrets {
+            access_key_id: config.access_key_id.clone().or_else(|| env("AWS_ACCESS_KEY_ID")),
+            secret_access_key: config.secret_access_key.clone().or_else(|| env("AWS_SECRET_ACCESS_KEY")),
+            session_token: env("AWS_SESSION_TOKEN"),
+        };
+        Self::open(config.location(), secrets)
+    }
+
+    /// Opens the store a job message names, with credentials from this process's environment.
+    pub fn from_location(location: &StoreLocation) -> Result<Self> {
+        let secrets = Secrets {
+            access_key_id: env("AWS_ACCESS_KEY_ID"),
+            secret_access_key: env("AWS_SECRET_ACCESS_KEY"),
+            session_token: env("AWS_SESSION_TOKEN"),
+        };
+        Self::open(location.clone(), secrets)
+    }
+
+    fn open(mut location: StoreLocation, secrets: Secrets) -> Result<Self> {
+        let uri = location.uri.trim_end_matches('/').to_string();
+        if let Some(rest) = uri.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                bail!("store URI {uri} names no bucket (expected s3://bucket/prefix)");
+            }
+            location.endpoint = location.endpoint.or_else(|| env("AWS_ENDPOINT_URL"));
+            location.region = location.region.or_else(|| env("AWS_REGION")).or_else(|| env("AWS_DEFAULT_REGION"));
+            location.allow_http =
+                location.allow_http.or_else(|| env("AWS_ALLOW_HTTP").map(|v| v == "true" || v == "1"));
+            let mut builder = AmazonS3Builder::new()
+                .with_bucket_name(bucket)
+                .with_region(location.region.clone().unwrap_or_else(|| "us-east-1".into()))
+                .with_allow_http(location.allow_http.unwrap_or(false))
+                .with_retry(RetryConfig { max_retries: MAX_RETRIES, retry_timeout: RETRY_TIMEOUT, ..Default::default() })
+                .with_client_options(
+                    ClientOptions::new().with_connect_timeout(CONNECT_TIMEOUT).with_timeout(REQUEST_TIMEOUT),
+                );
+            if let Some(endpoint) = &location.endpoint {
+                builder = builder.with_endpoint(endpoint);
+            }
+            if let Some(k) = &secrets.access_key_id {
+                builder = builder.with_access_key_id(k);
+            }
+            if let Some(s) = &secrets.secret_access_key {
+                builder = builder.with_secret_access_key(s);
+            }
+            if let Some(t) = &secrets.session_token {
+                builder = builder.with_token(t);
+            }
+            let objects = builder.build().with_context(|| format!("cannot open S3 store {uri}"))?;
+            location.uri = uri.clone();
+            Ok(Self { location, root_uri: uri, objects: Arc::new(objects), prefix: ObjectPath::from(prefix), secrets })
+        } else {
+            let path = uri.strip_prefix("file://").unwrap_or(&uri);
+            if !std::path::Path::new(path).is_absolute() {
+                bail!("store path {path} must be absolute (config paths are resolved from the config file)");
+            }
+            std::fs::create_dir_all(path).with_context(|| format!("cannot create store folder {path}"))?;
+            let objects = LocalFileSystem::new_with_prefix(path)
+                .with_context(|| format!("cannot open store folder {path}"))?;
+            location.uri = format!("file://{path}");
+            Ok(Self {
+                root_uri: location.uri.clone(),
+                location,
+                objects: Arc::new(objects),
+                prefix: ObjectPath::default(),
+                secrets,
+            })
+        }
+    }
+
+    /// What job messages carry about this store (no secrets).
+    pub fn location(&self) -> &StoreLocation {
+        &self.location
+    }
+
+    pub fn root_uri(&self) -> &str {
+        &self.root_uri
+    }
+
+    /// URI of a Lance dataset under the root.
+    pub fn dataset_uri(&self, name: &str) -> String {
+        format!("{}/{name}", self.root_uri)
+    }
+
+    /// Storage options for Lance: endpoint, region, credentials and the same bounded retries.
+    pub fn lance_options(&self) -> HashMap<String, String> {
+        let mut o = HashMap::new();
+        if !self.root_uri.starts_with("s3://") {
+            return o;
+        }
+        let mut set = |k: &str, v: Option<&String>| {
+            if let Some(v) = v {
+                o.insert(k.to_string(), v.clone());
+            }
+        };
+        set("aws_endpoint", self.location.endpoint.as_ref());
+        set("aws_region", Some(&self.location.region.clone().unwrap_or_else(|| "us-east-1".into())));
+        set("aws_access_key_id", self.secrets.access_key_id.as_ref());
+        set("aws_secret_access_key", self.secrets.secret_access_key.as_ref());
+        set("aws_session_token", self.secrets.session_token.as_ref());
+        if self.location.allow_http == Some(true) {
+            o.insert("allow_http".into(), "true".into());
+        }
+        o.insert("client_max_retries".into(), MAX_RETRIES.to_string());
+        o.insert("client_retry_timeout".into(), RETRY_TIMEOUT.as_secs().to_string());
+        o.insert("connect_timeout".into(), format!("{}s", CONNECT_TIMEOUT.as_secs()));
+        o
+    }
+
+    fn path(&self, rel: &str) -> ObjectPath {
+        if self.prefix.as_ref().is_empty() {
+            ObjectPath::from(rel)
+        } else {
+            ObjectPath::from(format!("{}/{rel}", self.prefix))
+        }
+    }
+
+    /// Writes a whole object in one request, so readers see all of it or none.
+    pub async fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
+        self.objects
+            .put(&self.path(rel), PutPayload::from(bytes))
+            .await
+            .with_context(|| format!("cannot write {}/{rel}", self.root_uri))?;
+        Ok(())
+    }
+
+    /// Writes an object unless it exists already; returns false when another writer got there first.
+    pub async fn put_if_absent(&self, rel: &str, bytes: Vec<u8>) -> Result<bool> {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.objects.put_opts(&self.path(rel), PutPayload::from(bytes), opts).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(anyhow!(e)).with_context(|| format!("cannot write {}/{rel}", self.root_uri)),
+        }
+    }
+
+    pub async fn get(&self, rel: &str) -> Result<Option<Vec<u8>>> {
+        match self.objects.get(&self.path(rel)).await {
+            Ok(r) => Ok(Some(r.bytes().await.with_context(|| format!("cannot read {}/{rel}", self.root_uri))?.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(anyhow!(e)).with_context(|| format!("cannot read {}/{rel}", self.root_uri)),
+        }
+    }
+
+    pub async fn exists(&self, rel: &str) -> Result<bool> {
+        match self.objects.head(&self.path(rel)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(anyhow!(e)).with_context(|| format!("cannot reach the store at {}", self.root_uri)),
+        }
+    }
+
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, rel: &str) -> Result<Option<T>> {
+        match self.get(rel).await? {
+            None => Ok(None),
+            Some(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .with_context(|| format!("{}/{rel} is not a valid record", self.root_uri)),
+        }
+    }
+
+    pub async fn put_json<T: serde::Serialize>(&self, rel: &str, value: &T) -> Result<()> {
+        self.put(rel, serde_json::to_vec_pretty(value)?).await
+    }
+
+    /// Checks that the store answers and accepts these credentials, with a clear error otherwise.
+    pub async fn check_access(&self) -> Result<()> {
+        self.exists("phrasesweep-store-check").await.map(|_| ()).with_context(|| {
+            format!(
+                "the store {} cannot be used: check its endpoint, bucket and credentials \
+                 (store.endpoint, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)",
+                self.root_uri
+            )
+        })
+    }
+}
+
+/// Reads a byte range of an input file: a local path, `file://…` or an `s3://` object (with the
+/// credentials and endpoint of `like`, the run's store).
+pub async fn read_input_range(like: &Store, uri: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
+    let (objects, path) = input_object(like, uri)?;
+    Ok(objects.get_range(&path, range).await.with_context(|| format!("cannot read {uri}"))?.to_vec())
+}
+
+/// Opens an input file as a stream of byte chunks.
+pub async fn read_input_stream(
+    like: &Store,
+    uri: &str,
+) -> Result<futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>> {
+    let (objects, path) = input_object(like, uri)?;
+    Ok(objects.get(&path).await.with_context(|| format!("cannot read {uri}"))?.into_stream())
+}
+
+fn input_object(like: &Store, uri: &str) -> Result<(Arc<dyn ObjectStore>, ObjectPath)> {
+    if let Some(rest) = uri.strip_prefix("s3://") {
+        let (bucket, key) = rest.split_once('/').ok_or_else(|| anyhow!("input {uri} names no object"))?;
+        let store = Store::open(
+            StoreLocation { uri: format!("s3://{bucket}"), ..like.location.clone() },
+            like.secrets.clone(),
+        )?;
+        Ok((store.objects, ObjectPath::from(key)))
+    } else {
+        let path = uri.strip_prefix("file://").unwrap_or(uri);
+        let objects = LocalFileSystem::new();
+        let path = ObjectPath::from_absolute_path(path).with_context(|| format!("bad input path {uri}"))?;
+        Ok((Arc::new(objects), path))
+    }
+}
