@@ -8,9 +8,10 @@ state="${PHRASESWEEP_STATE:-$HOME/.cache/phrasesweep/services}"
 here="$(cd "$(dirname "$0")" && pwd)"
 mkdir -p "$state"
 
-if ! python3 -c 'import moto, flask, boto3' >/dev/null 2>&1 || ! command -v moto_server >/dev/null 2>&1; then
-  echo "moto[server] is not installed: installing it with pip" >&2
-  python3 -m pip install -q 'moto[server]>=5,<6'
+# moto 5.2.5: earlier 5.x reject signed listings whose prefix holds a '/' (SignatureDoesNotMatch).
+if ! python3 -c 'import moto, flask, boto3; assert moto.__version__ == "5.2.5"' >/dev/null 2>&1 || ! command -v moto_server >/dev/null 2>&1; then
+  echo "installing moto[server] 5.2.5 with pip" >&2
+  python3 -m pip install -q 'moto[server]==5.2.5'
 fi
 
 if [ -f "$state/s3.env" ] && [ -f "$state/moto.pid" ] && kill -0 "$(cat "$state/moto.pid")" 2>/dev/null; then

@@ -16,9 +16,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import moto, flask, boto3' >/dev/null 2>&1; then
-  echo "setup: installing moto[server] with pip" >&2
-  python3 -m pip install -q 'moto[server]>=5,<6'
+# moto 5.2.5: earlier 5.x reject signed listings whose prefix holds a '/' (SignatureDoesNotMatch).
+if ! python3 -c 'import moto, flask, boto3; assert moto.__version__ == "5.2.5"' >/dev/null 2>&1; then
+  echo "setup: installing moto[server] 5.2.5 with pip" >&2
+  python3 -m pip install -q 'moto[server]==5.2.5'
 fi
 
 model="$cache/models/all-MiniLM-L6-v2"

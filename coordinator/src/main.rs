@@ -54,6 +54,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PHRASESWEEP_LOG")
                 .unwrap_or_else(|_| "info,lance=warn,lance_core=warn,lance_io=warn,lance_file=warn,datafusion=warn".into()),
@@ -71,7 +72,7 @@ fn main() -> std::process::ExitCode {
 }
 
 /// The broker to use: the flag, else the config's `[broker]`; `None` means embedded.
-fn broker(config: &ExperimentConfig, flag: Option<String>) -> Option<BrokerConfig> {
+fn choose_broker(config: &ExperimentConfig, flag: Option<String>) -> Option<BrokerConfig> {
     match (flag, config.broker.clone()) {
         (Some(url), Some(b)) => Some(BrokerConfig { url, ..b }),
         (Some(url), None) => Some(BrokerConfig { url, queue: DEFAULT_JOB_QUEUE.into(), delivery_limit: 5 }),
@@ -103,7 +104,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run { config, broker } => {
             let config = load(&config)?;
-            match broker(&config, broker) {
+            match choose_broker(&config, broker) {
                 Some(b) => coordinate(&config, &b).await,
                 None => {
                     let r = run_embedded(&config).await?;
@@ -113,7 +114,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Coordinator { config, broker } => {
             let config = load(&config)?;
-            let b = broker(&config, broker).context("no broker: pass --broker URL or set broker.url in the config")?;
+            let b = choose_broker(&config, broker).context("no broker: pass --broker URL or set broker.url in the config")?;
             coordinate(&config, &b).await
         }
         Command::Worker { broker, name, queue, delivery_limit } => {

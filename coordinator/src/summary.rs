@@ -2,7 +2,7 @@
 
 use crate::plan::CORPUS_DATASET;
 use anyhow::Result;
-use arrow::array::{Array, AsArray};
+use arrow::array::AsArray;
 use arrow::datatypes::UInt32Type;
 use futures::TryStreamExt;
 use phrasesweep_schemas::tables::corpus;

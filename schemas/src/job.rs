@@ -174,9 +174,8 @@ mod tests {
         back.validate().unwrap();
 
         let mut tampered = back.clone();
-        if let JobSpec::Ingest { inputs, .. } = &mut tampered.spec {
-            inputs.docs = 99;
-        }
+        let JobSpec::Ingest { inputs, .. } = &mut tampered.spec;
+        inputs.docs = 99;
         assert!(tampered.validate().unwrap_err().contains("does not match"));
         let mut future = a;
         future.schema_version = SCHEMA_VERSION + 1;

@@ -87,10 +87,13 @@ impl Store {
             let mut builder = AmazonS3Builder::new()
                 .with_bucket_name(bucket)
                 .with_region(location.region.clone().unwrap_or_else(|| "us-east-1".into()))
-                .with_allow_http(location.allow_http.unwrap_or(false))
                 .with_retry(RetryConfig { max_retries: MAX_RETRIES, retry_timeout: RETRY_TIMEOUT, ..Default::default() })
+                // Client options carry allow_http too: set them whole, in one place.
                 .with_client_options(
-                    ClientOptions::new().with_connect_timeout(CONNECT_TIMEOUT).with_timeout(REQUEST_TIMEOUT),
+                    ClientOptions::new()
+                        .with_allow_http(location.allow_http.unwrap_or(false))
+                        .with_connect_timeout(CONNECT_TIMEOUT)
+                        .with_timeout(REQUEST_TIMEOUT),
                 );
             if let Some(endpoint) = &location.endpoint {
                 builder = builder.with_endpoint(endpoint);
@@ -105,8 +108,9 @@ impl Store {
                 builder = builder.with_token(t);
             }
             let objects = builder.build().with_context(|| format!("cannot open S3 store {uri}"))?;
+            let prefix = ObjectPath::from(prefix);
             location.uri = uri.clone();
-            Ok(Self { location, root_uri: uri, objects: Arc::new(objects), prefix: ObjectPath::from(prefix), secrets })
+            Ok(Self { location, root_uri: uri, objects: Arc::new(objects), prefix, secrets })
         } else {
             let path = uri.strip_prefix("file://").unwrap_or(&uri);
             if !std::path::Path::new(path).is_absolute() {

@@ -47,7 +47,7 @@ struct Inner {
 
 /// One live connection and its channels.
 struct Link {
-    conn: Connection,
+    conn: Arc<Connection>,
     publish: Channel,
     generation: u64,
 }
@@ -83,7 +83,7 @@ impl AmqpQueue {
         let publish = conn.create_channel().await?;
         publish.confirm_select(ConfirmSelectOptions::default()).await?;
         self.declare(&conn).await?;
-        Ok(Link { conn, publish, generation })
+        Ok(Link { conn: Arc::new(conn), publish, generation })
     }
 
     async fn declare(&self, conn: &Connection) -> Result<()> {
@@ -119,7 +119,7 @@ impl AmqpQueue {
     }
 
     /// The current link, reconnecting if the last one failed.
-    async fn link(&self) -> Result<(Connection, Channel, u64)> {
+    async fn link(&self) -> Result<(Arc<Connection>, Channel, u64)> {
         let mut state = self.inner.state.lock().await;
         if let Some(l) = state.as_ref() {
             if l.conn.status().connected() && l.publish.status().connected() {

@@ -1,0 +1,77 @@
+//! Loading a HuggingFace BERT directory: `config.json`, `tokenizer.json`, and `model.safetensors` or
+//! `pytorch_model.bin`, with or without the `bert.` prefix of task models.
+
+use super::bert::{BertConfig, BertModel};
+use anyhow::{Context, Result, bail};
+use burn::tensor::backend::Backend;
+use burn_store::{KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore};
+use std::path::{Path, PathBuf};
+use tokenizers::Tokenizer;
+
+/// HuggingFace names → this crate's field names. The adapter then renames LayerNorm weight/bias to
+/// gamma/beta and transposes Linear weights.
+fn remapper() -> KeyRemapper {
+    KeyRemapper::new()
+        .add_pattern(r"^bert\.", "")
+        .and_then(|r| r.add_pattern(r"\.LayerNorm\.gamma$", ".LayerNorm.weight"))
+        .and_then(|r| r.add_pattern(r"\.LayerNorm\.beta$", ".LayerNorm.bias"))
+        .and_then(|r| r.add_pattern(r"LayerNorm", "layer_norm"))
+        .and_then(|r| r.add_pattern(r"\.attention\.self\.", ".attention.self_attn."))
+        .expect("valid patterns")
+}
+
+pub fn read_config(dir: &Path) -> Result<BertConfig> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let config: BertConfig =
+        serde_json::from_str(&text).with_context(|| format!("{}: not a BERT config", path.display()))?;
+    if config.hidden_act != "gelu" {
+        bail!("{}: field `hidden_act`: {:?} is not supported (only exact \"gelu\")", path.display(), config.hidden_act);
+    }
+    if config.hidden_size % config.num_attention_heads != 0 {
+        bail!("{}: hidden_size is not a multiple of num_attention_heads", path.display());
+    }
+    Ok(config)
+}
+
+pub fn read_tokenizer(dir: &Path) -> Result<Tokenizer> {
+    let path = dir.join("tokenizer.json");
+    Tokenizer::from_file(&path).map_err(|e| anyhow::anyhow!("cannot load {}: {e}", path.display()))
+}
+
+/// The weights file of a model directory.
+pub fn weights_file(dir: &Path) -> Result<PathBuf> {
+    for name in ["model.safetensors", "pytorch_model.bin"] {
+        let p = dir.join(name);
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    bail!("{} holds neither model.safetensors nor pytorch_model.bin", dir.display())
+}
+
+/// Builds the network of `dir/config.json` and loads its pretrained weights.
+pub fn load_bert<B: Backend>(dir: &Path, device: &B::Device) -> Result<(BertConfig, BertModel<B>)> {
+    let config = read_config(dir)?;
+    let mut model = config.init::<B>(device);
+    let weights = weights_file(dir)?;
+    let result = if weights.extension().is_some_and(|e| e == "safetensors") {
+        let mut store = SafetensorsStore::from_file(&weights)
+            .with_from_adapter(PyTorchToBurnAdapter)
+            .remap(remapper())
+            .allow_partial(true);
+        model.load_from(&mut store).map_err(|e| anyhow::anyhow!("{}: {e}", weights.display()))?
+    } else {
+        let mut store = PytorchStore::from_file(&weights).remap(remapper()).allow_partial(true);
+        model.load_from(&mut store).map_err(|e| anyhow::anyhow!("{}: {e}", weights.display()))?
+    };
+    if !result.missing.is_empty() || !result.errors.is_empty() {
+        let missing: Vec<&str> = result.missing.iter().map(|(p, _)| p.as_str()).collect();
+        bail!(
+            "{}: cannot load the encoder: missing tensors {missing:?}; errors {:?}",
+            weights.display(),
+            result.errors
+        );
+    }
+    Ok((config, model))
+}
