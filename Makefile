@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/phrasesweep/target
 export PHRASESWEEP_STATE ?= $(HOME)/.cache/phrasesweep/services
 CARGO ?= cargo
 
-.PHONY: setup build demo services services-stop test check-cuda
+.PHONY: setup build demo services services-stop test check-cuda bench
 
 setup:
 	infra/setup.sh
@@ -35,3 +35,7 @@ test: services
 
 check-cuda:
 	$(CARGO) check -p phrasesweep-workers --features cuda
+
+## burn vs PyTorch encoder throughput (not a test; numbers go to docs/benchmarks.md).
+bench: setup
+	scripts/bench.sh

@@ -189,12 +189,29 @@ impl ExperimentConfig {
                 p.to_string()
             } else {
                 let joined = base.join(p);
-                std::path::absolute(&joined).unwrap_or(joined).to_string_lossy().into_owned()
+                let absolute = std::path::absolute(&joined).unwrap_or(joined);
+                normalize(&absolute).to_string_lossy().into_owned()
             }
         };
         self.store.uri = resolve(&self.store.uri);
         self.corpus.path = resolve(&self.corpus.path);
     }
+}
+
+/// Removes `.` and `..` without touching the file system (the store folder may not exist yet).
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Hides the password of a URL such as `amqp://user:secret@host/`, for logs and errors.
@@ -249,6 +266,15 @@ path = "docs.jsonl"
         assert!(e.contains("corpus") && e.contains("path"), "{e}");
         let e = ExperimentConfig::parse(&GOOD.replace("[corpus]", "[corpus]\nshard_docs = 0")).unwrap_err();
         assert!(e.contains("corpus.shard_docs") && e.contains("at least 1"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_config_folder() {
+        let mut c = ExperimentConfig::parse(GOOD).unwrap();
+        c.corpus.path = "../data/./docs.jsonl".into();
+        c.resolve_paths(Path::new("/work/sweeps/configs"));
+        assert_eq!(c.corpus.path, "/work/sweeps/data/docs.jsonl");
+        assert_eq!(c.store.uri, "/work/sweeps/configs/out");
     }
 
     #[test]

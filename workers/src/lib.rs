@@ -5,6 +5,7 @@ pub mod corpus;
 pub mod fault;
 pub mod jobs;
 pub mod lance_io;
+pub mod model;
 pub mod queue;
 pub mod sentences;
 pub mod store;

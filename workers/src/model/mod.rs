@@ -1,0 +1,9 @@
+//! Model code (burn): the BERT base, HuggingFace loading, text encoding, and the phrase, query and
+//! reader models. Generic over the backend: CPU (`flex`) by default, CUDA with `--features cuda`.
+
+pub mod bert;
+pub mod checkpoint;
+pub mod device;
+pub mod encoders;
+pub mod load;
+pub mod text;
