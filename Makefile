@@ -30,7 +30,7 @@ services-stop:
 
 ## Every test, against the real services, then the CUDA build check.
 test: services
-	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --lib --bins --tests
 	$(MAKE) check-cuda
 
 check-cuda:
