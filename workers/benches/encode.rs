@@ -3,15 +3,12 @@
 //! size; `scripts/bench.sh` runs PyTorch on the same texts and prints the ratio.
 
 use phrasesweep_workers::model::device::Cpu;
-use phrasesweep_workers::model::load::{load_bert, read_tokenizer};
+use phrasesweep_workers::model::load::{default_model_dir, load_bert, read_tokenizer};
 use phrasesweep_workers::model::text::TextEncoder;
-use std::path::PathBuf;
 use std::time::Instant;
 
 fn main() {
-    let model_dir = std::env::var("PHRASESWEEP_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/phrasesweep/models/all-MiniLM-L6-v2")
-    });
+    let model_dir = default_model_dir();
     let corpus = std::env::var("BENCH_CORPUS").unwrap_or_else(|_| {
         format!("{}/../../shared/data/corpus/dev.docs.jsonl", env!("CARGO_MANIFEST_DIR"))
     });

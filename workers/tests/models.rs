@@ -11,15 +11,13 @@ use phrasesweep_workers::model::device::{Cpu, CpuTrain};
 use phrasesweep_workers::model::encoders::{
     ParagraphInput, PhraseEncoder, PhraseSettings, QueryEncoder, Reader, encode_paragraphs,
 };
-use phrasesweep_workers::model::load::{load_bert, read_tokenizer};
+use phrasesweep_workers::model::load::{default_model_dir, load_bert, read_tokenizer};
 use phrasesweep_workers::model::text::TextEncoder;
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
 
 fn model_dir() -> PathBuf {
-    let dir = std::env::var("PHRASESWEEP_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/phrasesweep/models/all-MiniLM-L6-v2")
-    });
+    let dir = default_model_dir();
     assert!(
         dir.join("model.safetensors").exists(),
         "all-MiniLM-L6-v2 is missing at {}: run `make setup` (infra/setup.sh) to fetch it",

@@ -20,6 +20,13 @@ fn remapper() -> KeyRemapper {
         .expect("valid patterns")
 }
 
+/// The default encoder: `$PHRASESWEEP_MODEL_DIR`, else where `make setup` puts all-MiniLM-L6-v2.
+pub fn default_model_dir() -> PathBuf {
+    std::env::var("PHRASESWEEP_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/phrasesweep/models/all-MiniLM-L6-v2")
+    })
+}
+
 pub fn read_config(dir: &Path) -> Result<BertConfig> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
