@@ -42,9 +42,13 @@ runuser -u rabbitmq -- env HOME=/var/lib/rabbitmq \
   RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
   /usr/lib/rabbitmq/bin/rabbitmq-server -detached
 
-if ! timeout 120 runuser -u rabbitmq -- env HOME=/var/lib/rabbitmq RABBITMQ_NODENAME="$node" \
-     ERL_EPMD_ADDRESS=127.0.0.1 /usr/lib/rabbitmq/bin/rabbitmqctl -q await_startup >/dev/null 2>&1; then
-  echo "error: RabbitMQ did not start within 120 s; see $base/log" >&2
-  exit 1
-fi
+# `await_startup` fails at once while the node has not yet registered with epmd, so poll it.
+deadline=$((SECONDS + 120))
+until ctl -q await_startup >/dev/null 2>&1; do
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    echo "error: RabbitMQ did not start within 120 s; see $base/log" >&2
+    exit 1
+  fi
+  sleep 1
+done
 echo "rabbitmq: started $node on 127.0.0.1:$port (logs in $base/log)"
