@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/phrasesweep/target
 export PHRASESWEEP_STATE ?= $(HOME)/.cache/phrasesweep/services
 CARGO ?= cargo
 
-.PHONY: setup build demo services services-stop test check-cuda bench
+.PHONY: setup build demo eval-dev services services-stop test check-cuda bench
 
 setup:
 	infra/setup.sh
@@ -15,9 +15,15 @@ setup:
 build: setup
 	$(CARGO) build --workspace --all-targets
 
-## The embedded pipeline on ../shared/data (no broker): ingest and a summary of the corpus.
+## The embedded pipeline (no broker) on the fixture of ../shared/data: ingest, encode, index, retrieve, score.
 demo: setup
 	$(CARGO) run --bin phrasesweep -- run configs/demo.toml
+
+## The development benchmark: the dev corpus and the 500 NQ dev questions, every unit and mode, and BM25.
+## Resumable: rerun after an interruption and finished jobs are skipped.
+eval-dev: setup
+	$(CARGO) build --bin phrasesweep
+	time $(CARGO_TARGET_DIR)/debug/phrasesweep run configs/eval-dev.toml
 
 ## RabbitMQ and the S3 server on 127.0.0.1.
 services: setup

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 threads="${BENCH_THREADS:-$(nproc)}"
 python3 -c 'import torch, transformers' 2>/dev/null || python3 -m pip install -q torch transformers
 out="$(mktemp -d)"
-RAYON_NUM_THREADS="$threads" cargo bench -q --profile dev -p phrasesweep-workers --bench encode | tee "$out/burn.jsonl"
+RAYON_NUM_THREADS="$threads" cargo run -q -p phrasesweep-workers --example bench_encode | tee "$out/burn.jsonl"
 python3 scripts/bench_torch.py "$threads" | tee "$out/torch.jsonl"
 python3 - "$out/burn.jsonl" "$out/torch.jsonl" "$threads" <<'PY'
 import json, sys

@@ -1,4 +1,4 @@
-"""PyTorch `transformers` throughput on the same texts as workers/benches/encode.rs (same model, same
+"""PyTorch `transformers` throughput on the same texts as workers/examples/bench_encode.rs (same model, same
 truncation, same batch sizes, same thread count). Prints one JSON line per batch size."""
 import json
 import os

@@ -1,14 +1,19 @@
 //! The control loop of a run: plan a stage, publish what is not done, follow events (and the store, the
 //! source of truth) until every job is recorded, then commit the stage's output once.
 
-use crate::plan::{self, CORPUS_DATASET, Stage};
+use crate::plan::{self, CORPUS_DATASET, METRICS_FILE, PHRASES_DATASET, Stage};
 use crate::progress::Progress;
 use anyhow::{Context, Result, bail};
 use phrasesweep_schemas::record::{self, Done, Failed, StageCommit, now_unix};
-use phrasesweep_schemas::tables::corpus_schema;
+use phrasesweep_schemas::tables::{corpus_schema, metrics_schema, phrases_schema};
 use phrasesweep_schemas::{ExperimentConfig, JobEnvelope, JobOutcome};
+use phrasesweep_workers::jobs::encode::EncodeOutput;
+use phrasesweep_workers::jobs::index::IndexOutput;
 use phrasesweep_workers::jobs::ingest::IngestOutput;
+use phrasesweep_workers::jobs::retrieve::RetrieveOutput;
+use phrasesweep_workers::jobs::score::{Metrics, metrics_batch};
 use phrasesweep_workers::lance_io::commit_fragments;
+use phrasesweep_workers::parquet_io::write_parquet;
 use phrasesweep_workers::queue::JobQueue;
 use phrasesweep_workers::store::Store;
 use std::collections::{BTreeMap, HashMap};
@@ -18,7 +23,7 @@ use tracing::{info, warn};
 /// How often the store is checked for records whose events never arrived.
 const POLL_EVERY: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct RunReport {
     /// Jobs published and executed by this run.
     pub executed: usize,
@@ -26,18 +31,80 @@ pub struct RunReport {
     pub skipped: usize,
     /// Stages committed by this run.
     pub committed: Vec<String>,
+    /// The metrics of every retrieval (empty without questions).
+    pub metrics: Vec<Metrics>,
+    /// Recall@100 of the index's start hits against exact search, over the run's questions.
+    pub recall_at_100: Option<f64>,
+}
+
+/// The mean over questions of the recall the retrieve jobs measured.
+async fn index_recall(store: &Store, retrieve: &Stage) -> Result<Option<f64>> {
+    let (mut sum, mut n) = (0.0, 0u64);
+    for job in &retrieve.jobs {
+        let out: RetrieveOutput = serde_json::from_value(done_record(store, job).await?.output)?;
+        if let Some(r) = out.recall_at_100 {
+            sum += r * out.questions as f64;
+            n += out.questions;
+        }
+    }
+    Ok((n > 0).then(|| sum / n as f64))
 }
 
 /// Runs every stage of `config` over `queue`. Workers are someone else's business (embedded tasks or
 /// worker processes).
 pub async fn drive<Q: JobQueue>(queue: &Q, store: &Store, config: &ExperimentConfig) -> Result<RunReport> {
     let mut report = RunReport::default();
-    let stage = plan::ingest_stage(store, config).await?;
-    run_stage(queue, store, config, &stage, &mut report).await?;
+    let ingest = plan::ingest_stage(store, config).await?;
+    let corpus = run_stage(queue, store, config, &ingest, &mut report).await?;
+    if !config.encodes() {
+        return Ok(finish(report));
+    }
+    let encode = plan::encode_stage(store, config, corpus.version).await?;
+    let phrases = run_stage(queue, store, config, &encode, &mut report).await?;
+    let index = plan::index_stage(store, config, phrases.version);
+    let indexed = run_stage(queue, store, config, &index, &mut report).await?;
+    if config.questions.is_some() && !config.retrieval.is_empty() {
+        let retrieve = plan::retrieve_stage(store, config, corpus.version, indexed.version).await?;
+        run_stage(queue, store, config, &retrieve, &mut report).await?;
+        report.recall_at_100 = index_recall(store, &retrieve).await?;
+        let score = plan::score_stage(store, config, &retrieve).await?;
+        run_stage(queue, store, config, &score, &mut report).await?;
+        report.metrics = collect_metrics(store, config, &score, report.recall_at_100).await?;
+    }
+    Ok(finish(report))
+}
+
+fn finish(report: RunReport) -> RunReport {
     if report.executed == 0 && report.committed.is_empty() {
         info!("nothing to do: all {} jobs are already done and committed", report.skipped);
     }
-    Ok(report)
+    report
+}
+
+/// Writes the metrics of every retrieval of this run to `metrics.parquet` at the store root, with the
+/// config (secrets are never serialised) as provenance.
+async fn collect_metrics(store: &Store, config: &ExperimentConfig, score: &Stage, recall: Option<f64>) -> Result<Vec<Metrics>> {
+    let mut rows = Vec::new();
+    for job in &score.jobs {
+        rows.push(serde_json::from_value::<Metrics>(done_record(store, job).await?.output)?);
+    }
+    let provenance = vec![
+        ("phrasesweep.run".to_string(), config.name.clone()),
+        ("phrasesweep.config".to_string(), toml::to_string(config).unwrap_or_default()),
+        ("phrasesweep.score_jobs".to_string(), score.jobs.iter().map(|j| j.id.0.clone()).collect::<Vec<_>>().join(",")),
+        ("phrasesweep.version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ("phrasesweep.index_recall_at_100".to_string(), recall.map(|r| format!("{r:.4}")).unwrap_or_default()),
+        ("phrasesweep.at_unix".to_string(), now_unix().to_string()),
+    ];
+    write_parquet(store, METRICS_FILE, metrics_schema(), &[metrics_batch(&rows)?], &provenance).await?;
+    Ok(rows)
+}
+
+async fn done_record(store: &Store, job: &JobEnvelope) -> Result<Done> {
+    store
+        .get_json(&record::done_path(&job.id.0))
+        .await?
+        .with_context(|| format!("the record of job {} vanished", job.id.short()))
 }
 
 async fn run_stage<Q: JobQueue>(
@@ -46,20 +113,24 @@ async fn run_stage<Q: JobQueue>(
     config: &ExperimentConfig,
     stage: &Stage,
     report: &mut RunReport,
-) -> Result<()> {
+) -> Result<StageCommit> {
     let jobs_hash = stage.jobs_hash();
     if let Some(commit) = store.get_json::<StageCommit>(&record::stage_path(stage.name)).await? {
         if commit.jobs_hash == jobs_hash {
             info!(stage = stage.name, version = commit.version, "stage already committed");
             report.skipped += stage.jobs.len();
-            return Ok(());
+            return Ok(commit);
         }
-        bail!(
+        // Later stages follow their inputs (a new encoder, another retrieval); only the corpus is fixed
+        // for the life of a store.
+        if stage.name == "ingest" {
+            bail!(
             "{} holds a {} stage committed from other inputs ({} jobs); use a new store.uri for a new corpus",
             store.root_uri(),
             stage.name,
             commit.jobs
-        );
+            );
+        }
     }
 
     let mut pending: BTreeMap<String, &JobEnvelope> = BTreeMap::new();
@@ -123,9 +194,9 @@ async fn run_stage<Q: JobQueue>(
         }
     }
     progress.finish();
-    commit_ingest(store, stage, &jobs_hash).await?;
+    let commit = commit_stage(store, stage, &jobs_hash).await?;
     report.committed.push(stage.name.to_string());
-    Ok(())
+    Ok(commit)
 }
 
 /// Records each dead-lettered job on its store, so `status` and the run that owns it can see it.
@@ -148,33 +219,56 @@ pub async fn collect_dead_letters<Q: JobQueue>(queue: &Q) -> Result<()> {
     Ok(())
 }
 
-async fn commit_ingest(store: &Store, stage: &Stage, jobs_hash: &str) -> Result<()> {
-    let mut fragments = Vec::new();
+/// Makes a finished stage's output visible once: the Lance commit of all its fragments (ingest, encode),
+/// or the record of what its jobs wrote (index, retrieve, score).
+async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str) -> Result<StageCommit> {
+    let mut outputs = Vec::new();
     for job in &stage.jobs {
-        let done: Done = store
-            .get_json(&record::done_path(&job.id.0))
-            .await?
-            .with_context(|| format!("the record of job {} vanished", job.id.short()))?;
-        let out: IngestOutput = serde_json::from_value(done.output)
-            .with_context(|| format!("job {} left an unreadable ingest record", job.id.short()))?;
-        fragments.extend(out.fragments.0);
+        outputs.push(done_record(store, job).await?.output);
     }
+    let unreadable = |i: usize| format!("job {} left an unreadable {} record", stage.jobs[i].id.short(), stage.name);
     let properties = HashMap::from([
         ("phrasesweep.stage".to_string(), stage.name.to_string()),
         ("phrasesweep.jobs_hash".to_string(), jobs_hash.to_string()),
     ]);
-    let ds = commit_fragments(store, CORPUS_DATASET, &corpus_schema(), fragments, properties).await?;
-    let rows = ds.count_rows(None).await? as u64;
+    let (dataset, version, rows) = match stage.name {
+        "ingest" | "encode" => {
+            let (name, schema, fragments) = if stage.name == "ingest" {
+                let mut fragments = Vec::new();
+                for (i, o) in outputs.into_iter().enumerate() {
+                    fragments.extend(serde_json::from_value::<IngestOutput>(o).with_context(|| unreadable(i))?.fragments.0);
+                }
+                (CORPUS_DATASET, corpus_schema(), fragments)
+            } else {
+                let mut fragments = Vec::new();
+                let mut dim = 0;
+                for (i, o) in outputs.into_iter().enumerate() {
+                    let out: EncodeOutput = serde_json::from_value(o).with_context(|| unreadable(i))?;
+                    dim = out.dim;
+                    fragments.extend(out.fragments.0);
+                }
+                (PHRASES_DATASET, phrases_schema(dim), fragments)
+            };
+            let ds = commit_fragments(store, name, &schema, fragments, properties).await?;
+            (store.dataset_uri(name), ds.version().version, ds.count_rows(None).await? as u64)
+        }
+        "index" => {
+            let out: IndexOutput = serde_json::from_value(outputs.remove(0)).with_context(|| unreadable(0))?;
+            info!(action = out.action, rows = out.rows, partitions = out.partitions, sub_vectors = out.sub_vectors, seconds = out.seconds, "index");
+            (store.dataset_uri(PHRASES_DATASET), out.version, out.rows)
+        }
+        _ => (String::new(), 0, outputs.iter().filter_map(|o| o.get("rows").and_then(|r| r.as_u64())).sum()),
+    };
     let commit = StageCommit {
         stage: stage.name.into(),
         jobs_hash: jobs_hash.into(),
         jobs: stage.jobs.len(),
-        dataset: store.dataset_uri(CORPUS_DATASET),
-        version: ds.version().version,
+        dataset,
+        version,
         rows,
         at_unix: now_unix(),
     };
     store.put_json(&record::stage_path(stage.name), &commit).await?;
     info!(stage = stage.name, version = commit.version, rows, "committed stage");
-    Ok(())
+    Ok(commit)
 }

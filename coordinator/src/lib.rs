@@ -5,6 +5,8 @@ pub mod drive;
 pub mod embedded;
 pub mod plan;
 pub mod progress;
+pub mod results;
+pub mod search;
 pub mod status;
 pub mod summary;
 

@@ -2,7 +2,8 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use phrasesweep_coordinator::{drive, run_embedded, status, summary};
+use phrasesweep_coordinator::{drive, results, run_embedded, search, status, summary};
+use phrasesweep_schemas::retrieval::Unit;
 use phrasesweep_schemas::ExperimentConfig;
 use phrasesweep_schemas::config::{BrokerConfig, redact_url};
 use phrasesweep_workers::queue::amqp::{AmqpQueue, DEFAULT_JOB_QUEUE};
@@ -49,6 +50,52 @@ enum Command {
     },
     /// Per stage: jobs done, running, failed, dead-lettered and waiting.
     Status { config: PathBuf },
+    /// Ranked evidence for one question from a run's phrase index.
+    Search {
+        /// The run's store (path, file:// or s3://); S3 credentials come from the AWS_* environment.
+        #[arg(long)]
+        index: String,
+        /// Query encoder: a HuggingFace BERT folder, a phrasesweep checkpoint, or `default`.
+        #[arg(long, default_value = "default")]
+        query_encoder: String,
+        #[arg(long, value_enum, default_value = "sentence")]
+        unit: UnitArg,
+        #[arg(short, default_value_t = 10)]
+        k: usize,
+        /// IVF partitions probed.
+        #[arg(long, default_value_t = 64)]
+        nprobes: usize,
+        question: String,
+    },
+    /// The metrics table of a run, from its store.
+    Results {
+        /// The run's store (path, file:// or s3://).
+        uri: String,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum UnitArg {
+    Phrase,
+    Sentence,
+    Paragraph,
+    Document,
+}
+
+impl From<UnitArg> for Unit {
+    fn from(u: UnitArg) -> Unit {
+        match u {
+            UnitArg::Phrase => Unit::Phrase,
+            UnitArg::Sentence => Unit::Sentence,
+            UnitArg::Paragraph => Unit::Paragraph,
+            UnitArg::Document => Unit::Document,
+        }
+    }
+}
+
+/// A store named on the command line; endpoint and credentials come from the AWS_* environment.
+fn store_at(uri: &str) -> Result<Store> {
+    search::store_at(uri)
 }
 
 fn main() -> std::process::ExitCode {
@@ -96,6 +143,12 @@ async fn report(store: &Store, report: phrasesweep_coordinator::RunReport) -> Re
         println!("ran {} jobs ({} already done); committed: {}", report.executed, report.skipped, report.committed.join(", "));
     }
     println!("{}", summary::corpus_summary(store).await?);
+    if let Some(r) = report.recall_at_100 {
+        println!("index recall@100 of start hits against exact search: {r:.4}");
+    }
+    if !report.metrics.is_empty() {
+        print!("{}", results::table(&report.metrics));
+    }
     Ok(())
 }
 
@@ -124,6 +177,18 @@ async fn run(cli: Cli) -> Result<()> {
             });
             let queue = AmqpQueue::connect(&broker, &queue, delivery_limit).await?;
             Worker::new(name, StoreAccess::FromMessage).run(&queue).await
+        }
+        Command::Search { index, query_encoder, unit, k, nprobes, question } => {
+            let hits = search::search_store(&index, &query_encoder, unit.into(), k, nprobes, &question).await?;
+            for (rank, h) in hits.iter().enumerate() {
+                println!("{:>3}. [{:.3}] {} ({}, paragraph {}): {}", rank + 1, h.score, h.title, h.doc_id, h.paragraph, h.text);
+            }
+            Ok(())
+        }
+        Command::Results { uri } => {
+            let store = store_at(&uri)?;
+            print!("{}", results::table(&results::read_metrics(&store).await?));
+            Ok(())
         }
         Command::Status { config } => {
             let config = load(&config)?;

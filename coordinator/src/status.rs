@@ -32,10 +32,28 @@ impl fmt::Display for StageStatus {
 
 pub const HEADER: &str = "stage     jobs  done  running  failed  dead-lettered  waiting  committed";
 
+/// Every stage the config asks for, as far as committed stages let it be planned (a stage is planned from
+/// the committed output of the one before).
 pub async fn stage_status(config: &ExperimentConfig) -> Result<Vec<StageStatus>> {
     let store = Store::from_config(&config.store)?;
     store.check_access().await?;
-    let stage = plan::ingest_stage(&store, config).await?;
+    let mut out = Vec::new();
+    let ingest = plan::ingest_stage(&store, config).await?;
+    let corpus = count(&store, &ingest, &mut out).await?;
+    let (Some(corpus), true) = (corpus, config.encodes()) else { return Ok(out) };
+    let phrases = count(&store, &plan::encode_stage(&store, config, corpus).await?, &mut out).await?;
+    let Some(phrases) = phrases else { return Ok(out) };
+    let indexed = count(&store, &plan::index_stage(&store, config, phrases), &mut out).await?;
+    let (Some(indexed), true) = (indexed, config.questions.is_some() && !config.retrieval.is_empty()) else { return Ok(out) };
+    let retrieve = plan::retrieve_stage(&store, config, corpus, indexed).await?;
+    if count(&store, &retrieve, &mut out).await?.is_some() {
+        count(&store, &plan::score_stage(&store, config, &retrieve).await?, &mut out).await?;
+    }
+    Ok(out)
+}
+
+/// Adds a stage's row; returns its committed version when it is committed for exactly these jobs.
+async fn count(store: &Store, stage: &plan::Stage, out: &mut Vec<StageStatus>) -> Result<Option<u64>> {
     let mut s = StageStatus { stage: stage.name.into(), jobs: stage.jobs.len(), ..Default::default() };
     for job in &stage.jobs {
         let id = &job.id.0;
@@ -56,5 +74,7 @@ pub async fn stage_status(config: &ExperimentConfig) -> Result<Vec<StageStatus>>
             s.committed = Some(c.version);
         }
     }
-    Ok(vec![s])
+    let committed = s.committed;
+    out.push(s);
+    Ok(committed)
 }

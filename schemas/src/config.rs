@@ -2,7 +2,9 @@
 //! settings. Errors name the file, the field and the problem.
 
 use crate::job::StoreLocation;
+use crate::retrieval::RetrievalConfig;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -17,6 +19,159 @@ pub struct ExperimentConfig {
     pub corpus: CorpusConfig,
     #[serde(default)]
     pub embedded: EmbeddedConfig,
+    /// The phrase encoder and how paragraphs are cut for it. A run goes as far as its config asks:
+    /// ingest only; with `[encode]`, up to the phrase index; with `[questions]`, through scoring.
+    #[serde(default)]
+    pub encode: Option<EncodeSettings>,
+    #[serde(default)]
+    pub index: IndexSettings,
+    #[serde(default)]
+    pub search: SearchSettings,
+    /// Questions to retrieve for; without them a run stops after the index.
+    #[serde(default)]
+    pub questions: Option<QuestionsConfig>,
+    /// Query encoders by name: a HuggingFace BERT folder or a phrasesweep checkpoint (relative to the
+    /// config file), or `default` for the pretrained all-MiniLM-L6-v2 that `make setup` fetches.
+    #[serde(default = "default_encoders")]
+    pub encoders: BTreeMap<String, String>,
+    #[serde(default)]
+    pub retrieval: Vec<RetrievalConfig>,
+}
+
+/// The model folder name that means "the pretrained base model".
+pub const DEFAULT_MODEL: &str = "default";
+
+fn default_encoders() -> BTreeMap<String, String> {
+    BTreeMap::from([("base".to_string(), DEFAULT_MODEL.to_string())])
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncodeSettings {
+    /// Phrase encoder: a HuggingFace BERT folder, a phrasesweep checkpoint, or `default`.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Model window in tokens, special tokens included.
+    #[serde(default = "default_max_len")]
+    pub max_len: usize,
+    /// Tokens shared by consecutive windows of a long paragraph.
+    #[serde(default = "default_overlap")]
+    pub overlap: usize,
+    /// Title pieces in `[CLS] title [SEP] paragraph [SEP]`.
+    #[serde(default = "default_title_tokens")]
+    pub title_tokens: usize,
+    /// Keep a token when its larger filter logit reaches this; absent keeps every token (the filter
+    /// head of an untrained phrase encoder is random).
+    #[serde(default)]
+    pub filter_threshold: Option<f32>,
+    /// Windows per forward pass.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+}
+
+impl Default for EncodeSettings {
+    fn default() -> Self {
+        Self {
+            model: default_model(),
+            max_len: default_max_len(),
+            overlap: default_overlap(),
+            title_tokens: default_title_tokens(),
+            filter_threshold: None,
+            batch_size: default_batch_size(),
+        }
+    }
+}
+
+fn default_model() -> String {
+    DEFAULT_MODEL.into()
+}
+fn default_max_len() -> usize {
+    256
+}
+fn default_overlap() -> usize {
+    64
+}
+fn default_title_tokens() -> usize {
+    10
+}
+fn default_batch_size() -> usize {
+    32
+}
+
+/// The vector index over `phrases.vector`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexSettings {
+    /// IVF partitions; 0 means about the square root of the number of vectors.
+    #[serde(default)]
+    pub partitions: usize,
+    /// PQ sub-vectors; 0 means dimension / 8.
+    #[serde(default)]
+    pub sub_vectors: usize,
+    /// Below this many vectors no IVF-PQ index is built and search is exact (flat).
+    #[serde(default = "default_flat_below")]
+    pub flat_below: usize,
+    /// k-means iterations when training the IVF centroids and PQ codebooks.
+    #[serde(default = "default_max_iters")]
+    pub max_iters: usize,
+}
+
+impl Default for IndexSettings {
+    fn default() -> Self {
+        Self { partitions: 0, sub_vectors: 0, flat_below: default_flat_below(), max_iters: default_max_iters() }
+    }
+}
+
+fn default_flat_below() -> usize {
+    20_000
+}
+fn default_max_iters() -> usize {
+    50
+}
+
+/// How the index is searched (DensePhrases' start/end search).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSettings {
+    /// IVF partitions probed per query.
+    #[serde(default = "default_nprobes")]
+    pub nprobes: usize,
+    /// Candidates re-ranked with exact vectors, as a multiple of the hits asked for (0: no refine).
+    #[serde(default = "default_refine")]
+    pub refine: u32,
+    /// Query encoder inputs are padded to this many tokens.
+    #[serde(default = "default_query_len")]
+    pub query_len: usize,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        Self { nprobes: default_nprobes(), refine: default_refine(), query_len: default_query_len() }
+    }
+}
+
+fn default_nprobes() -> usize {
+    64
+}
+fn default_refine() -> u32 {
+    10
+}
+fn default_query_len() -> usize {
+    64
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuestionsConfig {
+    /// Questions JSON Lines (`{"id", "question", "answers", ...}`): a path or an object-store URI.
+    pub path: String,
+    /// Questions per retrieve job.
+    #[serde(default = "default_shard_questions")]
+    pub shard_questions: u64,
+}
+
+fn default_shard_questions() -> u64 {
+    100
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -155,6 +310,15 @@ impl ExperimentConfig {
         Ok(config)
     }
 
+    /// Whether the run encodes the corpus (and builds the index).
+    pub fn encodes(&self) -> bool {
+        self.encode.is_some() || self.questions.is_some()
+    }
+
+    pub fn encode_settings(&self) -> EncodeSettings {
+        self.encode.clone().unwrap_or_default()
+    }
+
     fn check(&self) -> Result<(), String> {
         let bad = |field: &str, problem: &str| Err(format!("field `{field}`: {problem}"));
         if self.name.trim().is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
@@ -171,6 +335,43 @@ impl ExperimentConfig {
         }
         if self.embedded.workers == 0 {
             return bad("embedded.workers", "must be at least 1");
+        }
+        let encode = self.encode_settings();
+        if encode.max_len < 16 || encode.overlap >= encode.max_len / 2 {
+            return bad("encode.max_len", "must be at least 16 and more than twice `encode.overlap`");
+        }
+        if encode.batch_size == 0 {
+            return bad("encode.batch_size", "must be at least 1");
+        }
+        if self.search.nprobes == 0 {
+            return bad("search.nprobes", "must be at least 1");
+        }
+        if let Some(q) = &self.questions {
+            if q.shard_questions == 0 {
+                return bad("questions.shard_questions", "must be at least 1");
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, r) in self.retrieval.iter().enumerate() {
+            let field = |f: &str| format!("retrieval[{i}].{f}");
+            if r.name.is_empty() || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c)) {
+                return bad(&field("name"), "must be non-empty and use only ASCII letters, digits, '-', '_', '.' and '+'");
+            }
+            if !names.insert(r.name.as_str()) {
+                return bad(&field("name"), &format!("`{}` is used twice", r.name));
+            }
+            if let Err((f, problem)) = r.resolve() {
+                return bad(&field(&f), &problem);
+            }
+            for e in r.encoders() {
+                if !self.encoders.contains_key(&e) {
+                    let known: Vec<&str> = self.encoders.keys().map(String::as_str).collect();
+                    return bad(&field("encoder"), &format!("no encoder named `{e}` in [encoders] (known: {})", known.join(", ")));
+                }
+            }
+        }
+        if !self.retrieval.is_empty() && self.questions.is_none() {
+            return bad("questions", "required when [[retrieval]] runs are configured");
         }
         if let Some(b) = &self.broker {
             if !(b.url.starts_with("amqp://") || b.url.starts_with("amqps://")) {
@@ -195,6 +396,16 @@ impl ExperimentConfig {
         };
         self.store.uri = resolve(&self.store.uri);
         self.corpus.path = resolve(&self.corpus.path);
+        if let Some(q) = &mut self.questions {
+            q.path = resolve(&q.path);
+        }
+        let model = |m: &str| if m == DEFAULT_MODEL { m.to_string() } else { resolve(m) };
+        if let Some(e) = &mut self.encode {
+            e.model = model(&e.model);
+        }
+        for path in self.encoders.values_mut() {
+            *path = model(path);
+        }
     }
 }
 

@@ -1,8 +1,11 @@
 //! Job messages. A job's id is a content hash of what it does, so the same work always has the same id:
 //! that is what makes a finished sweep rerun for free and a redelivered message harmless.
 
+use crate::config::{EncodeSettings, IndexSettings, SearchSettings};
+use crate::retrieval::RetrievalConfig;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Bumped whenever a message stops being readable by an older worker.
@@ -40,18 +43,19 @@ pub struct StoreLocation {
     pub allow_http: Option<bool>,
 }
 
-/// One shard of a corpus file: a byte range holding whole JSON lines.
+/// One shard of a JSON Lines file (corpus or questions): a byte range holding whole lines.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CorpusShard {
-    /// Where the corpus lives (a path or an object-store URI), as the user wrote it in the config.
-    pub corpus: String,
+pub struct LineShard {
+    /// Where the file lives (a path or an object-store URI), as the config names it.
+    pub path: String,
     pub shard: u32,
     /// 1-based line number of the first line, for error messages.
     pub first_line: u64,
     pub byte_start: u64,
     pub byte_end: u64,
-    pub docs: u64,
+    /// Non-blank lines (records) in the shard.
+    pub records: u64,
     /// sha256 of the shard's bytes: the id changes exactly when the input does.
     pub sha256: String,
 }
@@ -63,30 +67,126 @@ pub struct IngestConfig {
     pub dataset: String,
 }
 
+/// One committed version of a Lance dataset on the job's store: what a job reads is pinned, so its id
+/// changes when the data does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetVersion {
+    pub dataset: String,
+    pub version: u64,
+}
+
+/// A model folder (HuggingFace BERT or phrasesweep checkpoint) and the sha256 of its weights, which the
+/// worker checks before use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRef {
+    pub path: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncodeInputs {
+    pub corpus: DatasetVersion,
+    /// The corpus fragment (one ingest shard) to encode.
+    pub fragment: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncodeConfig {
+    /// Dataset that receives the phrase vectors.
+    pub dataset: String,
+    pub model: ModelRef,
+    pub settings: EncodeSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrieveInputs {
+    pub questions: LineShard,
+    pub phrases: DatasetVersion,
+    pub corpus: DatasetVersion,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrieveConfig {
+    pub retrieval: RetrievalConfig,
+    /// The query encoders the retrieval names.
+    pub encoders: BTreeMap<String, ModelRef>,
+    pub search: SearchSettings,
+    /// Parquet file (relative to the store root) that receives the ranked evidence.
+    pub output: String,
+    /// Also measure recall@100 of the index's start hits against exact search (one retrieval per run
+    /// does, since exact search is slow on a large index).
+    #[serde(default)]
+    pub measure_recall: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreInputs {
+    /// The questions file (answers come from it) and its sha256.
+    pub questions: String,
+    pub questions_sha256: String,
+    /// The retrieve outputs, one per question shard.
+    pub results: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreConfig {
+    pub retrieval: RetrievalConfig,
+    /// Parquet files (relative to the store root): one metrics row, and one row per question.
+    pub metrics: String,
+    pub per_question: String,
+}
+
 /// What a job does: its kind, inputs and config. Serialised flat into the envelope as
 /// `"kind": "...", "inputs": {...}, "config": {...}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum JobSpec {
-    Ingest { inputs: CorpusShard, config: IngestConfig },
+    /// A corpus shard → uncommitted fragments of the `corpus` dataset.
+    Ingest { inputs: LineShard, config: IngestConfig },
+    /// A corpus fragment → uncommitted fragments of the `phrases` dataset.
+    Encode { inputs: EncodeInputs, config: EncodeConfig },
+    /// The vector index of a committed `phrases` version (built, or brought up to date).
+    Index { inputs: DatasetVersion, config: IndexSettings },
+    /// A shard of questions × one retrieval → ranked evidence as Parquet.
+    Retrieve { inputs: RetrieveInputs, config: RetrieveConfig },
+    /// Every shard of one retrieval → metrics as Parquet.
+    Score { inputs: ScoreInputs, config: ScoreConfig },
 }
 
 impl JobSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             JobSpec::Ingest { .. } => "ingest",
+            JobSpec::Encode { .. } => "encode",
+            JobSpec::Index { .. } => "index",
+            JobSpec::Retrieve { .. } => "retrieve",
+            JobSpec::Score { .. } => "score",
         }
     }
 
     /// A short human label for progress and logs.
     pub fn label(&self) -> String {
         match self {
-            JobSpec::Ingest { inputs, .. } => format!("ingest shard {} ({} docs)", inputs.shard, inputs.docs),
+            JobSpec::Ingest { inputs, .. } => format!("ingest shard {} ({} docs)", inputs.shard, inputs.records),
+            JobSpec::Encode { inputs, .. } => format!("encode corpus fragment {}", inputs.fragment),
+            JobSpec::Index { inputs, .. } => format!("index {} version {}", inputs.dataset, inputs.version),
+            JobSpec::Retrieve { inputs, config } => {
+                format!("retrieve {} for question shard {}", config.retrieval.name, inputs.questions.shard)
+            }
+            JobSpec::Score { config, .. } => format!("score {}", config.retrieval.name),
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobEnvelope {
     pub schema_version: u32,
     pub id: JobId,
@@ -137,13 +237,13 @@ mod tests {
 
     fn spec(shard: u32) -> JobSpec {
         JobSpec::Ingest {
-            inputs: CorpusShard {
-                corpus: "/data/docs.jsonl".into(),
+            inputs: LineShard {
+                path: "/data/docs.jsonl".into(),
                 shard,
                 first_line: 1,
                 byte_start: 0,
                 byte_end: 10,
-                docs: 2,
+                records: 2,
                 sha256: "ab".into(),
             },
             config: IngestConfig { dataset: "corpus.lance".into() },
@@ -174,8 +274,8 @@ mod tests {
         back.validate().unwrap();
 
         let mut tampered = back.clone();
-        let JobSpec::Ingest { inputs, .. } = &mut tampered.spec;
-        inputs.docs = 99;
+        let JobSpec::Ingest { inputs, .. } = &mut tampered.spec else { unreachable!() };
+        inputs.records = 99;
         assert!(tampered.validate().unwrap_err().contains("does not match"));
         let mut future = a;
         future.schema_version = SCHEMA_VERSION + 1;

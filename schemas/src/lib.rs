@@ -6,6 +6,7 @@ pub mod config;
 pub mod event;
 pub mod job;
 pub mod record;
+pub mod retrieval;
 pub mod tables;
 
 pub use config::{ConfigError, ExperimentConfig};

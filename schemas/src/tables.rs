@@ -25,3 +25,104 @@ pub fn corpus_schema() -> Arc<Schema> {
         Field::new(corpus::SENTENCE_ENDS, offsets(), false),
     ]))
 }
+
+pub mod phrases {
+    pub const DOC_ID: &str = "doc_id";
+    pub const PARAGRAPH: &str = "paragraph";
+    /// Row address of the paragraph in the corpus version the phrases were encoded from.
+    pub const CORPUS_ROW: &str = "corpus_row";
+    pub const SENTENCE: &str = "sentence";
+    pub const TOKEN: &str = "token";
+    pub const CHAR_START: &str = "char_start";
+    pub const CHAR_END: &str = "char_end";
+    pub const VECTOR: &str = "vector";
+}
+
+/// One row per kept token of the corpus: its vector is both its start and its end vector.
+pub fn phrases_schema(dim: usize) -> Arc<Schema> {
+    let item = Arc::new(Field::new("item", DataType::Float32, true));
+    Arc::new(Schema::new(vec![
+        Field::new(phrases::DOC_ID, DataType::Utf8, false),
+        Field::new(phrases::PARAGRAPH, DataType::UInt32, false),
+        Field::new(phrases::CORPUS_ROW, DataType::UInt64, false),
+        Field::new(phrases::SENTENCE, DataType::UInt32, false),
+        Field::new(phrases::TOKEN, DataType::UInt32, false),
+        Field::new(phrases::CHAR_START, DataType::UInt32, false),
+        Field::new(phrases::CHAR_END, DataType::UInt32, false),
+        Field::new(phrases::VECTOR, DataType::FixedSizeList(item, dim as i32), false),
+    ]))
+}
+
+pub mod results {
+    pub const QUESTION_ID: &str = "question_id";
+    pub const RANK: &str = "rank";
+    pub const UNIT: &str = "unit";
+    pub const TEXT: &str = "text";
+    pub const SCORE: &str = "score";
+    pub const DOC_ID: &str = "doc_id";
+    pub const TITLE: &str = "title";
+    pub const PARAGRAPH: &str = "paragraph";
+    pub const SPAN_START: &str = "span_start";
+    pub const SPAN_END: &str = "span_end";
+    pub const PHRASE: &str = "phrase";
+    pub const ENCODER: &str = "encoder";
+}
+
+/// Ranked evidence: one row per (question, rank). A question with no evidence has no rows.
+pub fn results_schema() -> Arc<Schema> {
+    use results::*;
+    Arc::new(Schema::new(vec![
+        Field::new(QUESTION_ID, DataType::Utf8, false),
+        Field::new(RANK, DataType::UInt32, false),
+        Field::new(UNIT, DataType::Utf8, false),
+        Field::new(TEXT, DataType::Utf8, false),
+        Field::new(SCORE, DataType::Float32, false),
+        Field::new(DOC_ID, DataType::Utf8, false),
+        Field::new(TITLE, DataType::Utf8, false),
+        Field::new(PARAGRAPH, DataType::UInt32, false),
+        Field::new(SPAN_START, DataType::UInt32, false),
+        Field::new(SPAN_END, DataType::UInt32, false),
+        Field::new(PHRASE, DataType::Utf8, false),
+        Field::new(ENCODER, DataType::Utf8, false),
+    ]))
+}
+
+/// The metrics of one retrieval over all its questions: one row.
+pub fn metrics_schema() -> Arc<Schema> {
+    let f64s = |name: &str| Field::new(name, DataType::Float64, false);
+    let curve = |name: &str| Field::new(name, DataType::List(Arc::new(Field::new("item", DataType::Float64, false))), false);
+    Arc::new(Schema::new(vec![
+        Field::new("retrieval", DataType::Utf8, false),
+        Field::new("mode", DataType::Utf8, false),
+        Field::new("questions", DataType::UInt64, false),
+        f64s("mar_seed"),
+        f64s("mar_strict"),
+        f64s("recall_500w"),
+        f64s("recall_1000w"),
+        f64s("recall_3000w"),
+        f64s("recall_at_1"),
+        f64s("recall_at_10"),
+        f64s("recall_at_100"),
+        f64s("em_top_phrase"),
+        f64s("phrase_correct"),
+        f64s("sent_correct"),
+        f64s("mean_words"),
+        curve("curve_seed"),
+        curve("curve_strict"),
+    ]))
+}
+
+/// Per question: whether and where its answer was found.
+pub fn per_question_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("question_id", DataType::Utf8, false),
+        Field::new("texts", DataType::UInt32, false),
+        Field::new("words", DataType::UInt64, false),
+        Field::new("mar_seed", DataType::Float64, false),
+        Field::new("mar_strict", DataType::Float64, false),
+        Field::new("first_hit_rank", DataType::UInt32, true),
+        Field::new("em_top_phrase", DataType::Boolean, false),
+        Field::new("phrase_correct", DataType::Boolean, false),
+        Field::new("sent_correct", DataType::Boolean, false),
+    ]))
+}

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_phrasesweep"));
-    c.env("PHRASESWEEP_LOG", "info").env_remove("PHRASESWEEP_BROKER");
+    c.env_remove("PHRASESWEEP_LOG").env_remove("PHRASESWEEP_BROKER");
     c
 }
 

@@ -3,9 +3,12 @@
 //! single streaming pass that never holds the corpus in memory.
 
 use crate::store::{Store, read_input_stream};
-use anyhow::Result;
+use anyhow::{Context, Result};
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::UInt32Type;
+use phrasesweep_schemas::tables::corpus;
 use futures::StreamExt;
-use phrasesweep_schemas::job::CorpusShard;
+use phrasesweep_schemas::job::LineShard;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -14,6 +17,45 @@ pub struct Document {
     pub id: String,
     pub title: String,
     pub paragraphs: Vec<String>,
+}
+
+/// A paragraph row of the committed `corpus` dataset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorpusRow {
+    pub doc_id: String,
+    pub title: String,
+    pub paragraph: u32,
+    pub text: String,
+    /// `[start, end)` character spans of its sentences.
+    pub sentences: Vec<(u32, u32)>,
+}
+
+/// The columns [`corpus_rows`] reads.
+pub const CORPUS_COLUMNS: [&str; 6] =
+    [corpus::DOC_ID, corpus::TITLE, corpus::PARAGRAPH, corpus::TEXT, corpus::SENTENCE_STARTS, corpus::SENTENCE_ENDS];
+
+/// The rows of a batch of the `corpus` dataset holding at least [`CORPUS_COLUMNS`].
+pub fn corpus_rows(batch: &RecordBatch) -> Result<Vec<CorpusRow>> {
+    let col = |n: &str| batch.column_by_name(n).with_context(|| format!("corpus column {n} is missing"));
+    let ids = col(corpus::DOC_ID)?.as_string::<i32>();
+    let titles = col(corpus::TITLE)?.as_string::<i32>();
+    let paras = col(corpus::PARAGRAPH)?.as_primitive::<UInt32Type>();
+    let texts = col(corpus::TEXT)?.as_string::<i32>();
+    let starts = col(corpus::SENTENCE_STARTS)?.as_list::<i32>();
+    let ends = col(corpus::SENTENCE_ENDS)?.as_list::<i32>();
+    Ok((0..batch.num_rows())
+        .map(|i| {
+            let (s, e) = (starts.value(i), ends.value(i));
+            let (s, e) = (s.as_primitive::<UInt32Type>(), e.as_primitive::<UInt32Type>());
+            CorpusRow {
+                doc_id: ids.value(i).to_string(),
+                title: titles.value(i).to_string(),
+                paragraph: paras.value(i),
+                text: texts.value(i).to_string(),
+                sentences: s.values().iter().copied().zip(e.values().iter().copied()).collect(),
+            }
+        })
+        .collect())
 }
 
 /// A problem with the input itself: retrying cannot fix it.
@@ -99,33 +141,33 @@ pub fn parse_documents(file: &str, first_line: u64, bytes: &[u8]) -> Result<Vec<
     Ok(docs)
 }
 
-/// Cuts a corpus file into shards of `shard_docs` documents (non-blank lines), in one streaming pass.
-pub async fn plan_shards(store: &Store, corpus: &str, shard_docs: u64) -> Result<Vec<CorpusShard>> {
+/// Cuts a JSON Lines file into shards of `shard_docs` records (non-blank lines), in one streaming pass.
+pub async fn plan_shards(store: &Store, corpus: &str, shard_docs: u64) -> Result<Vec<LineShard>> {
     let mut stream = read_input_stream(store, corpus).await?;
     let mut shards = Vec::new();
-    let mut cur = CorpusShard {
-        corpus: corpus.to_string(),
+    let mut cur = LineShard {
+        path: corpus.to_string(),
         shard: 0,
         first_line: 1,
         byte_start: 0,
         byte_end: 0,
-        docs: 0,
+        records: 0,
         sha256: String::new(),
     };
     let mut hasher = Sha256::new();
     let (mut offset, mut line) = (0u64, 1u64);
     let mut line_has_text = false;
-    let mut finish = |cur: &mut CorpusShard, hasher: &mut Sha256, end: u64, next_line: u64| {
+    let mut finish = |cur: &mut LineShard, hasher: &mut Sha256, end: u64, next_line: u64| {
         cur.byte_end = end;
         cur.sha256 = hex::encode(std::mem::take(hasher).finalize());
-        let next = CorpusShard {
+        let next = LineShard {
             shard: cur.shard + 1,
             first_line: next_line,
             byte_start: end,
             byte_end: end,
-            docs: 0,
+            records: 0,
             sha256: String::new(),
-            corpus: cur.corpus.clone(),
+            path: cur.path.clone(),
         };
         shards.push(std::mem::replace(cur, next));
     };
@@ -137,11 +179,11 @@ pub async fn plan_shards(store: &Store, corpus: &str, shard_docs: u64) -> Result
                 hasher.update(&chunk[from..=i]);
                 from = i + 1;
                 if line_has_text {
-                    cur.docs += 1;
+                    cur.records += 1;
                 }
                 line += 1;
                 line_has_text = false;
-                if cur.docs == shard_docs {
+                if cur.records == shard_docs {
                     finish(&mut cur, &mut hasher, offset + i as u64 + 1, line);
                 }
             } else if !b.is_ascii_whitespace() {
@@ -152,9 +194,9 @@ pub async fn plan_shards(store: &Store, corpus: &str, shard_docs: u64) -> Result
         offset += chunk.len() as u64;
     }
     if line_has_text {
-        cur.docs += 1;
+        cur.records += 1;
     }
-    if cur.docs > 0 {
+    if cur.records > 0 {
         finish(&mut cur, &mut hasher, offset, line);
     }
     Ok(shards)

@@ -4,7 +4,7 @@
 
 use crate::store::Store;
 use anyhow::{Context, Result};
-use arrow::array::RecordBatch;
+use arrow::array::{RecordBatch, RecordBatchIterator};
 use lance::Dataset;
 use lance::dataset::builder::DatasetBuilder;
 use lance::dataset::transaction::{Operation, TransactionBuilder};
@@ -29,11 +29,20 @@ fn store_params(store: &Store) -> ObjectStoreParams {
 
 /// Writes batches as data files of `dataset` (relative to the store root) without committing them.
 pub async fn write_uncommitted(store: &Store, dataset: &str, batches: Vec<RecordBatch>) -> Result<Fragments> {
+    let schema = batches.first().context("nothing to write")?.schema();
+    write_uncommitted_stream(store, dataset, RecordBatchIterator::new(batches.into_iter().map(Ok), schema)).await
+}
+
+/// Writes the batches `reader` produces (lazily, on a background thread) as uncommitted data files.
+pub async fn write_uncommitted_stream<I>(store: &Store, dataset: &str, reader: RecordBatchIterator<I>) -> Result<Fragments>
+where
+    I: Iterator<Item = std::result::Result<RecordBatch, arrow_schema::ArrowError>> + Send + 'static,
+{
     let uri = store.dataset_uri(dataset);
     let params = WriteParams { mode: WriteMode::Overwrite, store_params: Some(store_params(store)), ..Default::default() };
     let txn = InsertBuilder::new(uri.as_str())
         .with_params(&params)
-        .execute_uncommitted(batches)
+        .execute_uncommitted_stream(reader)
         .await
         .with_context(|| format!("cannot write data files to {uri}"))?;
     match txn.operation {

@@ -244,6 +244,13 @@ pub async fn read_input_range(like: &Store, uri: &str, range: std::ops::Range<u6
     Ok(objects.get_range(&path, range).await.with_context(|| format!("cannot read {uri}"))?.to_vec())
 }
 
+/// Reads a whole input file.
+pub async fn read_input(like: &Store, uri: &str) -> Result<Vec<u8>> {
+    let (objects, path) = input_object(like, uri)?;
+    let get = objects.get(&path).await.with_context(|| format!("cannot read {uri}"))?;
+    Ok(get.bytes().await.with_context(|| format!("cannot read {uri}"))?.to_vec())
+}
+
 /// Opens an input file as a stream of byte chunks.
 pub async fn read_input_stream(
     like: &Store,

@@ -9,7 +9,7 @@ use crate::store::{Store, read_input_range};
 use anyhow::Context;
 use arrow::array::{ArrayRef, ListBuilder, RecordBatch, StringBuilder, UInt32Builder};
 use arrow_schema::{DataType, Field};
-use phrasesweep_schemas::job::{CorpusShard, IngestConfig};
+use phrasesweep_schemas::job::{LineShard, IngestConfig};
 use phrasesweep_schemas::tables::corpus_schema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -27,16 +27,16 @@ pub struct IngestOutput {
     pub fragments: Fragments,
 }
 
-pub async fn run(store: &Store, shard: &CorpusShard, config: &IngestConfig) -> Result<serde_json::Value, JobError> {
-    let bytes = read_input_range(store, &shard.corpus, shard.byte_start..shard.byte_end).await?;
+pub async fn run(store: &Store, shard: &LineShard, config: &IngestConfig) -> Result<serde_json::Value, JobError> {
+    let bytes = read_input_range(store, &shard.path, shard.byte_start..shard.byte_end).await?;
     let digest = hex::encode(Sha256::digest(&bytes));
     if digest != shard.sha256 {
         return Err(JobError::Input(format!(
             "{}: lines {}.. changed since the run was planned (shard {} hash differs); rerun to plan again",
-            shard.corpus, shard.first_line, shard.shard
+            shard.path, shard.first_line, shard.shard
         )));
     }
-    let docs = parse_documents(&shard.corpus, shard.first_line, &bytes).map_err(|e| JobError::Input(e.to_string()))?;
+    let docs = parse_documents(&shard.path, shard.first_line, &bytes).map_err(|e| JobError::Input(e.to_string()))?;
     let batches = paragraph_batches(&docs).context("cannot build paragraph batches")?;
     let paragraphs: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     let fragments = if batches.is_empty() {

@@ -1,6 +1,10 @@
 //! Job handlers: what a worker does for each job kind.
 
+pub mod encode;
+pub mod index;
 pub mod ingest;
+pub mod retrieve;
+pub mod score;
 
 use crate::store::Store;
 use phrasesweep_schemas::JobSpec;
@@ -21,5 +25,9 @@ pub enum JobError {
 pub async fn execute(store: &Store, spec: &JobSpec) -> Result<serde_json::Value, JobError> {
     match spec {
         JobSpec::Ingest { inputs, config } => ingest::run(store, inputs, config).await,
+        JobSpec::Encode { inputs, config } => encode::run(store, inputs, config).await,
+        JobSpec::Index { inputs, config } => index::run(store, inputs, config).await,
+        JobSpec::Retrieve { inputs, config } => retrieve::run(store, inputs, config).await,
+        JobSpec::Score { inputs, config } => score::run(store, inputs, config).await,
     }
 }

@@ -221,6 +221,30 @@ pub fn encode_paragraphs<B: Backend>(
     Ok(out)
 }
 
+/// q_start and q_end of each query, `[CLS] query [SEP]` cut to `query_len` tokens. Rows are padded to the
+/// longest in the batch rather than to `query_len`: padding is masked, so the vectors are the same.
+pub fn encode_queries<B: Backend>(
+    model: &QueryEncoder<B>,
+    text: &TextEncoder,
+    queries: &[&str],
+    query_len: usize,
+    batch_size: usize,
+    device: &B::Device,
+) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
+    let mut out = Vec::with_capacity(queries.len());
+    for chunk in queries.chunks(batch_size.max(1)) {
+        let rows = chunk.iter().map(|q| text.single(q, query_len)).collect::<Result<Vec<_>>>()?;
+        let (qs, qe) = model.forward(text.batch::<B>(&rows, 0, device));
+        let [b, d] = qs.dims();
+        let qs: Vec<f32> = qs.into_data().convert::<f32>().to_vec().expect("f32 query vectors");
+        let qe: Vec<f32> = qe.into_data().convert::<f32>().to_vec().expect("f32 query vectors");
+        for r in 0..b {
+            out.push((qs[r * d..(r + 1) * d].to_vec(), qe[r * d..(r + 1) * d].to_vec()));
+        }
+    }
+    Ok(out)
+}
+
 /// Best spans of at most `MAX_SPAN` tokens by `start[i] + end[j]`, `i <= j`, highest first.
 pub fn best_spans(start: &[f32], end: &[f32], top: usize) -> Vec<(usize, usize, f32)> {
     let mut spans = Vec::new();

@@ -6,4 +6,5 @@ pub mod checkpoint;
 pub mod device;
 pub mod encoders;
 pub mod load;
+pub mod registry;
 pub mod text;

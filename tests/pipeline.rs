@@ -1,0 +1,152 @@
+//! End-to-end: the whole pipeline on the fixture (ingest → encode → index → retrieve → score), embedded
+//! and on the farm (RabbitMQ + S3), the exact-match sanity check of the search path, and results.
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+
+const LIMIT: Duration = Duration::from_secs(900);
+
+/// The pipeline config: IVF-PQ forced on (the fixture is small), five retrievals across units and modes.
+fn pipeline_extra(questions: &std::path::Path) -> String {
+    format!(
+        r#"
+[questions]
+path = "{}"
+shard_questions = 20
+
+[encode]
+model = "default"
+
+[index]
+flat_below = 1000
+
+[[retrieval]]
+name = "paragraph"
+mode = "single"
+unit = "paragraph"
+encoder = "base"
+k = 20
+
+[[retrieval]]
+name = "phrase-opt"
+mode = "single"
+unit = "phrase"
+encoder = "base"
+opt = true
+k = 50
+
+[[retrieval]]
+name = "static"
+mode = "static"
+phrase_encoder = "base"
+sentence_encoder = "base"
+k = 20
+
+[[retrieval]]
+name = "dynamic-opt"
+mode = "dynamic"
+phrase_encoder = "base"
+sentence_encoder = "base"
+opt = true
+k = 20
+
+[[retrieval]]
+name = "bm25-paragraph"
+mode = "bm25"
+unit = "paragraph"
+k = 20
+"#,
+        questions.display()
+    )
+}
+
+/// `(retrieval, mAR seed, mAR strict)` rows of a printed metrics table.
+fn table_rows(text: &str) -> Vec<(String, f64, f64)> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (seed, strict) = (f.get(3)?.parse().ok()?, f.get(4)?.parse().ok()?);
+            Some((f[0].to_string(), seed, strict))
+        })
+        .collect()
+}
+
+/// One test for both drivers, so the fixture is encoded twice rather than three times: the farm run, then
+/// the embedded run that it must agree with.
+#[test]
+fn pipeline_on_the_farm_and_embedded_scores_every_retrieval_and_finds_a_copied_phrase() {
+    let s3 = s3_env();
+    let amqp = rabbitmq_url();
+    let dir = tempfile::tempdir().unwrap();
+    let docs = data("fixture/docs.jsonl");
+    let extra = pipeline_extra(&data("fixture/questions.jsonl"));
+
+    // The farm: a coordinator and two workers over RabbitMQ, storing on S3.
+    let name = unique("pipeline");
+    let queue = format!("{name}.jobs");
+    let uri = format!("s3://phrasesweep/{name}");
+    let broker = format!("[broker]\nurl = \"{amqp}\"\nqueue = \"{queue}\"\n{extra}");
+    let farm_config = write_config(dir.path(), &name, &uri, &docs, &broker);
+    let worker = |n: &str| {
+        let mut cmd = bin();
+        cmd.args(["worker", "--broker", &amqp, "--queue", &queue, "--name", n]).envs(&s3);
+        Proc::spawn(&mut cmd)
+    };
+    let (w1, w2) = (worker("w1"), worker("w2"));
+    let mut coord = Proc::spawn(bin().args(["coordinator", farm_config.to_str().unwrap()]).envs(&s3));
+    assert!(coord.wait(LIMIT).success(), "coordinator failed:\n{}", coord.log());
+    let farm = table_rows(&coord.log());
+    assert!(w1.log().contains("finished job") && w2.log().contains("finished job"), "both workers take jobs");
+    let res = run_bounded(bin().args(["results", &uri]).envs(&s3), LIMIT);
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    assert_eq!(table_rows(&String::from_utf8_lossy(&res.stdout)), farm, "results reads the table back from S3");
+    let secret = &s3["AWS_SECRET_ACCESS_KEY"];
+    for (who, log) in [("coordinator", coord.log()), ("w1", w1.log()), ("w2", w2.log())] {
+        assert!(!log.contains(secret.as_str()), "{who} logged the S3 secret");
+    }
+
+    // Embedded, on local disk.
+    let store = dir.path().join("store");
+    let config = write_config(dir.path(), "pipeline", store.to_str().unwrap(), &docs, &extra);
+    let out = run_bounded(bin().args(["run", config.to_str().unwrap()]), LIMIT);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "run failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let rows = table_rows(&stdout);
+    let names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(names, ["paragraph", "phrase-opt", "static", "dynamic-opt", "bm25-paragraph"], "{stdout}");
+    for (name, seed, strict) in &rows {
+        assert!((0.0..=1.0).contains(seed) && (0.0..=1.0).contains(strict), "{name}: {seed} {strict}");
+    }
+    let row = |rows: &[(String, f64, f64)], name: &str| rows.iter().find(|r| r.0 == name).cloned().unwrap();
+    assert!(row(&rows, "bm25-paragraph").2 > 0.3, "BM25 over a corpus holding every gold paragraph finds answers: {stdout}");
+    assert_eq!(row(&farm, "bm25-paragraph"), row(&rows, "bm25-paragraph"), "BM25 is deterministic: farm and embedded agree");
+    assert_eq!(farm.len(), rows.len());
+
+    // IVF-PQ with the default nprobes/refine keeps recall@100 of start hits at 0.95 or more.
+    let recall: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("index recall@100 of start hits against exact search: "))
+        .unwrap_or_else(|| panic!("no recall line:\n{stdout}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(recall >= 0.95, "IVF-PQ recall@100 {recall}");
+
+    // A phrase copied verbatim from a paragraph retrieves that paragraph first.
+    let copied = "equipped with ten cameras: one on the host, three on the passengers";
+    let search = run_bounded(
+        bin().args(["search", "--index", store.to_str().unwrap(), "--unit", "paragraph", "-k", "5", copied]),
+        LIMIT,
+    );
+    let found = String::from_utf8_lossy(&search.stdout);
+    assert!(search.status.success(), "{}", String::from_utf8_lossy(&search.stderr));
+    let first = found.lines().next().unwrap_or_default();
+    assert!(first.contains("Cash Cab") && first.contains(copied), "first hit must be the source paragraph:\n{found}");
+
+    let again = run_bounded(bin().args(["run", config.to_str().unwrap()]), LIMIT);
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(stdout.contains("nothing to do"), "a finished sweep reruns nothing:\n{stdout}");
+}

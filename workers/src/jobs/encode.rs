@@ -1,0 +1,162 @@
+//! `encode`: one corpus fragment → phrase vectors (every kept token of every paragraph), written as
+//! uncommitted fragments of the `phrases` dataset. Paragraphs are encoded in chunks that stream into the
+//! Lance writer, so memory holds one chunk of vectors, not the shard's.
+
+use super::JobError;
+use crate::lance_io::{Fragments, open_dataset, write_uncommitted_stream};
+use crate::model::device::Cpu;
+use crate::model::encoders::{EncodedParagraph, ParagraphInput, PhraseSettings, encode_paragraphs};
+use crate::model::registry::load_phrase_encoder;
+use crate::progress::RateLog;
+use crate::store::Store;
+use anyhow::{Context, Result};
+use crate::corpus::{CORPUS_COLUMNS, CorpusRow, corpus_rows};
+use arrow::array::{
+    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, RecordBatch, RecordBatchIterator, StringArray,
+    UInt32Array, UInt64Array,
+};
+use arrow::datatypes::UInt64Type;
+use arrow_schema::{ArrowError, Field};
+use futures::TryStreamExt;
+use phrasesweep_schemas::config::EncodeSettings;
+use phrasesweep_schemas::job::{EncodeConfig, EncodeInputs};
+use phrasesweep_schemas::tables::phrases_schema;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tracing::info;
+
+/// Paragraphs per encoding chunk (one Arrow batch of phrases each).
+const CHUNK: usize = 64;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EncodeOutput {
+    pub paragraphs: u64,
+    pub pieces: u64,
+    pub kept: u64,
+    pub dim: usize,
+    pub seconds: f64,
+    pub fragments: Fragments,
+}
+
+/// A corpus row and its row address (which phrases keep, to find their paragraph again).
+struct Paragraph {
+    row: u64,
+    p: CorpusRow,
+}
+
+pub fn phrase_settings(s: &EncodeSettings) -> PhraseSettings {
+    PhraseSettings {
+        max_len: s.max_len,
+        overlap: s.overlap,
+        title_tokens: s.title_tokens,
+        filter_threshold: s.filter_threshold,
+        batch_size: s.batch_size,
+    }
+}
+
+pub async fn run(store: &Store, inputs: &EncodeInputs, config: &EncodeConfig) -> Result<serde_json::Value, JobError> {
+    let paragraphs = read_fragment(store, inputs).await?;
+    let device = Default::default();
+    let (model, text) = load_phrase_encoder::<Cpu>(&config.model, &device)?;
+    let dim = model.bert.embeddings.word_embeddings.weight.dims()[1];
+    let settings = phrase_settings(&config.settings);
+    let schema = phrases_schema(dim);
+    let total = paragraphs.len() as u64;
+    let counts = Arc::new(std::sync::Mutex::new((0u64, 0u64)));
+    let started = std::time::Instant::now();
+    let fragment = inputs.fragment;
+    let chunks: Vec<Vec<Paragraph>> = {
+        let mut it = paragraphs.into_iter().peekable();
+        let mut v = Vec::new();
+        while it.peek().is_some() {
+            v.push(it.by_ref().take(CHUNK).collect());
+        }
+        v
+    };
+    let counts_in = counts.clone();
+    let schema_in = schema.clone();
+    let mut log = RateLog::new(format!("encode fragment {fragment}"), total, "paragraphs");
+    let batches = chunks.into_iter().map(move |chunk| -> Result<RecordBatch, ArrowError> {
+        let inputs: Vec<ParagraphInput<'_>> = chunk
+            .iter()
+            .map(|x| ParagraphInput { title: &x.p.title, text: &x.p.text, sentences: &x.p.sentences })
+            .collect();
+        let encoded = encode_paragraphs(&model, &text, &inputs, &settings, &device)
+            .map_err(|e| ArrowError::ExternalError(e.into()))?;
+        {
+            let mut c = counts_in.lock().unwrap();
+            c.0 += encoded.iter().map(|e| e.pieces as u64).sum::<u64>();
+            c.1 += encoded.iter().map(|e| e.tokens.len() as u64).sum::<u64>();
+        }
+        log.add(chunk.len() as u64);
+        phrase_batch(&schema_in, dim, &chunk, &encoded)
+    });
+    let reader = RecordBatchIterator::new(batches, schema.clone());
+    let fragments = write_uncommitted_stream(store, &config.dataset, reader).await?;
+    let (pieces, kept) = *counts.lock().unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    info!(fragment, paragraphs = total, pieces, kept, seconds, "encoded corpus fragment");
+    crate::fault::pause_after_write();
+    let out = EncodeOutput { paragraphs: total, pieces, kept, dim, seconds, fragments };
+    Ok(serde_json::to_value(out).context("cannot encode the encode record")?)
+}
+
+async fn read_fragment(store: &Store, inputs: &EncodeInputs) -> Result<Vec<Paragraph>> {
+    let ds = open_dataset(store, &inputs.corpus.dataset).await?;
+    let ds = ds.checkout_version(inputs.corpus.version).await.with_context(|| {
+        format!("{} has no version {}", inputs.corpus.dataset, inputs.corpus.version)
+    })?;
+    let fragment = ds
+        .get_fragment(inputs.fragment as usize)
+        .with_context(|| format!("{} version {} has no fragment {}", inputs.corpus.dataset, inputs.corpus.version, inputs.fragment))?;
+    let mut scan = fragment.scan();
+    scan.project(&CORPUS_COLUMNS)?;
+    scan.with_row_address();
+    let mut stream = scan.try_into_stream().await?;
+    let mut out = Vec::new();
+    while let Some(batch) = stream.try_next().await? {
+        let rows = batch.column_by_name("_rowaddr").context("the scan returned no row addresses")?;
+        let rows = rows.as_primitive::<UInt64Type>().values().to_vec();
+        out.extend(rows.into_iter().zip(corpus_rows(&batch)?).map(|(row, p)| Paragraph { row, p }));
+    }
+    Ok(out)
+}
+
+fn phrase_batch(
+    schema: &arrow_schema::SchemaRef,
+    dim: usize,
+    chunk: &[Paragraph],
+    encoded: &[EncodedParagraph],
+) -> Result<RecordBatch, ArrowError> {
+    let n: usize = encoded.iter().map(|e| e.tokens.len()).sum();
+    let mut doc = Vec::with_capacity(n);
+    let (mut para, mut row, mut sent, mut tok, mut cs, mut ce) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut values = Vec::with_capacity(n * dim);
+    for (x, e) in chunk.iter().zip(encoded) {
+        for t in &e.tokens {
+            doc.push(x.p.doc_id.as_str());
+            para.push(x.p.paragraph);
+            row.push(x.row);
+            sent.push(t.sentence);
+            tok.push(t.token);
+            cs.push(t.start);
+            ce.push(t.end);
+        }
+        values.extend_from_slice(&e.vectors);
+    }
+    let item = Arc::new(Field::new("item", arrow_schema::DataType::Float32, true));
+    let vectors = FixedSizeListArray::try_new(item, dim as i32, Arc::new(Float32Array::from(values)), None)?;
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(doc)),
+        Arc::new(UInt32Array::from(para)),
+        Arc::new(UInt64Array::from(row)),
+        Arc::new(UInt32Array::from(sent)),
+        Arc::new(UInt32Array::from(tok)),
+        Arc::new(UInt32Array::from(cs)),
+        Arc::new(UInt32Array::from(ce)),
+        Arc::new(vectors),
+    ];
+    debug_assert!(columns.iter().all(|c| c.len() == n));
+    RecordBatch::try_new(schema.clone(), columns)
+}

@@ -1,0 +1,109 @@
+//! `index`: the IVF-PQ index over `phrases.vector` for inner product. Small datasets stay flat (exact
+//! search). A dataset that grew since its index was built gets the new rows merged into the index
+//! (`optimize_indices`), so growing a corpus never means rebuilding from scratch.
+
+use super::JobError;
+use crate::lance_io::open_dataset;
+use crate::store::Store;
+use anyhow::Context;
+use lance::index::{DatasetIndexExt, DatasetIndexInternalExt};
+use lance::index::vector::VectorIndexParams;
+use lance_index::IndexType;
+use lance_index::optimize::OptimizeOptions;
+use lance_linalg::distance::MetricType;
+use phrasesweep_schemas::config::IndexSettings;
+use phrasesweep_schemas::job::DatasetVersion;
+use phrasesweep_schemas::tables::phrases;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+use tracing::info;
+
+pub const INDEX_NAME: &str = "vector_idx";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexOutput {
+    /// `flat`, `created` or `optimized`.
+    pub action: String,
+    /// The dataset version that searches use (with the index, if any).
+    pub version: u64,
+    pub rows: u64,
+    pub partitions: usize,
+    pub sub_vectors: usize,
+    pub seconds: f64,
+}
+
+/// IVF partitions and PQ sub-vectors for `rows` vectors of dimension `dim`: √N partitions and d/8
+/// sub-vectors unless configured.
+pub fn index_shape(settings: &IndexSettings, rows: usize, dim: usize) -> (usize, usize) {
+    let partitions = if settings.partitions > 0 { settings.partitions } else { ((rows as f64).sqrt().round() as usize).max(1) };
+    let sub_vectors = if settings.sub_vectors > 0 { settings.sub_vectors } else { (dim / 8).max(1) };
+    (partitions, sub_vectors)
+}
+
+pub async fn run(store: &Store, inputs: &DatasetVersion, settings: &IndexSettings) -> Result<serde_json::Value, JobError> {
+    let started = Instant::now();
+    let latest = open_dataset(store, &inputs.dataset).await?;
+    let mut ds = latest.checkout_version(inputs.version).await.with_context(|| {
+        format!("{} has no version {}", inputs.dataset, inputs.version)
+    })?;
+    if latest.version().version != inputs.version {
+        // A redelivered job whose first delivery already built the index: the newer version is its output.
+        let indices = latest.load_indices().await.context("cannot read the index list")?;
+        if indices.iter().any(|i| i.name == INDEX_NAME) {
+            ds = latest;
+        } else {
+            return Err(JobError::Input(format!(
+                "{} moved on to version {} since version {} was planned; rerun to plan again",
+                inputs.dataset,
+                latest.version().version,
+                inputs.version
+            )));
+        }
+    }
+    let rows = ds.count_rows(None).await.context("cannot count phrases")?;
+    let dim = match ds.schema().field(phrases::VECTOR).map(|f| f.data_type()) {
+        Some(arrow_schema::DataType::FixedSizeList(_, d)) => d as usize,
+        _ => return Err(JobError::Input(format!("{}: no vector column", inputs.dataset))),
+    };
+    let (partitions, sub_vectors) = index_shape(settings, rows, dim);
+    let has_index = ds.load_indices().await.context("cannot read the index list")?.iter().any(|i| i.name == INDEX_NAME);
+    let action = if rows < settings.flat_below && !has_index {
+        "flat"
+    } else if has_index {
+        let unindexed = ds.unindexed_fragments(INDEX_NAME).await.context("cannot list unindexed fragments")?;
+        if !unindexed.is_empty() {
+            info!(fragments = unindexed.len(), "merging new phrase fragments into the index");
+            ds.optimize_indices(&OptimizeOptions::default()).await.context("cannot optimise the index")?;
+        }
+        "optimized"
+    } else {
+        info!(rows, partitions, sub_vectors, "building the IVF-PQ index");
+        let params = VectorIndexParams::ivf_pq(partitions, 8, sub_vectors, MetricType::Dot, settings.max_iters);
+        ds.create_index(&[phrases::VECTOR], IndexType::Vector, Some(INDEX_NAME.into()), &params, true)
+            .await
+            .context("cannot build the IVF-PQ index")?;
+        "created"
+    };
+    let out = IndexOutput {
+        action: action.into(),
+        version: ds.version().version,
+        rows: rows as u64,
+        partitions,
+        sub_vectors,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    info!(action, version = out.version, rows, seconds = out.seconds, "phrase index ready");
+    Ok(serde_json::to_value(out).context("cannot encode the index record")?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_shape_is_sqrt_n_and_d_over_8() {
+        assert_eq!(index_shape(&IndexSettings::default(), 1_000_000, 384), (1000, 48));
+        let s = IndexSettings { partitions: 7, sub_vectors: 16, ..Default::default() };
+        assert_eq!(index_shape(&s, 10, 384), (7, 16));
+    }
+}

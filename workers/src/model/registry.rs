@@ -1,0 +1,74 @@
+//! Model folders named in configs: `default` (the pretrained base), a HuggingFace BERT folder, or a
+//! phrasesweep checkpoint. Jobs carry a [`ModelRef`] (the folder and its weights' sha256), so a job's id
+//! changes with the weights and a worker refuses weights that changed under it.
+
+use super::checkpoint::{self, RECORD, WEIGHTS, sha256_file};
+use super::encoders::{PhraseEncoder, QueryEncoder};
+use super::load::{default_model_dir, read_tokenizer, weights_file};
+use super::text::TextEncoder;
+use anyhow::{Result, bail};
+use burn::tensor::backend::Backend;
+use phrasesweep_schemas::config::DEFAULT_MODEL;
+use phrasesweep_schemas::job::ModelRef;
+use std::path::{Path, PathBuf};
+
+pub const PHRASE_KIND: &str = "phrase-encoder";
+pub const QUERY_KIND: &str = "query-encoder";
+
+/// The folder a config's model name stands for.
+pub fn model_dir(name: &str) -> PathBuf {
+    if name == DEFAULT_MODEL { default_model_dir() } else { PathBuf::from(name) }
+}
+
+fn is_checkpoint(dir: &Path) -> bool {
+    dir.join(RECORD).exists()
+}
+
+fn weights_of(dir: &Path) -> Result<PathBuf> {
+    if is_checkpoint(dir) { Ok(dir.join(WEIGHTS)) } else { weights_file(dir) }
+}
+
+/// Pins a model folder by the sha256 of its weights.
+pub fn model_ref(name: &str) -> Result<ModelRef> {
+    let dir = model_dir(name);
+    if !dir.is_dir() {
+        let hint = if name == DEFAULT_MODEL { " (run `make setup` to fetch all-MiniLM-L6-v2)" } else { "" };
+        bail!("model folder {} does not exist{hint}", dir.display());
+    }
+    Ok(ModelRef { path: dir.display().to_string(), sha256: sha256_file(&weights_of(&dir)?)? })
+}
+
+fn checked_dir(r: &ModelRef) -> Result<PathBuf> {
+    let dir = PathBuf::from(&r.path);
+    let actual = sha256_file(&weights_of(&dir)?)?;
+    if actual != r.sha256 {
+        bail!("{}: weights changed since the run was planned (sha256 {actual}, planned {}); rerun to plan again", dir.display(), r.sha256);
+    }
+    Ok(dir)
+}
+
+/// The tokenizer of a model folder; a checkpoint uses its base model's.
+fn tokenizer_of(dir: &Path) -> Result<TextEncoder> {
+    let source = if is_checkpoint(dir) { PathBuf::from(checkpoint::read_record(dir)?.base_model) } else { dir.to_path_buf() };
+    TextEncoder::new(read_tokenizer(&source)?)
+}
+
+pub fn load_phrase_encoder<B: Backend>(r: &ModelRef, device: &B::Device) -> Result<(PhraseEncoder<B>, TextEncoder)> {
+    let dir = checked_dir(r)?;
+    let model = if is_checkpoint(&dir) {
+        checkpoint::load(&dir, PHRASE_KIND, |c| PhraseEncoder::new(c, device))?.1
+    } else {
+        PhraseEncoder::from_pretrained(&dir, device)?
+    };
+    Ok((model, tokenizer_of(&dir)?))
+}
+
+pub fn load_query_encoder<B: Backend>(r: &ModelRef, device: &B::Device) -> Result<(QueryEncoder<B>, TextEncoder)> {
+    let dir = checked_dir(r)?;
+    let model = if is_checkpoint(&dir) {
+        checkpoint::load(&dir, QUERY_KIND, |c| QueryEncoder::new(c, device))?.1
+    } else {
+        QueryEncoder::from_pretrained(&dir, device)?
+    };
+    Ok((model, tokenizer_of(&dir)?))
+}
