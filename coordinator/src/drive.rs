@@ -125,10 +125,10 @@ async fn run_stage<Q: JobQueue>(
         // for the life of a store.
         if stage.name == "ingest" {
             bail!(
-            "{} holds a {} stage committed from other inputs ({} jobs); use a new store.uri for a new corpus",
-            store.root_uri(),
-            stage.name,
-            commit.jobs
+                "{} holds a {} stage committed from other inputs ({} jobs); use a new store.uri for a new corpus",
+                store.root_uri(),
+                stage.name,
+                commit.jobs
             );
         }
     }

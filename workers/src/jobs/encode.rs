@@ -3,6 +3,7 @@
 //! Lance writer, so memory holds one chunk of vectors, not the shard's.
 
 use super::JobError;
+use crate::corpus::{CORPUS_COLUMNS, CorpusRow, corpus_rows};
 use crate::lance_io::{Fragments, open_dataset, write_uncommitted_stream};
 use crate::model::device::Cpu;
 use crate::model::encoders::{EncodedParagraph, ParagraphInput, PhraseSettings, encode_paragraphs};
@@ -10,7 +11,6 @@ use crate::model::registry::load_phrase_encoder;
 use crate::progress::RateLog;
 use crate::store::Store;
 use anyhow::{Context, Result};
-use crate::corpus::{CORPUS_COLUMNS, CorpusRow, corpus_rows};
 use arrow::array::{
     Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, RecordBatch, RecordBatchIterator, StringArray,
     UInt32Array, UInt64Array,
