@@ -8,12 +8,6 @@ use support::*;
 
 const LIMIT: Duration = Duration::from_secs(300);
 
-fn worker(queue: &str, name: &str, s3: &std::collections::HashMap<String, String>) -> std::process::Command {
-    let mut cmd = bin();
-    cmd.args(["worker", "--broker", &rabbitmq_url(), "--queue", queue, "--name", name]).envs(s3);
-    cmd
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_and_two_workers_on_rabbitmq_and_s3_match_the_embedded_run() {
     let s3 = s3_env();

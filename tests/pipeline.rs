@@ -97,12 +97,7 @@ fn pipeline_on_the_farm_and_embedded_scores_every_retrieval_and_finds_a_copied_p
     let uri = format!("s3://phrasesweep/{name}");
     let broker = format!("[broker]\nurl = \"{amqp}\"\nqueue = \"{queue}\"\n{farm_extra}");
     let farm_config = write_config(dir.path(), &name, &uri, &docs, &broker);
-    let worker = |n: &str| {
-        let mut cmd = bin();
-        cmd.args(["worker", "--broker", &amqp, "--queue", &queue, "--name", n]).envs(&s3);
-        Proc::spawn(&mut cmd)
-    };
-    let (w1, w2) = (worker("w1"), worker("w2"));
+    let (w1, w2) = (Proc::spawn(&mut worker(&queue, "w1", &s3)), Proc::spawn(&mut worker(&queue, "w2", &s3)));
     let mut coord = Proc::spawn(bin().args(["coordinator", farm_config.to_str().unwrap()]).envs(&s3));
     assert!(coord.wait(LIMIT).success(), "coordinator failed:\n{}", coord.log());
     let farm = table_rows(&coord.log());

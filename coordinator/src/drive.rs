@@ -1,7 +1,7 @@
 //! The control loop of a run: plan a stage, publish what is not done, follow events (and the store, the
 //! source of truth) until every job is recorded, then commit the stage's output once.
 
-use crate::plan::{self, CORPUS_DATASET, METRICS_FILE, PHRASES_DATASET, Stage};
+use crate::plan::{self, CORPUS_DATASET, METRICS_FILE, Output, PHRASES_DATASET, Stage};
 use crate::progress::Progress;
 use anyhow::{Context, Result, bail};
 use phrasesweep_schemas::record::{self, Done, Failed, StageCommit, now_unix};
@@ -115,19 +115,19 @@ async fn run_stage<Q: JobQueue>(
     report: &mut RunReport,
 ) -> Result<StageCommit> {
     let jobs_hash = stage.jobs_hash();
-    if let Some(commit) = store.get_json::<StageCommit>(&record::stage_path(stage.name)).await? {
+    if let Some(commit) = store.get_json::<StageCommit>(&record::stage_path(stage.name())).await? {
         if commit.jobs_hash == jobs_hash {
-            info!(stage = stage.name, version = commit.version, "stage already committed");
+            info!(stage = stage.name(), version = commit.version, "stage already committed");
             report.skipped += stage.jobs.len();
             return Ok(commit);
         }
         // Later stages follow their inputs (a new encoder, another retrieval); only the corpus is fixed
         // for the life of a store.
-        if stage.name == "ingest" {
+        if stage.output == Output::Corpus {
             bail!(
                 "{} holds a {} stage committed from other inputs ({} jobs); use a new store.uri for a new corpus",
                 store.root_uri(),
-                stage.name,
+                stage.name(),
                 commit.jobs
             );
         }
@@ -141,11 +141,11 @@ async fn run_stage<Q: JobQueue>(
             pending.insert(job.id.0.clone(), job);
         }
     }
-    info!(stage = stage.name, jobs = stage.jobs.len(), to_run = pending.len(), "planned stage");
+    info!(stage = stage.name(), jobs = stage.jobs.len(), to_run = pending.len(), "planned stage");
     for job in pending.values() {
         queue.publish_job(job).await.with_context(|| format!("cannot publish job {}", job.id.short()))?;
     }
-    let mut progress = Progress::new(stage.name, stage.jobs.len() as u64);
+    let mut progress = Progress::new(stage.name(), stage.jobs.len() as u64);
     for _ in 0..report.skipped {
         progress.inc("already done");
     }
@@ -169,7 +169,7 @@ async fn run_stage<Q: JobQueue>(
                     JobOutcome::Failed { error } => {
                         if pending.contains_key(&event.job_id.0) {
                             progress.finish();
-                            bail!("{} failed; nothing was committed. {error}", stage.name);
+                            bail!("{} failed; nothing was committed. {error}", stage.name());
                         }
                     }
                 }
@@ -184,10 +184,10 @@ async fn run_stage<Q: JobQueue>(
                         progress.inc("recorded");
                     } else if let Some(f) = store.get_json::<Failed>(&record::failed_path(&id)).await? {
                         progress.finish();
-                        bail!("{} failed; nothing was committed. {}", stage.name, f.error);
+                        bail!("{} failed; nothing was committed. {}", stage.name(), f.error);
                     } else if let Some(f) = store.get_json::<Failed>(&record::dead_path(&id)).await? {
                         progress.finish();
-                        bail!("{} failed; nothing was committed. Job {} was dead-lettered: {}", stage.name, &id[..12], f.error);
+                        bail!("{} failed; nothing was committed. Job {} was dead-lettered: {}", stage.name(), &id[..12], f.error);
                     }
                 }
             }
@@ -195,7 +195,7 @@ async fn run_stage<Q: JobQueue>(
     }
     progress.finish();
     let commit = commit_stage(store, stage, &jobs_hash).await?;
-    report.committed.push(stage.name.to_string());
+    report.committed.push(stage.name().to_string());
     Ok(commit)
 }
 
@@ -226,14 +226,14 @@ async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str) -> Result<S
     for job in &stage.jobs {
         outputs.push(done_record(store, job).await?.output);
     }
-    let unreadable = |i: usize| format!("job {} left an unreadable {} record", stage.jobs[i].id.short(), stage.name);
+    let unreadable = |i: usize| format!("job {} left an unreadable {} record", stage.jobs[i].id.short(), stage.name());
     let properties = HashMap::from([
-        ("phrasesweep.stage".to_string(), stage.name.to_string()),
+        ("phrasesweep.stage".to_string(), stage.name().to_string()),
         ("phrasesweep.jobs_hash".to_string(), jobs_hash.to_string()),
     ]);
-    let (dataset, version, rows) = match stage.name {
-        "ingest" | "encode" => {
-            let (name, schema, fragments) = if stage.name == "ingest" {
+    let (dataset, version, rows) = match stage.output {
+        Output::Corpus | Output::Phrases => {
+            let (name, schema, fragments) = if stage.output == Output::Corpus {
                 let mut fragments = Vec::new();
                 for (i, o) in outputs.into_iter().enumerate() {
                     fragments.extend(serde_json::from_value::<IngestOutput>(o).with_context(|| unreadable(i))?.fragments.0);
@@ -252,15 +252,15 @@ async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str) -> Result<S
             let ds = commit_fragments(store, name, &schema, fragments, properties).await?;
             (store.dataset_uri(name), ds.version().version, ds.count_rows(None).await? as u64)
         }
-        "index" => {
+        Output::Index => {
             let out: IndexOutput = serde_json::from_value(outputs.remove(0)).with_context(|| unreadable(0))?;
             info!(action = out.action, rows = out.rows, partitions = out.partitions, sub_vectors = out.sub_vectors, seconds = out.seconds, "index");
             (store.dataset_uri(PHRASES_DATASET), out.version, out.rows)
         }
-        _ => (String::new(), 0, outputs.iter().filter_map(|o| o.get("rows").and_then(|r| r.as_u64())).sum()),
+        Output::Evidence | Output::Metrics => (String::new(), 0, outputs.iter().filter_map(|o| o.get("rows").and_then(|r| r.as_u64())).sum()),
     };
     let commit = StageCommit {
-        stage: stage.name.into(),
+        stage: stage.name().into(),
         jobs_hash: jobs_hash.into(),
         jobs: stage.jobs.len(),
         dataset,
@@ -268,7 +268,7 @@ async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str) -> Result<S
         rows,
         at_unix: now_unix(),
     };
-    store.put_json(&record::stage_path(stage.name), &commit).await?;
-    info!(stage = stage.name, version = commit.version, rows, "committed stage");
+    store.put_json(&record::stage_path(stage.name()), &commit).await?;
+    info!(stage = stage.name(), version = commit.version, rows, "committed stage");
     Ok(commit)
 }

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use phrasesweep_coordinator::{drive, results, run_embedded, search, status, summary};
 use phrasesweep_schemas::retrieval::Unit;
 use phrasesweep_schemas::ExperimentConfig;
-use phrasesweep_schemas::config::{BrokerConfig, redact_url};
+use phrasesweep_schemas::config::{BrokerConfig, SearchSettings, redact_url};
 use phrasesweep_workers::queue::amqp::{AmqpQueue, DEFAULT_JOB_QUEUE};
 use phrasesweep_workers::store::Store;
 use phrasesweep_workers::worker::{StoreAccess, Worker};
@@ -63,7 +63,7 @@ enum Command {
         #[arg(short, default_value_t = 10)]
         k: usize,
         /// IVF partitions probed.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = SearchSettings::default().nprobes)]
         nprobes: usize,
         question: String,
     },

@@ -19,13 +19,44 @@ pub const PHRASES_DATASET: &str = "phrases.lance";
 /// The metrics of every retrieval of the last run, at the store root.
 pub const METRICS_FILE: &str = "metrics.parquet";
 
+/// What a stage leaves behind; it names the stage and decides how its outputs are committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// `corpus.lance`, from ingest jobs' fragments.
+    Corpus,
+    /// `phrases.lance`, from encode jobs' fragments.
+    Phrases,
+    /// The phrase index: a version of `phrases.lance` written by the index job itself.
+    Index,
+    /// Parquet files of ranked evidence.
+    Evidence,
+    /// Parquet files of metrics.
+    Metrics,
+}
+
+impl Output {
+    pub fn stage_name(self) -> &'static str {
+        match self {
+            Output::Corpus => "ingest",
+            Output::Phrases => "encode",
+            Output::Index => "index",
+            Output::Evidence => "retrieve",
+            Output::Metrics => "score",
+        }
+    }
+}
+
 /// A stage: jobs whose outputs are committed together.
 pub struct Stage {
-    pub name: &'static str,
+    pub output: Output,
     pub jobs: Vec<JobEnvelope>,
 }
 
 impl Stage {
+    pub fn name(&self) -> &'static str {
+        self.output.stage_name()
+    }
+
     /// sha256 over the sorted job ids: names exactly this set of work.
     pub fn jobs_hash(&self) -> String {
         let mut ids: Vec<&str> = self.jobs.iter().map(|j| j.id.0.as_str()).collect();
@@ -38,10 +69,10 @@ pub fn events_queue(config: &ExperimentConfig) -> String {
     format!("phrasesweep.events.{}", config.name)
 }
 
-fn stage(store: &Store, config: &ExperimentConfig, name: &'static str, specs: Vec<JobSpec>) -> Stage {
+fn stage(store: &Store, config: &ExperimentConfig, output: Output, specs: Vec<JobSpec>) -> Stage {
     let reply_to = events_queue(config);
     let jobs = specs.into_iter().map(|spec| JobEnvelope::new(store.location().clone(), spec, reply_to.clone())).collect();
-    Stage { name, jobs }
+    Stage { output, jobs }
 }
 
 pub async fn ingest_stage(store: &Store, config: &ExperimentConfig) -> Result<Stage> {
@@ -50,7 +81,7 @@ pub async fn ingest_stage(store: &Store, config: &ExperimentConfig) -> Result<St
         .into_iter()
         .map(|inputs| JobSpec::Ingest { inputs, config: IngestConfig { dataset: CORPUS_DATASET.into() } })
         .collect();
-    Ok(stage(store, config, "ingest", specs))
+    Ok(stage(store, config, Output::Corpus, specs))
 }
 
 /// One job per fragment of the committed corpus version.
@@ -67,7 +98,7 @@ pub async fn encode_stage(store: &Store, config: &ExperimentConfig, corpus_versi
             config: EncodeConfig { dataset: PHRASES_DATASET.into(), model: model.clone(), settings: settings.clone() },
         })
         .collect();
-    Ok(stage(store, config, "encode", specs))
+    Ok(stage(store, config, Output::Phrases, specs))
 }
 
 pub fn index_stage(store: &Store, config: &ExperimentConfig, phrases_version: u64) -> Stage {
@@ -75,7 +106,7 @@ pub fn index_stage(store: &Store, config: &ExperimentConfig, phrases_version: u6
         inputs: DatasetVersion { dataset: PHRASES_DATASET.into(), version: phrases_version },
         config: config.index.clone(),
     };
-    stage(store, config, "index", vec![spec])
+    stage(store, config, Output::Index, vec![spec])
 }
 
 /// Where a retrieve job writes: named by its retrieval and id, so two configs never share a file.
@@ -85,7 +116,7 @@ fn results_path(retrieval: &str, shard: u32) -> String {
 
 /// Every retrieval × every question shard.
 pub async fn retrieve_stage(store: &Store, config: &ExperimentConfig, corpus_version: u64, phrases_version: u64) -> Result<Stage> {
-    let Some(questions) = &config.questions else { return Ok(stage(store, config, "retrieve", Vec::new())) };
+    let Some(questions) = &config.questions else { return Ok(stage(store, config, Output::Evidence, Vec::new())) };
     let shards = plan_shards(store, &questions.path, questions.shard_questions).await?;
     let mut models = BTreeMap::new();
     for r in &config.retrieval {
@@ -123,12 +154,12 @@ pub async fn retrieve_stage(store: &Store, config: &ExperimentConfig, corpus_ver
             specs.push(spec);
         }
     }
-    Ok(stage(store, config, "retrieve", specs))
+    Ok(stage(store, config, Output::Evidence, specs))
 }
 
 /// One job per retrieval over the outputs of its retrieve jobs.
 pub async fn score_stage(store: &Store, config: &ExperimentConfig, retrieve: &Stage) -> Result<Stage> {
-    let Some(questions) = &config.questions else { return Ok(stage(store, config, "score", Vec::new())) };
+    let Some(questions) = &config.questions else { return Ok(stage(store, config, Output::Metrics, Vec::new())) };
     let sha = hex::encode(Sha256::digest(read_input(store, &questions.path).await?));
     let specs = config
         .retrieval
@@ -153,5 +184,5 @@ pub async fn score_stage(store: &Store, config: &ExperimentConfig, retrieve: &St
             }
         })
         .collect();
-    Ok(stage(store, config, "score", specs))
+    Ok(stage(store, config, Output::Metrics, specs))
 }

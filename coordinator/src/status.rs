@@ -54,7 +54,7 @@ pub async fn stage_status(config: &ExperimentConfig) -> Result<Vec<StageStatus>>
 
 /// Adds a stage's row; returns its committed version when it is committed for exactly these jobs.
 async fn count(store: &Store, stage: &plan::Stage, out: &mut Vec<StageStatus>) -> Result<Option<u64>> {
-    let mut s = StageStatus { stage: stage.name.into(), jobs: stage.jobs.len(), ..Default::default() };
+    let mut s = StageStatus { stage: stage.name().into(), jobs: stage.jobs.len(), ..Default::default() };
     for job in &stage.jobs {
         let id = &job.id.0;
         if store.exists(&record::done_path(id)).await? {
@@ -69,7 +69,7 @@ async fn count(store: &Store, stage: &plan::Stage, out: &mut Vec<StageStatus>) -
             s.waiting += 1;
         }
     }
-    if let Some(c) = store.get_json::<StageCommit>(&record::stage_path(stage.name)).await? {
+    if let Some(c) = store.get_json::<StageCommit>(&record::stage_path(stage.name())).await? {
         if c.jobs_hash == stage.jobs_hash() {
             s.committed = Some(c.version);
         }

@@ -139,7 +139,8 @@ pub struct SearchSettings {
     /// Candidates re-ranked with exact vectors, as a multiple of the hits asked for (0: no refine).
     #[serde(default = "default_refine")]
     pub refine: u32,
-    /// Query encoder inputs are padded to this many tokens.
+    /// Questions are cut to this many tokens, `[CLS]` and `[SEP]` included (DensePhrases pads to 64;
+    /// padding is masked, so only the cut changes the vectors).
     #[serde(default = "default_query_len")]
     pub query_len: usize,
 }

@@ -15,6 +15,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// A `phrasesweep worker` on the test RabbitMQ serving `queue`, with the S3 environment `s3`.
+pub fn worker(queue: &str, name: &str, s3: &HashMap<String, String>) -> Command {
+    let mut cmd = bin();
+    cmd.args(["worker", "--broker", &rabbitmq_url(), "--queue", queue, "--name", name]).envs(s3);
+    cmd
+}
+
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_phrasesweep"));
     c.env_remove("PHRASESWEEP_LOG").env_remove("PHRASESWEEP_BROKER");

@@ -13,8 +13,6 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use std::path::Path;
 
-/// Queries are padded to this many tokens, as in DensePhrases.
-pub const QUERY_LEN: usize = 64;
 /// Longest phrase, in tokens (end − start < this).
 pub const MAX_SPAN: usize = 10;
 

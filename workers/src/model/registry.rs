@@ -2,11 +2,14 @@
 //! phrasesweep checkpoint. Jobs carry a [`ModelRef`] (the folder and its weights' sha256), so a job's id
 //! changes with the weights and a worker refuses weights that changed under it.
 
+use super::bert::BertConfig;
 use super::checkpoint::{self, RECORD, WEIGHTS, sha256_file};
 use super::encoders::{PhraseEncoder, QueryEncoder};
 use super::load::{default_model_dir, read_tokenizer, weights_file};
 use super::text::TextEncoder;
 use anyhow::{Result, bail};
+use burn::module::Module;
+use burn::store::ModuleSnapshot;
 use burn::tensor::backend::Backend;
 use phrasesweep_schemas::config::DEFAULT_MODEL;
 use phrasesweep_schemas::job::ModelRef;
@@ -53,22 +56,22 @@ fn tokenizer_of(dir: &Path) -> Result<TextEncoder> {
     TextEncoder::new(read_tokenizer(&source)?)
 }
 
-pub fn load_phrase_encoder<B: Backend>(r: &ModelRef, device: &B::Device) -> Result<(PhraseEncoder<B>, TextEncoder)> {
+/// A checkpoint of `kind`, or a pretrained folder given to `pretrained`, with its tokenizer.
+fn load<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
+    r: &ModelRef,
+    kind: &str,
+    init: impl FnOnce(&BertConfig) -> M,
+    pretrained: impl FnOnce(&Path) -> Result<M>,
+) -> Result<(M, TextEncoder)> {
     let dir = checked_dir(r)?;
-    let model = if is_checkpoint(&dir) {
-        checkpoint::load(&dir, PHRASE_KIND, |c| PhraseEncoder::new(c, device))?.1
-    } else {
-        PhraseEncoder::from_pretrained(&dir, device)?
-    };
+    let model = if is_checkpoint(&dir) { checkpoint::load(&dir, kind, init)?.1 } else { pretrained(&dir)? };
     Ok((model, tokenizer_of(&dir)?))
 }
 
+pub fn load_phrase_encoder<B: Backend>(r: &ModelRef, device: &B::Device) -> Result<(PhraseEncoder<B>, TextEncoder)> {
+    load(r, PHRASE_KIND, |c| PhraseEncoder::new(c, device), |d| PhraseEncoder::from_pretrained(d, device))
+}
+
 pub fn load_query_encoder<B: Backend>(r: &ModelRef, device: &B::Device) -> Result<(QueryEncoder<B>, TextEncoder)> {
-    let dir = checked_dir(r)?;
-    let model = if is_checkpoint(&dir) {
-        checkpoint::load(&dir, QUERY_KIND, |c| QueryEncoder::new(c, device))?.1
-    } else {
-        QueryEncoder::from_pretrained(&dir, device)?
-    };
-    Ok((model, tokenizer_of(&dir)?))
+    load(r, QUERY_KIND, |c| QueryEncoder::new(c, device), |d| QueryEncoder::from_pretrained(d, device))
 }
