@@ -3,6 +3,7 @@
 
 use crate::job::StoreLocation;
 use crate::retrieval::RetrievalConfig;
+use crate::train::{LossTerm, QsftRun, TRAINED_ENCODER, TrainConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -36,6 +37,12 @@ pub struct ExperimentConfig {
     pub encoders: BTreeMap<String, String>,
     #[serde(default)]
     pub retrieval: Vec<RetrievalConfig>,
+    /// Training data and the supervised runs (reader teacher, phrase encoder) that precede encoding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<TrainConfig>,
+    /// Query-side fine-tuning runs; retrievals name them as query encoders.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub qsft: Vec<QsftRun>,
 }
 
 /// The model folder name that means "the pretrained base model".
@@ -352,6 +359,8 @@ impl ExperimentConfig {
                 return bad("questions.shard_questions", "must be at least 1");
             }
         }
+        self.check_training()?;
+        let known = self.encoder_names();
         let mut names = std::collections::HashSet::new();
         for (i, r) in self.retrieval.iter().enumerate() {
             let field = |f: &str| format!("retrieval[{i}].{f}");
@@ -365,9 +374,8 @@ impl ExperimentConfig {
                 return bad(&field(&f), &problem);
             }
             for e in r.encoders() {
-                if !self.encoders.contains_key(&e) {
-                    let known: Vec<&str> = self.encoders.keys().map(String::as_str).collect();
-                    return bad(&field("encoder"), &format!("no encoder named `{e}` in [encoders] (known: {})", known.join(", ")));
+                if !known.contains(&e) {
+                    return bad(&field("encoder"), &format!("no query encoder named `{e}` (known: {})", known.join(", ")));
                 }
             }
         }
@@ -381,6 +389,69 @@ impl ExperimentConfig {
             if b.delivery_limit == 0 {
                 return bad("broker.delivery_limit", "must be at least 1");
             }
+        }
+        Ok(())
+    }
+
+    /// Query encoder names retrievals may use: `[encoders]`, `trained` with `[train.phrase]`, and every
+    /// `[[qsft]]` run.
+    pub fn encoder_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.encoders.keys().cloned().collect();
+        if self.train.as_ref().is_some_and(|t| t.phrase.is_some()) {
+            names.push(TRAINED_ENCODER.into());
+        }
+        names.extend(self.qsft.iter().map(|q| q.name.clone()));
+        names
+    }
+
+    fn check_training(&self) -> Result<(), String> {
+        let bad = |field: String, problem: &str| Err(format!("field `{field}`: {problem}"));
+        if let Some(t) = &self.train {
+            for (name, s) in [("reader", &t.reader), ("phrase", &t.phrase)] {
+                let Some(s) = s else { continue };
+                if s.optim.batch_size == 0 {
+                    return bad(format!("train.{name}.optim.batch_size"), "must be at least 1");
+                }
+                if s.max_len < 32 {
+                    return bad(format!("train.{name}.max_len"), "must be at least 32");
+                }
+            }
+            if t.phrase.as_ref().is_some_and(|p| p.distill.is_some()) && t.reader.is_none() {
+                return bad("train.phrase.distill".into(), "needs a teacher: add [train.reader]");
+            }
+        }
+        if self.qsft.is_empty() {
+            return Ok(());
+        }
+        let Some(t) = &self.train else { return bad("train".into(), "required by [[qsft]] (its qsft_train and qsft_dev)") };
+        if t.qsft_train.is_none() || t.qsft_dev.is_none() {
+            return bad("train.qsft_train".into(), "[[qsft]] needs both train.qsft_train and train.qsft_dev");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, q) in self.qsft.iter().enumerate() {
+            let field = |f: &str| format!("qsft[{i}].{f}");
+            if q.name.is_empty() || !q.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c)) {
+                return bad(field("name"), "must be non-empty and use only ASCII letters, digits, '-', '_', '.' and '+'");
+            }
+            if !seen.insert(q.name.as_str()) || self.encoders.contains_key(&q.name) || q.name == TRAINED_ENCODER {
+                return bad(field("name"), &format!("`{}` is already a query encoder name", q.name));
+            }
+            if q.terms.is_empty() || q.terms.values().any(|w| !(*w > 0.0)) {
+                return bad(field("terms"), "needs at least one term, each with a weight above 0");
+            }
+            if q.terms.contains_key(&LossTerm::Distill) && t.reader.is_none() {
+                return bad(field("terms.distill"), "needs a teacher: add [train.reader]");
+            }
+            let starts = self.encoders.contains_key(&q.start_from) || (q.start_from == TRAINED_ENCODER && t.phrase.is_some());
+            if !starts {
+                return bad(field("start_from"), &format!("`{}` is not in [encoders] (nor `trained` with [train.phrase])", q.start_from));
+            }
+            if q.epochs == 0 || q.candidates == 0 || q.optim.batch_size == 0 {
+                return bad(field("epochs"), "epochs, candidates and optim.batch_size must be at least 1");
+            }
+        }
+        if self.questions.is_none() && self.encode.is_none() {
+            return bad("encode".into(), "[[qsft]] trains against the phrase index: add [encode]");
         }
         Ok(())
     }
@@ -406,6 +477,17 @@ impl ExperimentConfig {
         }
         for path in self.encoders.values_mut() {
             *path = model(path);
+        }
+        if let Some(t) = &mut self.train {
+            for p in [&mut t.squad_train, &mut t.squad_dev] {
+                *p = resolve(p);
+            }
+            for p in [&mut t.nq_train, &mut t.qsft_train, &mut t.qsft_dev].into_iter().flatten() {
+                *p = resolve(p);
+            }
+            for s in [&mut t.reader, &mut t.phrase].into_iter().flatten() {
+                s.model = model(&s.model);
+            }
         }
     }
 }

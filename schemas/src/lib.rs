@@ -8,6 +8,7 @@ pub mod job;
 pub mod record;
 pub mod retrieval;
 pub mod tables;
+pub mod train;
 
 pub use config::{ConfigError, ExperimentConfig};
 pub use event::{JobEvent, JobOutcome};

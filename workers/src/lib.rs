@@ -16,4 +16,5 @@ pub mod retrieval;
 pub mod search;
 pub mod sentences;
 pub mod store;
+pub mod train;
 pub mod worker;

@@ -46,8 +46,11 @@ pub struct Span {
     pub char_end: u32,
     pub first_sentence: u32,
     pub last_sentence: u32,
-    start_token: u32,
-    end_token: u32,
+    pub start_token: u32,
+    pub end_token: u32,
+    /// The stored vectors of the first and last token (QSFT scores candidates with them).
+    pub start_vector: Vec<f32>,
+    pub end_vector: Vec<f32>,
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -200,6 +203,8 @@ impl PhraseIndex {
                     last_sentence: e.sentence,
                     start_token: s.token,
                     end_token: e.token,
+                    start_vector: s.vector.clone(),
+                    end_vector: e.vector.clone(),
                 });
             }
         };
@@ -284,6 +289,8 @@ mod tests {
             last_sentence: s2,
             start_token: 0,
             end_token: 1,
+            start_vector: Vec::new(),
+            end_vector: Vec::new(),
         };
         let h = span_hit(&span(0, 7, 0, 0), &p, "q");
         assert_eq!((h.phrase.as_str(), h.sentence.as_str()), ("Ünïcode", "Ünïcode first."));

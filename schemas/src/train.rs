@@ -1,0 +1,233 @@
+//! What the training jobs are told: the reading-comprehension data, the optimiser, and the query-side
+//! fine-tuning (QSFT) runs a sweep compares. Sizes default to the reference study's; configs for small
+//! machines cut `max_examples` and `max_questions` rather than change the method.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// AdamW as DensePhrases trains: decoupled weight decay except on biases and LayerNorm, the word
+/// embeddings frozen, gradients clipped by their global norm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimSettings {
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    /// Largest global gradient norm; 0 turns clipping off.
+    #[serde(default = "default_clip")]
+    pub clip_norm: f64,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Seeds the shuffle of every epoch (epoch `e` uses `seed + e`) and new heads' initialisation.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Optimiser steps between checkpoints inside an epoch: a killed worker resumes from the last one.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
+}
+
+impl Default for OptimSettings {
+    fn default() -> Self {
+        Self {
+            lr: default_lr(),
+            weight_decay: default_weight_decay(),
+            clip_norm: default_clip(),
+            batch_size: default_batch(),
+            seed: default_seed(),
+            checkpoint_every: default_checkpoint_every(),
+        }
+    }
+}
+
+fn default_lr() -> f64 {
+    3e-5
+}
+fn default_weight_decay() -> f64 {
+    0.01
+}
+fn default_clip() -> f64 {
+    1.0
+}
+fn default_batch() -> usize {
+    12
+}
+fn default_seed() -> u64 {
+    42
+}
+fn default_checkpoint_every() -> usize {
+    50
+}
+
+/// `[train.reader]` and `[train.phrase]`: one supervised run each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisedSettings {
+    /// The model it starts from: `default`, a HuggingFace BERT folder or a checkpoint.
+    #[serde(default = "default_model")]
+    pub model: String,
+    #[serde(default = "default_epochs")]
+    pub epochs: u32,
+    /// Training questions used per epoch (the first ones after a seeded shuffle); absent: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_examples: Option<usize>,
+    /// Dev questions evaluated; absent: all of `squad_dev`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_examples: Option<usize>,
+    /// Model window in tokens, special tokens included.
+    #[serde(default = "default_max_len")]
+    pub max_len: usize,
+    #[serde(default)]
+    pub optim: OptimSettings,
+    /// `train.phrase` only: distillation from the trained reader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<DistillSettings>,
+    /// `train.phrase` only: the filter keeps tokens whose larger logit reaches this (reported after training).
+    #[serde(default)]
+    pub filter_threshold: f32,
+}
+
+fn default_model() -> String {
+    crate::config::DEFAULT_MODEL.into()
+}
+fn default_epochs() -> u32 {
+    1
+}
+fn default_max_len() -> usize {
+    256
+}
+
+/// A QSFT loss term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossTerm {
+    /// Candidates whose text is an answer.
+    Query,
+    /// Candidates from a gold document (by title).
+    Doc,
+    /// Candidates inside a gold sentence.
+    Sentence,
+    /// Candidates from the gold paragraph.
+    Context,
+    /// The reader's start/end probabilities on the gold paragraph.
+    Distill,
+}
+
+impl LossTerm {
+    pub const ALL: [LossTerm; 5] = [LossTerm::Query, LossTerm::Doc, LossTerm::Sentence, LossTerm::Context, LossTerm::Distill];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossTerm::Query => "query",
+            LossTerm::Doc => "doc",
+            LossTerm::Sentence => "sentence",
+            LossTerm::Context => "context",
+            LossTerm::Distill => "distill",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DistillKind {
+    /// Squared error between probabilities (the reference study).
+    Mse,
+    /// KL divergence from the teacher to the student, both over the candidates in the gold paragraph.
+    Kl,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillSettings {
+    #[serde(default = "default_distill_kind")]
+    pub kind: DistillKind,
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+    /// First epoch (1-based) with the distillation term.
+    #[serde(default = "default_start_epoch")]
+    pub start_epoch: u32,
+    /// `train.phrase` only: the weight of the distillation term (QSFT weighs it in `terms`).
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+}
+
+impl Default for DistillSettings {
+    fn default() -> Self {
+        Self { kind: default_distill_kind(), temperature: default_temperature(), start_epoch: default_start_epoch(), weight: default_weight() }
+    }
+}
+
+fn default_distill_kind() -> DistillKind {
+    DistillKind::Mse
+}
+fn default_temperature() -> f64 {
+    1.0
+}
+fn default_start_epoch() -> u32 {
+    1
+}
+fn default_weight() -> f64 {
+    1.0
+}
+
+/// One `[[qsft]]` run: query-side fine-tuning against the frozen phrase index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QsftRun {
+    /// Names the run; retrievals use it as a query encoder name.
+    pub name: String,
+    /// The weighted sum of loss terms, e.g. `{ query = 1.0, context = 1.0 }`.
+    pub terms: BTreeMap<LossTerm, f64>,
+    /// Adds MML on the summed start+end logits to `doc`, `sentence` and `context`.
+    #[serde(default)]
+    pub dense: bool,
+    #[serde(default = "default_qsft_epochs")]
+    pub epochs: u32,
+    /// The query encoder it starts from: a name from `[encoders]`, or `trained` (from `train-phrase`).
+    #[serde(default = "default_start_from")]
+    pub start_from: String,
+    /// Start hits and end hits retrieved per question: the softmax set has up to twice this many spans.
+    #[serde(default = "default_candidates")]
+    pub candidates: usize,
+    /// Training questions per epoch (the first after the seeded shuffle); absent: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_questions: Option<usize>,
+    #[serde(default)]
+    pub optim: OptimSettings,
+    #[serde(default)]
+    pub distill: DistillSettings,
+}
+
+fn default_qsft_epochs() -> u32 {
+    3
+}
+fn default_start_from() -> String {
+    "base".into()
+}
+fn default_candidates() -> usize {
+    100
+}
+
+/// `[train]`: where the training data is, and which supervised runs precede QSFT.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// SQuAD paragraphs with their questions (`{"title", "context", "qas"}` per line): paths or store URIs.
+    pub squad_train: String,
+    pub squad_dev: String,
+    /// NQ questions with their gold paragraph; these are added to the reader's and phrase encoder's data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nq_train: Option<String>,
+    /// NQ questions for QSFT (`nq/train.jsonl`) and for choosing the best epoch (`nq/dev.jsonl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qsft_train: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qsft_dev: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reader: Option<SupervisedSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phrase: Option<SupervisedSettings>,
+}
+
+/// The query encoder name that stands for the one `train-phrase` trained.
+pub const TRAINED_ENCODER: &str = "trained";
