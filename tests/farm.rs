@@ -109,3 +109,35 @@ fn an_unreachable_broker_fails_fast_with_a_clear_error() {
         assert!(!stderr.contains("hunter2"), "the broker password must not be logged");
     }
 }
+
+/// A training job killed after a resumable checkpoint resumes from it on another worker: the killed
+/// worker's steps before the checkpoint are not done again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_training_job_killed_mid_epoch_resumes_from_its_last_checkpoint() {
+    let s3 = s3_env();
+    let amqp = rabbitmq_url();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("resume");
+    let queue = format!("{name}.jobs");
+    let uri = format!("s3://phrasesweep/{name}");
+    let train = format!(
+        "[broker]\nurl = \"{amqp}\"\nqueue = \"{queue}\"\n\n[train]\nsquad_train = \"{}\"\nsquad_dev = \"{}\"\n\n\
+         [train.reader]\nmax_examples = 24\neval_examples = 4\nmax_len = 96\noptim = {{ batch_size = 4, checkpoint_every = 2 }}\n",
+        data("squad/dev.jsonl").display(),
+        data("squad/dev.jsonl").display(),
+    );
+    let config = write_config(dir.path(), &name, &uri, &data("fixture/docs.jsonl"), &train);
+
+    let mut doomed = Proc::spawn(&mut worker(&queue, "doomed", &s3));
+    let mut coord = Proc::spawn(bin().args(["coordinator", config.to_str().unwrap()]).envs(&s3));
+    doomed.wait_for_log("saved a resumable checkpoint step=4", LIMIT);
+    unsafe { libc::kill(doomed.child.id() as i32, libc::SIGKILL) };
+    doomed.child.wait().unwrap();
+
+    let rescuer = Proc::spawn(&mut worker(&queue, "rescuer", &s3));
+    assert!(coord.wait(LIMIT).success(), "coordinator failed:\n{}", coord.log());
+    let log = rescuer.log();
+    assert!(log.contains("resuming from a checkpoint step=4"), "the rescuer must resume at step 4:\n{log}");
+    assert!(log.contains("train-reader: 6/6 steps"), "and finish the epoch's 6 steps:\n{log}");
+    assert!(coord.log().contains("reader: SQuAD dev"), "{}", coord.log());
+}

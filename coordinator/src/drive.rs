@@ -12,6 +12,9 @@ use phrasesweep_workers::jobs::index::IndexOutput;
 use phrasesweep_workers::jobs::ingest::IngestOutput;
 use phrasesweep_workers::jobs::retrieve::RetrieveOutput;
 use phrasesweep_workers::jobs::score::{Metrics, metrics_batch};
+use phrasesweep_workers::jobs::train::{QsftOutput, TrainOutput};
+use phrasesweep_schemas::job::ModelRef;
+use phrasesweep_schemas::train::TRAINED_ENCODER;
 use phrasesweep_workers::lance_io::commit_fragments;
 use phrasesweep_workers::parquet_io::write_parquet;
 use phrasesweep_workers::queue::JobQueue;
@@ -35,6 +38,8 @@ pub struct RunReport {
     pub metrics: Vec<Metrics>,
     /// Recall@100 of the index's start hits against exact search, over the run's questions.
     pub recall_at_100: Option<f64>,
+    /// One line per training job: what it trained and how it scores before and after.
+    pub training: Vec<String>,
 }
 
 /// The mean over questions of the recall the retrieve jobs measured.
@@ -56,15 +61,35 @@ pub async fn drive<Q: JobQueue>(queue: &Q, store: &Store, config: &ExperimentCon
     let mut report = RunReport::default();
     let ingest = plan::ingest_stage(store, config).await?;
     let corpus = run_stage(queue, store, config, &ingest, &mut report).await?;
+    let mut teacher = None;
+    if let Some(stage) = plan::reader_stage(store, config).await? {
+        run_stage(queue, store, config, &stage, &mut report).await?;
+        let out: TrainOutput = serde_json::from_value(done_record(store, &stage.jobs[0]).await?.output)?;
+        report.training.push(format!("reader: SQuAD dev {} before, {} after", out.before, out.after));
+        teacher = out.checkpoints.get("reader").cloned();
+    }
+    let mut trained = None;
+    if let Some(stage) = plan::phrase_stage(store, config, teacher.as_ref()).await? {
+        run_stage(queue, store, config, &stage, &mut report).await?;
+        let out: TrainOutput = serde_json::from_value(done_record(store, &stage.jobs[0]).await?.output)?;
+        report.training.push(format!("phrase encoder: SQuAD dev {} before, {} after", out.before, out.after));
+        trained = Some(out.checkpoints);
+    }
     if !config.encodes() {
         return Ok(finish(report));
     }
-    let encode = plan::encode_stage(store, config, corpus.version).await?;
+    let phrase_model = plan::phrase_model(config, trained.as_ref().and_then(|t| t.get("phrase")))?;
+    let encode = plan::encode_stage(store, config, corpus.version, &phrase_model).await?;
     let phrases = run_stage(queue, store, config, &encode, &mut report).await?;
     let index = plan::index_stage(store, config, phrases.version);
     let indexed = run_stage(queue, store, config, &index, &mut report).await?;
+    let mut encoders = plan::configured_encoders(config)?;
+    if let Some(query) = trained.as_ref().and_then(|t| t.get("query")) {
+        encoders.insert(TRAINED_ENCODER.into(), query.clone());
+    }
+    qsft(queue, store, config, &mut encoders, teacher.as_ref(), corpus.version, indexed.version, &mut report).await?;
     if config.questions.is_some() && !config.retrieval.is_empty() {
-        let retrieve = plan::retrieve_stage(store, config, corpus.version, indexed.version).await?;
+        let retrieve = plan::retrieve_stage(store, config, corpus.version, indexed.version, &encoders).await?;
         run_stage(queue, store, config, &retrieve, &mut report).await?;
         report.recall_at_100 = index_recall(store, &retrieve).await?;
         let score = plan::score_stage(store, config, &retrieve).await?;
@@ -72,6 +97,55 @@ pub async fn drive<Q: JobQueue>(queue: &Q, store: &Store, config: &ExperimentCon
         report.metrics = collect_metrics(store, config, &score, report.recall_at_100).await?;
     }
     Ok(finish(report))
+}
+
+/// Runs the QSFT epochs, all runs' epoch `e` as one stage (parallel across workers), each epoch starting
+/// from the run's previous one; adds each run's best epoch (by dev sentence mAR) to `encoders`.
+#[allow(clippy::too_many_arguments)]
+async fn qsft<Q: JobQueue>(
+    queue: &Q,
+    store: &Store,
+    config: &ExperimentConfig,
+    encoders: &mut BTreeMap<String, ModelRef>,
+    teacher: Option<&ModelRef>,
+    corpus_version: u64,
+    phrases_version: u64,
+    report: &mut RunReport,
+) -> Result<()> {
+    let mut starts: BTreeMap<String, ModelRef> = BTreeMap::new();
+    for run in &config.qsft {
+        let start = encoders.get(&run.start_from).with_context(|| format!("qsft `{}`: no query encoder `{}`", run.name, run.start_from))?;
+        starts.insert(run.name.clone(), start.clone());
+    }
+    let mut best: BTreeMap<String, (f64, QsftOutput)> = BTreeMap::new();
+    let epochs = config.qsft.iter().map(|r| r.epochs).max().unwrap_or(0);
+    for epoch in 1..=epochs {
+        let stage = plan::qsft_stage(store, config, epoch, &starts, teacher, corpus_version, phrases_version).await?;
+        run_stage(queue, store, config, &stage, report).await?;
+        for job in &stage.jobs {
+            let out: QsftOutput = serde_json::from_value(done_record(store, job).await?.output)?;
+            if let Some(b) = &out.dev_before {
+                report.training.push(format!("qsft {}: before, dev EM {:.3}, sentence mAR {:.3}", out.run, b.em, b.sentence_mar));
+            }
+            let loss = match (out.loss_first, out.loss_last) {
+                (Some(a), Some(b)) => format!("loss {a:.3} → {b:.3}"),
+                _ => "no question had a target".into(),
+            };
+            report.training.push(format!(
+                "qsft {} epoch {}: {loss}, dev EM {:.3}, sentence mAR {:.3} ({:.0} s per 1,000 questions)",
+                out.run, out.epoch, out.dev.em, out.dev.sentence_mar, out.seconds_per_1000_questions
+            ));
+            starts.insert(out.run.clone(), out.checkpoint.clone());
+            if best.get(&out.run).is_none_or(|(m, _)| out.dev.sentence_mar > *m) {
+                best.insert(out.run.clone(), (out.dev.sentence_mar, out));
+            }
+        }
+    }
+    for (run, (mar, out)) in best {
+        info!(run, epoch = out.epoch, sentence_mar = mar, "best qsft epoch");
+        encoders.insert(run, out.checkpoint);
+    }
+    Ok(())
 }
 
 fn finish(report: RunReport) -> RunReport {
@@ -115,9 +189,9 @@ async fn run_stage<Q: JobQueue>(
     report: &mut RunReport,
 ) -> Result<StageCommit> {
     let jobs_hash = stage.jobs_hash();
-    if let Some(commit) = store.get_json::<StageCommit>(&record::stage_path(stage.name())).await? {
+    if let Some(commit) = store.get_json::<StageCommit>(&record::stage_path(&stage.name())).await? {
         if commit.jobs_hash == jobs_hash {
-            info!(stage = stage.name(), version = commit.version, "stage already committed");
+            info!(stage = %stage.name(), version = commit.version, "stage already committed");
             report.skipped += stage.jobs.len();
             return Ok(commit);
         }
@@ -134,19 +208,21 @@ async fn run_stage<Q: JobQueue>(
     }
 
     let mut pending: BTreeMap<String, &JobEnvelope> = BTreeMap::new();
+    let mut done = 0;
     for job in &stage.jobs {
         if store.exists(&record::done_path(&job.id.0)).await? {
-            report.skipped += 1;
+            done += 1;
         } else {
             pending.insert(job.id.0.clone(), job);
         }
     }
-    info!(stage = stage.name(), jobs = stage.jobs.len(), to_run = pending.len(), "planned stage");
+    info!(stage = %stage.name(), jobs = stage.jobs.len(), to_run = pending.len(), "planned stage");
     for job in pending.values() {
         queue.publish_job(job).await.with_context(|| format!("cannot publish job {}", job.id.short()))?;
     }
-    let mut progress = Progress::new(stage.name(), stage.jobs.len() as u64);
-    for _ in 0..report.skipped {
+    let mut progress = Progress::new(&stage.name(), stage.jobs.len() as u64);
+    report.skipped += done;
+    for _ in 0..done {
         progress.inc("already done");
     }
     let events = plan::events_queue(config);
@@ -195,7 +271,7 @@ async fn run_stage<Q: JobQueue>(
     }
     progress.finish();
     let commit = commit_stage(store, stage, &jobs_hash).await?;
-    report.committed.push(stage.name().to_string());
+    report.committed.push(stage.name());
     Ok(commit)
 }
 
@@ -228,7 +304,7 @@ async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str) -> Result<S
     }
     let unreadable = |i: usize| format!("job {} left an unreadable {} record", stage.jobs[i].id.short(), stage.name());
     let properties = HashMap::from([
-        ("phrasesweep.stage".to_string(), stage.name().to_string()),
+        ("phrasesweep.stage".to_string(), stage.name()),
         ("phrasesweep.jobs_hash".to_string(), jobs_hash.to_string()),
     ]);
     let (dataset, version, rows) = match stage.output {
@@ -257,10 +333,10 @@ async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str) -> Result<S
             info!(action = out.action, rows = out.rows, partitions = out.partitions, sub_vectors = out.sub_vectors, seconds = out.seconds, "index");
             (store.dataset_uri(PHRASES_DATASET), out.version, out.rows)
         }
-        Output::Evidence | Output::Metrics => (String::new(), 0, outputs.iter().filter_map(|o| o.get("rows").and_then(|r| r.as_u64())).sum()),
+        Output::Evidence | Output::Metrics | Output::Reader | Output::PhraseModel | Output::Qsft { .. } => (String::new(), 0, outputs.iter().filter_map(|o| o.get("rows").and_then(|r| r.as_u64())).sum()),
     };
     let commit = StageCommit {
-        stage: stage.name().into(),
+        stage: stage.name(),
         jobs_hash: jobs_hash.into(),
         jobs: stage.jobs.len(),
         dataset,
@@ -268,7 +344,7 @@ async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str) -> Result<S
         rows,
         at_unix: now_unix(),
     };
-    store.put_json(&record::stage_path(stage.name()), &commit).await?;
-    info!(stage = stage.name(), version = commit.version, rows, "committed stage");
+    store.put_json(&record::stage_path(&stage.name()), &commit).await?;
+    info!(stage = %stage.name(), version = commit.version, rows, "committed stage");
     Ok(commit)
 }

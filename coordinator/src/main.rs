@@ -143,6 +143,9 @@ async fn report(store: &Store, report: phrasesweep_coordinator::RunReport) -> Re
         println!("ran {} jobs ({} already done); committed: {}", report.executed, report.skipped, report.committed.join(", "));
     }
     println!("{}", summary::corpus_summary(store).await?);
+    for line in &report.training {
+        println!("{line}");
+    }
     if let Some(r) = report.recall_at_100 {
         println!("index recall@100 of start hits against exact search: {r:.4}");
     }

@@ -4,8 +4,10 @@
 
 use anyhow::{Context, Result};
 use phrasesweep_schemas::job::{
-    DatasetVersion, EncodeConfig, EncodeInputs, IngestConfig, RetrieveConfig, RetrieveInputs, ScoreConfig, ScoreInputs,
+    DatasetVersion, EncodeConfig, EncodeInputs, IngestConfig, InputFile, ModelRef, QsftConfig, QsftInputs, RetrieveConfig,
+    RetrieveInputs, ScoreConfig, ScoreInputs, SupervisedConfig, SupervisedInputs,
 };
+use phrasesweep_schemas::train::{LossTerm, SupervisedSettings};
 use phrasesweep_schemas::{ExperimentConfig, JobEnvelope, JobSpec};
 use phrasesweep_workers::corpus::plan_shards;
 use phrasesweep_workers::lance_io::open_dataset;
@@ -32,16 +34,25 @@ pub enum Output {
     Evidence,
     /// Parquet files of metrics.
     Metrics,
+    /// The reader's checkpoint.
+    Reader,
+    /// The phrase encoder's and its query encoders' checkpoints.
+    PhraseModel,
+    /// The query encoders' checkpoints after one epoch of every QSFT run that has it.
+    Qsft { epoch: u32 },
 }
 
 impl Output {
-    pub fn stage_name(self) -> &'static str {
+    pub fn stage_name(self) -> String {
         match self {
-            Output::Corpus => "ingest",
-            Output::Phrases => "encode",
-            Output::Index => "index",
-            Output::Evidence => "retrieve",
-            Output::Metrics => "score",
+            Output::Corpus => "ingest".into(),
+            Output::Phrases => "encode".into(),
+            Output::Index => "index".into(),
+            Output::Evidence => "retrieve".into(),
+            Output::Metrics => "score".into(),
+            Output::Reader => "train-reader".into(),
+            Output::PhraseModel => "train-phrase".into(),
+            Output::Qsft { epoch } => format!("qsft-epoch-{epoch}"),
         }
     }
 }
@@ -53,7 +64,7 @@ pub struct Stage {
 }
 
 impl Stage {
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> String {
         self.output.stage_name()
     }
 
@@ -85,10 +96,18 @@ pub async fn ingest_stage(store: &Store, config: &ExperimentConfig) -> Result<St
 }
 
 /// One job per fragment of the committed corpus version.
-pub async fn encode_stage(store: &Store, config: &ExperimentConfig, corpus_version: u64) -> Result<Stage> {
+/// The phrase encoder of the run: the one `train-phrase` trained, else the config's `encode.model`.
+pub fn phrase_model(config: &ExperimentConfig, trained: Option<&ModelRef>) -> Result<ModelRef> {
+    match trained {
+        Some(m) => Ok(m.clone()),
+        None => model_ref(&config.encode_settings().model).context("field `encode.model`"),
+    }
+}
+
+pub async fn encode_stage(store: &Store, config: &ExperimentConfig, corpus_version: u64, model: &ModelRef) -> Result<Stage> {
     let ds = open_dataset(store, CORPUS_DATASET).await?.checkout_version(corpus_version).await?;
     let settings = config.encode_settings();
-    let model = model_ref(&settings.model).context("field `encode.model`")?;
+    let model = model.clone();
     let corpus = DatasetVersion { dataset: CORPUS_DATASET.into(), version: corpus_version };
     let specs = ds
         .get_fragments()
@@ -114,23 +133,29 @@ fn results_path(retrieval: &str, shard: u32) -> String {
     format!("results/{retrieval}/shard-{shard:05}")
 }
 
-/// Every retrieval × every question shard.
-pub async fn retrieve_stage(store: &Store, config: &ExperimentConfig, corpus_version: u64, phrases_version: u64) -> Result<Stage> {
+/// The query encoders of `[encoders]`, pinned.
+pub fn configured_encoders(config: &ExperimentConfig) -> Result<BTreeMap<String, ModelRef>> {
+    config.encoders.iter().map(|(name, path)| Ok((name.clone(), model_ref(path).with_context(|| format!("field `encoders.{name}`"))?))).collect()
+}
+
+/// Every retrieval × every question shard. `models` holds every query encoder name the retrievals use.
+pub async fn retrieve_stage(
+    store: &Store,
+    config: &ExperimentConfig,
+    corpus_version: u64,
+    phrases_version: u64,
+    models: &BTreeMap<String, ModelRef>,
+) -> Result<Stage> {
     let Some(questions) = &config.questions else { return Ok(stage(store, config, Output::Evidence, Vec::new())) };
     let shards = plan_shards(store, &questions.path, questions.shard_questions).await?;
-    let mut models = BTreeMap::new();
-    for r in &config.retrieval {
-        for name in r.encoders() {
-            if !models.contains_key(&name) {
-                let path = &config.encoders[&name];
-                models.insert(name.clone(), model_ref(path).with_context(|| format!("field `encoders.{name}`"))?);
-            }
-        }
-    }
     let mut specs = Vec::new();
     let recall_run = config.retrieval.iter().position(|r| !r.encoders().is_empty());
     for (i, r) in config.retrieval.iter().enumerate() {
-        let encoders = r.encoders().into_iter().map(|n| (n.clone(), models[&n].clone())).collect();
+        let encoders = r
+            .encoders()
+            .into_iter()
+            .map(|n| models.get(&n).map(|m| (n.clone(), m.clone())).with_context(|| format!("query encoder `{n}` is not trained yet")))
+            .collect::<Result<BTreeMap<_, _>>>()?;
         for shard in &shards {
             let config = RetrieveConfig {
                 retrieval: r.clone(),
@@ -185,4 +210,82 @@ pub async fn score_stage(store: &Store, config: &ExperimentConfig, retrieve: &St
         })
         .collect();
     Ok(stage(store, config, Output::Metrics, specs))
+}
+
+async fn input_file(store: &Store, path: &str) -> Result<InputFile> {
+    let bytes = read_input(store, path).await.with_context(|| format!("cannot read {path}"))?;
+    Ok(InputFile { path: path.to_string(), sha256: hex::encode(Sha256::digest(&bytes)) })
+}
+
+/// Names a training job's output folder by a digest of the job, so two configs never share one.
+fn with_output(mut spec: JobSpec, prefix: &str) -> Result<JobSpec> {
+    let digest = hex::encode(Sha256::digest(serde_json::to_vec(&spec)?));
+    let output = format!("{prefix}-{}", &digest[..12]);
+    match &mut spec {
+        JobSpec::TrainReader { config, .. } | JobSpec::TrainPhrase { config, .. } => config.output = output,
+        JobSpec::QsftEpoch { config, .. } => config.output = output,
+        _ => unreachable!("only training jobs have checkpoint folders"),
+    }
+    Ok(spec)
+}
+
+async fn supervised_inputs(store: &Store, config: &ExperimentConfig, s: &SupervisedSettings, field: &str, teacher: Option<ModelRef>) -> Result<SupervisedInputs> {
+    let t = config.train.as_ref().context("[train] is missing")?;
+    let nq_train = match &t.nq_train {
+        Some(p) => Some(input_file(store, p).await?),
+        None => None,
+    };
+    Ok(SupervisedInputs {
+        squad_train: input_file(store, &t.squad_train).await?,
+        squad_dev: input_file(store, &t.squad_dev).await?,
+        nq_train,
+        model: model_ref(&s.model).with_context(|| format!("field `{field}.model`"))?,
+        teacher,
+    })
+}
+
+/// `train-reader`, when the config has `[train.reader]`.
+pub async fn reader_stage(store: &Store, config: &ExperimentConfig) -> Result<Option<Stage>> {
+    let Some(s) = config.train.as_ref().and_then(|t| t.reader.clone()) else { return Ok(None) };
+    let inputs = supervised_inputs(store, config, &s, "train.reader", None).await?;
+    let spec = with_output(JobSpec::TrainReader { inputs, config: SupervisedConfig { settings: s, output: String::new() } }, "models/reader")?;
+    Ok(Some(stage(store, config, Output::Reader, vec![spec])))
+}
+
+/// `train-phrase`, when the config has `[train.phrase]`; `teacher` is the trained reader.
+pub async fn phrase_stage(store: &Store, config: &ExperimentConfig, teacher: Option<&ModelRef>) -> Result<Option<Stage>> {
+    let Some(s) = config.train.as_ref().and_then(|t| t.phrase.clone()) else { return Ok(None) };
+    let teacher = if s.distill.is_some() { teacher.cloned() } else { None };
+    let inputs = supervised_inputs(store, config, &s, "train.phrase", teacher).await?;
+    let spec = with_output(JobSpec::TrainPhrase { inputs, config: SupervisedConfig { settings: s, output: String::new() } }, "models/phrase")?;
+    Ok(Some(stage(store, config, Output::PhraseModel, vec![spec])))
+}
+
+/// Epoch `epoch` of every QSFT run that has one, each from its own starting point (`starts`, by run).
+pub async fn qsft_stage(
+    store: &Store,
+    config: &ExperimentConfig,
+    epoch: u32,
+    starts: &BTreeMap<String, ModelRef>,
+    teacher: Option<&ModelRef>,
+    corpus_version: u64,
+    phrases_version: u64,
+) -> Result<Stage> {
+    let t = config.train.as_ref().context("[train] is missing")?;
+    let train = input_file(store, t.qsft_train.as_deref().context("field `train.qsft_train` is missing")?).await?;
+    let dev = input_file(store, t.qsft_dev.as_deref().context("field `train.qsft_dev` is missing")?).await?;
+    let mut specs = Vec::new();
+    for run in config.qsft.iter().filter(|r| r.epochs >= epoch) {
+        let inputs = QsftInputs {
+            train: train.clone(),
+            dev: dev.clone(),
+            phrases: DatasetVersion { dataset: PHRASES_DATASET.into(), version: phrases_version },
+            corpus: DatasetVersion { dataset: CORPUS_DATASET.into(), version: corpus_version },
+            start: starts.get(&run.name).cloned().with_context(|| format!("qsft run `{}` has no starting point", run.name))?,
+            teacher: if run.terms.contains_key(&LossTerm::Distill) { teacher.cloned() } else { None },
+        };
+        let config = QsftConfig { run: run.clone(), epoch, search: config.search.clone(), output: String::new() };
+        specs.push(with_output(JobSpec::QsftEpoch { inputs, config }, &format!("models/qsft/{}/epoch-{epoch}", run.name))?);
+    }
+    Ok(stage(store, config, Output::Qsft { epoch }, specs))
 }

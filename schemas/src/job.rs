@@ -3,6 +3,7 @@
 
 use crate::config::{EncodeSettings, IndexSettings, SearchSettings};
 use crate::retrieval::RetrievalConfig;
+use crate::train::{QsftRun, SupervisedSettings};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -144,6 +145,60 @@ pub struct ScoreConfig {
     pub per_question: String,
 }
 
+/// A whole input file pinned by its sha256 (training data is read whole).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputFile {
+    pub path: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisedInputs {
+    pub squad_train: InputFile,
+    pub squad_dev: InputFile,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nq_train: Option<InputFile>,
+    /// The model training starts from.
+    pub model: ModelRef,
+    /// `train-phrase` with distillation: the trained reader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<ModelRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisedConfig {
+    pub settings: SupervisedSettings,
+    /// Folder (relative to the store root) that receives the checkpoints.
+    pub output: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QsftInputs {
+    pub train: InputFile,
+    pub dev: InputFile,
+    pub phrases: DatasetVersion,
+    pub corpus: DatasetVersion,
+    /// The query encoders this epoch starts from; also the frozen copy that retrieves candidates.
+    pub start: ModelRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<ModelRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QsftConfig {
+    pub run: QsftRun,
+    /// 1-based.
+    pub epoch: u32,
+    pub search: SearchSettings,
+    /// Folder (relative to the store root) that receives the epoch's checkpoint.
+    pub output: String,
+}
+
 /// What a job does: its kind, inputs and config. Serialised flat into the envelope as
 /// `"kind": "...", "inputs": {...}, "config": {...}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,6 +214,12 @@ pub enum JobSpec {
     Retrieve { inputs: RetrieveInputs, config: RetrieveConfig },
     /// Every shard of one retrieval → metrics as Parquet.
     Score { inputs: ScoreInputs, config: ScoreConfig },
+    /// The cross-encoder reader on reading comprehension → a checkpoint.
+    TrainReader { inputs: SupervisedInputs, config: SupervisedConfig },
+    /// The phrase encoder and its query encoders on reading comprehension → two checkpoints.
+    TrainPhrase { inputs: SupervisedInputs, config: SupervisedConfig },
+    /// One epoch of one QSFT run → the query encoders' checkpoint and their dev scores.
+    QsftEpoch { inputs: QsftInputs, config: QsftConfig },
 }
 
 impl JobSpec {
@@ -169,6 +230,9 @@ impl JobSpec {
             JobSpec::Index { .. } => "index",
             JobSpec::Retrieve { .. } => "retrieve",
             JobSpec::Score { .. } => "score",
+            JobSpec::TrainReader { .. } => "train-reader",
+            JobSpec::TrainPhrase { .. } => "train-phrase",
+            JobSpec::QsftEpoch { .. } => "qsft-epoch",
         }
     }
 
@@ -182,6 +246,9 @@ impl JobSpec {
                 format!("retrieve {} for question shard {}", config.retrieval.name, inputs.questions.shard)
             }
             JobSpec::Score { config, .. } => format!("score {}", config.retrieval.name),
+            JobSpec::TrainReader { .. } => "train the reader".into(),
+            JobSpec::TrainPhrase { .. } => "train the phrase encoder".into(),
+            JobSpec::QsftEpoch { config, .. } => format!("qsft {} epoch {}", config.run.name, config.epoch),
         }
     }
 }

@@ -192,6 +192,9 @@ pub struct QsftRun {
     /// Training questions per epoch (the first after the seeded shuffle); absent: all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_questions: Option<usize>,
+    /// Dev questions evaluated after each epoch; absent: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_questions: Option<usize>,
     #[serde(default)]
     pub optim: OptimSettings,
     #[serde(default)]

@@ -104,6 +104,7 @@ fn run(terms: &[(LossTerm, f64)]) -> QsftRun {
         start_from: "base".into(),
         candidates: 100,
         max_questions: None,
+        eval_questions: None,
         optim: OptimSettings { lr: 1e-4, ..Default::default() },
         distill: DistillSettings::default(),
     }

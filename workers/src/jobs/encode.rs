@@ -7,7 +7,7 @@ use crate::corpus::{CORPUS_COLUMNS, CorpusRow, corpus_rows};
 use crate::lance_io::{Fragments, open_dataset, write_uncommitted_stream};
 use crate::model::device::Cpu;
 use crate::model::encoders::{EncodedParagraph, ParagraphInput, PhraseSettings, encode_paragraphs};
-use crate::model::registry::load_phrase_encoder;
+use crate::model::registry::{load_phrase_encoder, local_model};
 use crate::progress::RateLog;
 use crate::store::Store;
 use anyhow::{Context, Result};
@@ -57,7 +57,7 @@ pub fn phrase_settings(s: &EncodeSettings) -> PhraseSettings {
 pub async fn run(store: &Store, inputs: &EncodeInputs, config: &EncodeConfig) -> Result<serde_json::Value, JobError> {
     let paragraphs = read_fragment(store, inputs).await?;
     let device = Default::default();
-    let (model, text) = load_phrase_encoder::<Cpu>(&config.model, &device)?;
+    let (model, text) = load_phrase_encoder::<Cpu>(&local_model(store, &config.model).await?, &device)?;
     let dim = model.bert.embeddings.word_embeddings.weight.dims()[1];
     let settings = phrase_settings(&config.settings);
     let schema = phrases_schema(dim);

@@ -5,6 +5,7 @@ pub mod index;
 pub mod ingest;
 pub mod retrieve;
 pub mod score;
+pub mod train;
 
 use crate::store::Store;
 use phrasesweep_schemas::JobSpec;
@@ -29,5 +30,8 @@ pub async fn execute(store: &Store, spec: &JobSpec) -> Result<serde_json::Value,
         JobSpec::Index { inputs, config } => index::run(store, inputs, config).await,
         JobSpec::Retrieve { inputs, config } => retrieve::run(store, inputs, config).await,
         JobSpec::Score { inputs, config } => score::run(store, inputs, config).await,
+        JobSpec::TrainReader { inputs, config } => train::train_reader(store, inputs, config).await,
+        JobSpec::TrainPhrase { inputs, config } => train::train_phrase(store, inputs, config).await,
+        JobSpec::QsftEpoch { inputs, config } => train::qsft_epoch(store, inputs, config).await,
     }
 }

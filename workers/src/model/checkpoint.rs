@@ -13,6 +13,10 @@ use std::path::Path;
 
 pub const WEIGHTS: &str = "weights.safetensors";
 pub const RECORD: &str = "checkpoint.json";
+/// The base model's tokenizer, copied so a checkpoint is self-contained on any machine.
+pub const TOKENIZER: &str = "tokenizer.json";
+/// Every file of a checkpoint.
+pub const FILES: [&str; 3] = [WEIGHTS, TOKENIZER, RECORD];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointRecord {
@@ -44,6 +48,10 @@ pub fn save<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
     model.save_into(&mut store).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
     let weights = dir.join(WEIGHTS);
     std::fs::rename(&tmp, &weights)?;
+    let tokenizer = base_model.join(TOKENIZER);
+    if tokenizer.exists() && tokenizer != dir.join(TOKENIZER) {
+        std::fs::copy(&tokenizer, dir.join(TOKENIZER)).with_context(|| format!("cannot copy {}", tokenizer.display()))?;
+    }
     let record = CheckpointRecord {
         kind: kind.into(),
         config: config.clone(),

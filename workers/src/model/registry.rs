@@ -3,8 +3,10 @@
 //! changes with the weights and a worker refuses weights that changed under it.
 
 use super::bert::BertConfig;
-use super::checkpoint::{self, RECORD, WEIGHTS, sha256_file};
-use super::encoders::{PhraseEncoder, QueryEncoder};
+use super::checkpoint::{self, RECORD, TOKENIZER, WEIGHTS, sha256_file};
+use super::encoders::{PhraseEncoder, QueryEncoder, Reader};
+use crate::store::Store;
+use anyhow::Context;
 use super::load::{default_model_dir, read_tokenizer, weights_file};
 use super::text::TextEncoder;
 use anyhow::{Result, bail};
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 pub const PHRASE_KIND: &str = "phrase-encoder";
 pub const QUERY_KIND: &str = "query-encoder";
+pub const READER_KIND: &str = "reader";
 
 /// The folder a config's model name stands for.
 pub fn model_dir(name: &str) -> PathBuf {
@@ -50,10 +53,60 @@ fn checked_dir(r: &ModelRef) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// The tokenizer of a model folder; a checkpoint uses its base model's.
+/// The tokenizer of a model folder; a checkpoint without its own copy uses its base model's.
 fn tokenizer_of(dir: &Path) -> Result<TextEncoder> {
-    let source = if is_checkpoint(dir) { PathBuf::from(checkpoint::read_record(dir)?.base_model) } else { dir.to_path_buf() };
+    let source = if is_checkpoint(dir) && !dir.join(TOKENIZER).exists() {
+        PathBuf::from(checkpoint::read_record(dir)?.base_model)
+    } else {
+        dir.to_path_buf()
+    };
     TextEncoder::new(read_tokenizer(&source)?)
+}
+
+/// Model paths of checkpoints that training jobs wrote to the run's store: `store:<path under the root>`.
+pub const STORE_PREFIX: &str = "store:";
+
+/// Where fetched checkpoints are kept, by the sha256 of their weights.
+fn cache_dir() -> PathBuf {
+    std::env::var("PHRASESWEEP_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/phrasesweep/checkpoints")
+    })
+}
+
+/// A model a job can load from local disk: store checkpoints are fetched (once per machine, checked
+/// against their sha256); local folders are returned as they are.
+pub async fn local_model(store: &Store, r: &ModelRef) -> Result<ModelRef> {
+    let Some(rel) = r.path.strip_prefix(STORE_PREFIX) else { return Ok(r.clone()) };
+    let dir = cache_dir().join(&r.sha256);
+    if !dir.join(RECORD).exists() {
+        let tmp = cache_dir().join(format!(".{}-{}", r.sha256, uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        for name in checkpoint::FILES {
+            let bytes = store.get(&format!("{rel}/{name}")).await?.with_context(|| format!("{rel}/{name} is missing from {}", store.root_uri()))?;
+            std::fs::write(tmp.join(name), bytes)?;
+        }
+        if std::fs::rename(&tmp, &dir).is_err() {
+            // Another worker on this machine fetched it first.
+            std::fs::remove_dir_all(&tmp).ok();
+        }
+    }
+    let local = ModelRef { path: dir.display().to_string(), sha256: r.sha256.clone() };
+    checked_dir(&local)?;
+    Ok(local)
+}
+
+/// Uploads a checkpoint folder to `rel` on the store (the record last, so a reader that sees it sees
+/// the rest) and returns its store reference.
+pub async fn put_checkpoint(store: &Store, dir: &Path, rel: &str) -> Result<ModelRef> {
+    for name in checkpoint::FILES {
+        let bytes = std::fs::read(dir.join(name)).with_context(|| format!("cannot read {}", dir.join(name).display()))?;
+        store.put(&format!("{rel}/{name}"), bytes).await?;
+    }
+    Ok(ModelRef { path: format!("{STORE_PREFIX}{rel}"), sha256: sha256_file(&dir.join(WEIGHTS))? })
+}
+
+pub fn load_reader<B: Backend>(r: &ModelRef, device: &B::Device) -> Result<(Reader<B>, TextEncoder)> {
+    load(r, READER_KIND, |c| Reader::new(c, device), |d| Reader::from_pretrained(d, device))
 }
 
 /// A checkpoint of `kind`, or a pretrained folder given to `pretrained`, with its tokenizer.
