@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/phrasesweep/target
 export PHRASESWEEP_STATE ?= $(HOME)/.cache/phrasesweep/services
 CARGO ?= cargo
 
-.PHONY: setup build demo eval-dev services services-stop test check-cuda bench
+.PHONY: setup build demo eval-dev train-demo train-cpu qsft-cpu services services-stop test check-cuda bench
 
 setup:
 	infra/setup.sh
@@ -24,6 +24,21 @@ demo: setup
 eval-dev: setup
 	$(CARGO) build --bin phrasesweep
 	time $(CARGO_TARGET_DIR)/debug/phrasesweep run configs/eval-dev.toml
+
+## Training end to end on the fixture (reader, phrase encoder, two QSFT runs), a few minutes.
+train-demo: setup
+	$(CARGO) run --bin phrasesweep -- run configs/train-demo.toml
+
+## The measured CPU training runs of docs/benchmarks.md: the reader and phrase encoder on SQuAD, and a
+## `query` QSFT run against the NQ gold documents.
+train-cpu: setup
+	$(CARGO) build --bin phrasesweep
+	time $(CARGO_TARGET_DIR)/debug/phrasesweep run configs/train-cpu.toml
+
+qsft-cpu: setup
+	python3 scripts/nq_gold_corpus.py ../shared/data/corpus/dev.docs.jsonl out/nq-gold.docs.jsonl
+	$(CARGO) build --bin phrasesweep
+	time $(CARGO_TARGET_DIR)/debug/phrasesweep run configs/qsft-cpu.toml
 
 ## RabbitMQ and the S3 server on 127.0.0.1.
 services: setup

@@ -571,6 +571,50 @@ path = "docs.jsonl"
         assert_eq!(c.store.uri, "/work/sweeps/configs/out");
     }
 
+    const TRAIN: &str = r#"
+[encode]
+[train]
+squad_train = "s/train.jsonl"
+squad_dev = "s/dev.jsonl"
+qsft_train = "nq/train.jsonl"
+qsft_dev = "nq/dev.jsonl"
+[train.phrase]
+[[qsft]]
+name = "query+context"
+terms = { query = 1.0, context = 0.5 }
+start_from = "trained"
+[questions]
+path = "q.jsonl"
+[[retrieval]]
+name = "dyn"
+mode = "dynamic"
+phrase_encoder = "trained"
+sentence_encoder = "query+context"
+"#;
+
+    #[test]
+    fn training_runs_parse_and_name_their_problems() {
+        let c = ExperimentConfig::parse(&format!("{GOOD}{TRAIN}")).unwrap();
+        assert_eq!(c.qsft[0].terms[&LossTerm::Context], 0.5);
+        assert_eq!(c.qsft[0].optim.batch_size, 12);
+        assert!((c.qsft[0].optim.lr - 3e-5).abs() < 1e-12);
+        assert_eq!(c.qsft[0].epochs, 3);
+        assert!(c.encoder_names().contains(&"query+context".to_string()));
+        let bad = |from: &str, to: &str| ExperimentConfig::parse(&format!("{GOOD}{}", TRAIN.replace(from, to))).unwrap_err();
+        let e = bad("context = 0.5", "contxt = 0.5");
+        assert!(e.contains("qsft") && e.contains("contxt"), "{e}");
+        let e = bad("context = 0.5", "distill = 1.0");
+        assert!(e.contains("qsft[0].terms.distill") && e.contains("train.reader"), "{e}");
+        let e = bad("[train.phrase]\n", "");
+        assert!(e.contains("qsft[0].start_from"), "{e}");
+        let e = bad("sentence_encoder = \"query+context\"", "sentence_encoder = \"nope\"");
+        assert!(e.contains("retrieval[0].encoder") && e.contains("nope"), "{e}");
+        let e = bad("context = 0.5", "context = 0.0");
+        assert!(e.contains("qsft[0].terms"), "{e}");
+        let e = bad("qsft_dev = \"nq/dev.jsonl\"\n", "");
+        assert!(e.contains("train.qsft_train"), "{e}");
+    }
+
     #[test]
     fn redacts_passwords() {
         assert_eq!(redact_url("amqp://u:pw@h:5672/%2f"), "amqp://u:***@h:5672/%2f");
