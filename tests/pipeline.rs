@@ -154,3 +154,92 @@ fn pipeline_on_the_farm_and_embedded_scores_every_retrieval_and_finds_a_copied_p
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     assert!(stdout.contains("nothing to do"), "a finished sweep reruns nothing:\n{stdout}");
 }
+
+/// The whole training graph in one embedded run: the reader, the phrase encoder distilled from it, the
+/// fixture encoded with the trained phrase encoder, two QSFT runs (one distilled, two epochs) trained in
+/// parallel against that index, and retrievals that name the trained encoders.
+#[test]
+fn training_graph_runs_every_stage_and_retrieves_with_the_trained_encoders() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture_questions = data("fixture/questions.jsonl");
+    let extra = format!(
+        r#"
+[questions]
+path = "{q}"
+shard_questions = 40
+
+[encode]
+batch_size = 16
+
+[train]
+squad_train = "{squad}"
+squad_dev = "{squad}"
+qsft_train = "{q}"
+qsft_dev = "{q}"
+
+[train.reader]
+max_examples = 8
+eval_examples = 4
+max_len = 96
+optim = {{ batch_size = 4 }}
+
+[train.phrase]
+max_examples = 8
+eval_examples = 4
+max_len = 96
+optim = {{ batch_size = 4 }}
+distill = {{ kind = "kl", temperature = 2.0 }}
+
+[[qsft]]
+name = "query"
+terms = {{ query = 1.0 }}
+start_from = "trained"
+epochs = 2
+max_questions = 8
+eval_questions = 8
+candidates = 10
+optim = {{ batch_size = 4 }}
+
+[[qsft]]
+name = "context+distill"
+terms = {{ context = 1.0, distill = 1.0 }}
+start_from = "trained"
+epochs = 1
+max_questions = 8
+eval_questions = 8
+candidates = 10
+optim = {{ batch_size = 4 }}
+
+[[retrieval]]
+name = "dynamic-qsft"
+mode = "dynamic"
+phrase_encoder = "query"
+sentence_encoder = "context+distill"
+opt = true
+k = 20
+"#,
+        q = fixture_questions.display(),
+        squad = data("squad/dev.jsonl").display(),
+    );
+    let store = dir.path().join("store");
+    let config = write_config(dir.path(), "training", store.to_str().unwrap(), &data("fixture/docs.jsonl"), &extra);
+    let out = run_bounded(bin().args(["run", config.to_str().unwrap()]), LIMIT);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for stage in ["train-reader", "train-phrase", "encode", "index", "qsft-epoch-1", "qsft-epoch-2", "retrieve", "score"] {
+        assert!(stdout.contains(stage), "stage {stage} was not committed:\n{stdout}");
+    }
+    for line in ["reader: SQuAD dev", "phrase encoder: SQuAD dev", "qsft query epoch 2", "qsft context+distill epoch 1"] {
+        assert!(stdout.contains(line), "missing `{line}`:\n{stdout}");
+    }
+    assert!(table_rows(&stdout).iter().any(|(r, seed, _)| r == "dynamic-qsft" && *seed > 0.0), "{stdout}");
+    // Checkpoints live on the store, named by the job that wrote them.
+    for kind in ["reader", "phrase", "qsft/query/epoch-2", "qsft/context+distill/epoch-1"] {
+        let found = std::fs::read_dir(store.join("models").join(std::path::Path::new(kind).parent().unwrap_or(std::path::Path::new(""))))
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().starts_with(std::path::Path::new(kind).file_name().unwrap().to_str().unwrap()));
+        assert!(found, "no checkpoint folder for {kind} under {}", store.join("models").display());
+    }
+    let again = run_bounded(bin().args(["run", config.to_str().unwrap()]), LIMIT);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"), "{}", String::from_utf8_lossy(&again.stdout));
+}

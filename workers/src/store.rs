@@ -204,6 +204,14 @@ impl Store {
         }
     }
 
+    /// Removes an object; a missing one is not an error.
+    pub async fn delete(&self, rel: &str) -> Result<()> {
+        match self.objects.delete(&self.path(rel)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(anyhow!(e)).with_context(|| format!("cannot delete {}/{rel}", self.root_uri)),
+        }
+    }
+
     pub async fn exists(&self, rel: &str) -> Result<bool> {
         match self.objects.head(&self.path(rel)).await {
             Ok(_) => Ok(true),

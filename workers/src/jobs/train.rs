@@ -148,6 +148,18 @@ async fn save_partial<M: AutodiffModule<CpuTrain>>(store: &Store, rel: &str, mod
     Ok(())
 }
 
+const PARTIAL_FILES: [&str; 3] = ["model.bin", "optim-decay.bin", "optim-no-decay.bin"];
+
+/// Drops a finished job's resumable state (the progress file first, so what is left is never taken for
+/// a checkpoint): hundreds of megabytes that nothing will read again.
+async fn drop_partial(store: &Store, rel: &str) -> Result<()> {
+    store.delete(&format!("{rel}/progress.json")).await?;
+    for name in PARTIAL_FILES {
+        store.delete(&format!("{rel}/{name}")).await?;
+    }
+    Ok(())
+}
+
 /// Restores what [`save_partial`] wrote, if anything.
 async fn load_partial<M: AutodiffModule<CpuTrain>>(
     store: &Store,
@@ -159,7 +171,7 @@ async fn load_partial<M: AutodiffModule<CpuTrain>>(
         return Ok((model, trainer, Progress::default(), None));
     };
     let scratch = Scratch::new()?;
-    for name in ["model.bin", "optim-decay.bin", "optim-no-decay.bin"] {
+    for name in PARTIAL_FILES {
         let bytes = store.get(&format!("{rel}/{name}")).await?.with_context(|| format!("{rel}/{name} is missing"))?;
         std::fs::write(scratch.0.join(name), bytes)?;
     }
@@ -288,6 +300,7 @@ pub async fn train_reader(store: &Store, inputs: &SupervisedInputs, config: &Sup
     info!(em, f1, "reader after training on SQuAD dev");
     let after = serde_json::json!({ "em": em, "f1": f1, "questions": dev.len() });
     let checkpoint = publish(store, &model, READER_KIND, &PathBuf::from(&start.path), &config.output, "reader").await?;
+    drop_partial(store, &partial_dir(&config.output)).await?;
     Ok(serde_json::to_value(finish(BTreeMap::from([("reader".into(), checkpoint)]), s, &train, progress, resumed, seconds, before, after))
         .context("cannot encode the train record")?)
 }
@@ -364,6 +377,7 @@ pub async fn train_phrase(store: &Store, inputs: &SupervisedInputs, config: &Sup
         ("phrase".to_string(), publish(store, &models.phrase, PHRASE_KIND, &base, &config.output, "phrase").await?),
         ("query".to_string(), publish(store, &models.query, QUERY_KIND, &base, &config.output, "query").await?),
     ]);
+    drop_partial(store, &partial_dir(&config.output)).await?;
     let out = finish(checkpoints, s, &train, progress, resumed, seconds, serde_json::to_value(before).unwrap_or_default(), serde_json::to_value(after).unwrap_or_default());
     Ok(serde_json::to_value(out).context("cannot encode the train record")?)
 }
@@ -429,6 +443,7 @@ pub async fn qsft_epoch(store: &Store, inputs: &QsftInputs, config: &QsftConfig)
     let dev_after = qsft::evaluate(&index, &model, &text, &dev, query_len, &device).await?;
     info!(run = run.name, epoch = config.epoch, em = dev_after.em, sentence_mar = dev_after.sentence_mar, "qsft epoch evaluated on dev");
     let checkpoint = publish(store, &model, QUERY_KIND, &PathBuf::from(&start.path), &config.output, "query").await?;
+    drop_partial(store, &partial).await?;
     let (loss_first, loss_last) = loss_ends(&progress.losses);
     let out = QsftOutput {
         run: run.name.clone(),
