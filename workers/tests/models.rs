@@ -9,7 +9,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use phrasesweep_workers::model::bert::{BertConfig, BertInput};
 use phrasesweep_workers::model::device::{Cpu, CpuTrain};
 use phrasesweep_workers::model::encoders::{
-    ParagraphInput, PhraseEncoder, PhraseSettings, QueryEncoder, Reader, encode_paragraphs,
+    ParagraphInput, PhraseEncoder, QueryEncoder, Reader, encode_paragraphs,
 };
 use phrasesweep_workers::model::load::{default_model_dir, load_bert, read_tokenizer};
 use phrasesweep_workers::model::text::TextEncoder;
@@ -283,7 +283,7 @@ fn kept_tokens_point_at_their_characters_also_in_non_ascii_text() {
     let model = PhraseEncoder::<Cpu>::new(&tiny_config(30522), &device);
     let paragraph = "Zürich’s Großmünster (built 1100–1220) stands by the Limmat. Kraków and São Paulo, naïve café: 東京!";
     let sentences = phrasesweep_workers::sentences::split_sentences(paragraph);
-    let settings = PhraseSettings { max_len: 24, overlap: 6, ..Default::default() };
+    let settings = phrasesweep_schemas::config::EncodeSettings { max_len: 24, overlap: 6, ..Default::default() };
     let input = [ParagraphInput { title: "Zürich", text: paragraph, sentences: &sentences }];
     let out = encode_paragraphs(&model, &text, &input, &settings, &device).unwrap().remove(0);
     assert!(out.pieces > 24, "the paragraph must need several windows");

@@ -6,7 +6,7 @@ use super::JobError;
 use crate::corpus::{CORPUS_COLUMNS, CorpusRow, corpus_rows};
 use crate::lance_io::{Fragments, open_dataset, write_uncommitted_stream};
 use crate::model::device::Cpu;
-use crate::model::encoders::{EncodedParagraph, ParagraphInput, PhraseSettings, encode_paragraphs};
+use crate::model::encoders::{EncodedParagraph, ParagraphInput, encode_paragraphs};
 use crate::model::registry::{load_phrase_encoder, local_model};
 use crate::progress::RateLog;
 use crate::store::Store;
@@ -18,7 +18,6 @@ use arrow::array::{
 use arrow::datatypes::UInt64Type;
 use arrow_schema::{ArrowError, Field};
 use futures::TryStreamExt;
-use phrasesweep_schemas::config::EncodeSettings;
 use phrasesweep_schemas::job::{EncodeConfig, EncodeInputs};
 use phrasesweep_schemas::tables::phrases_schema;
 use serde::{Deserialize, Serialize};
@@ -44,22 +43,12 @@ struct Paragraph {
     p: CorpusRow,
 }
 
-pub fn phrase_settings(s: &EncodeSettings) -> PhraseSettings {
-    PhraseSettings {
-        max_len: s.max_len,
-        overlap: s.overlap,
-        title_tokens: s.title_tokens,
-        filter_threshold: s.filter_threshold,
-        batch_size: s.batch_size,
-    }
-}
-
 pub async fn run(store: &Store, inputs: &EncodeInputs, config: &EncodeConfig) -> Result<serde_json::Value, JobError> {
     let paragraphs = read_fragment(store, inputs).await?;
     let device = Default::default();
     let (model, text) = load_phrase_encoder::<Cpu>(&local_model(store, &config.model).await?, &device)?;
     let dim = model.bert.embeddings.word_embeddings.weight.dims()[1];
-    let settings = phrase_settings(&config.settings);
+    let settings = config.settings.clone();
     let schema = phrases_schema(dim);
     let total = paragraphs.len() as u64;
     let counts = Arc::new(std::sync::Mutex::new((0u64, 0u64)));

@@ -11,6 +11,7 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use phrasesweep_schemas::config::EncodeSettings;
 use std::path::Path;
 
 /// Longest phrase, in tokens (end − start < this).
@@ -87,27 +88,6 @@ fn cls<B: Backend>(h: Tensor<B, 3>) -> Tensor<B, 2> {
     h.slice([0..b, 0..1, 0..d]).reshape([b, d])
 }
 
-/// How paragraphs are cut and which tokens are kept.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PhraseSettings {
-    /// Model window in tokens, special tokens included.
-    pub max_len: usize,
-    /// Tokens shared by consecutive windows of a long paragraph.
-    pub overlap: usize,
-    /// Title pieces kept in `[CLS] title [SEP] paragraph [SEP]`.
-    pub title_tokens: usize,
-    /// Keep a token when its larger filter logit reaches this; `None` keeps every token.
-    pub filter_threshold: Option<f32>,
-    /// Rows per forward pass.
-    pub batch_size: usize,
-}
-
-impl Default for PhraseSettings {
-    fn default() -> Self {
-        Self { max_len: 256, overlap: 64, title_tokens: 10, filter_threshold: None, batch_size: 32 }
-    }
-}
-
 /// A paragraph to encode; `sentences` are its character spans (from the corpus table).
 pub struct ParagraphInput<'a> {
     pub title: &'a str,
@@ -147,7 +127,7 @@ pub fn encode_paragraphs<B: Backend>(
     model: &PhraseEncoder<B>,
     text: &TextEncoder,
     paragraphs: &[ParagraphInput<'_>],
-    settings: &PhraseSettings,
+    settings: &EncodeSettings,
     device: &B::Device,
 ) -> Result<Vec<EncodedParagraph>> {
     struct Plan {

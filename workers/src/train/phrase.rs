@@ -6,7 +6,7 @@
 use super::losses::{bool_tensor, mml};
 use super::rc::{Example, feature};
 use super::reader::{prob_tensor, teacher_probs};
-use crate::model::encoders::{EncodedParagraph, ParagraphInput, PhraseEncoder, PhraseSettings, QueryEncoder, Reader, best_spans, encode_paragraphs, encode_queries};
+use crate::model::encoders::{EncodedParagraph, ParagraphInput, PhraseEncoder, QueryEncoder, Reader, best_spans, encode_paragraphs, encode_queries};
 use burn::tensor::ElementConversion as _;
 use crate::model::text::{Row, TextEncoder};
 use anyhow::Result;
@@ -172,7 +172,7 @@ pub fn evaluate<B: Backend>(
     threshold: f32,
     device: &B::Device,
 ) -> Result<PhraseEval> {
-    let settings = PhraseSettings { max_len, filter_threshold: None, batch_size: 8, ..Default::default() };
+    let settings = phrasesweep_schemas::config::EncodeSettings { max_len, filter_threshold: None, batch_size: 8, ..Default::default() };
     let (mut em, mut kept, mut tokens) = (0.0, 0usize, 0usize);
     for chunk in examples.chunks(16) {
         let inputs: Vec<ParagraphInput> = chunk.iter().map(|e| ParagraphInput { title: &e.title, text: &e.context, sentences: &[] }).collect();
