@@ -58,6 +58,27 @@ pub fn corpus_rows(batch: &RecordBatch) -> Result<Vec<CorpusRow>> {
         .collect())
 }
 
+/// Parses JSON Lines into `T`, skipping blank lines; `first_line` is the 1-based number of the first line.
+/// Errors name the file, the line and the field (as serde's path to it).
+pub fn json_lines<T: serde::de::DeserializeOwned>(file: &str, first_line: u64, bytes: &[u8]) -> Result<Vec<(u64, T)>, InputError> {
+    let mut out = Vec::new();
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = first_line + i as u64;
+        let err = |field: Option<String>, problem: String| InputError { file: file.to_string(), line, field, problem };
+        let text = std::str::from_utf8(raw).map_err(|e| err(None, format!("not valid UTF-8 at byte {}", e.valid_up_to())))?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let mut de = serde_json::Deserializer::from_str(text);
+        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            err((path != ".").then_some(path), e.into_inner().to_string())
+        })?;
+        out.push((line, value));
+    }
+    Ok(out)
+}
+
 /// A problem with the input itself: retrying cannot fix it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{file}:{line}: {}{problem}", field.as_ref().map(|f| format!("field `{f}`: ")).unwrap_or_default())]

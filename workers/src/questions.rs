@@ -1,7 +1,7 @@
 //! Question JSON Lines (`{"id", "question", "answers", "titles", "context", "sentence"}`), read with errors
 //! that name the file, the line and the field.
 
-use crate::corpus::InputError;
+use crate::corpus::{InputError, json_lines};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -23,25 +23,13 @@ pub struct Question {
 /// Parses the lines of a questions file (or shard); `first_line` is the 1-based number of its first line.
 pub fn parse_questions(file: &str, first_line: u64, bytes: &[u8]) -> Result<Vec<Question>, InputError> {
     let mut out = Vec::new();
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        let line = first_line + i as u64;
-        let err = |field: Option<String>, problem: String| InputError { file: file.to_string(), line, field, problem };
-        let text = std::str::from_utf8(raw).map_err(|e| err(None, format!("not valid UTF-8 at byte {}", e.valid_up_to())))?;
-        if text.trim().is_empty() {
-            continue;
-        }
-        let mut de = serde_json::Deserializer::from_str(text);
-        let q: Question = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let field = (path != ".").then_some(path);
-            err(field, inner.to_string())
-        })?;
+    for (line, q) in json_lines::<Question>(file, first_line, bytes)? {
+        let err = |field: &str, problem: &str| InputError { file: file.to_string(), line, field: Some(field.into()), problem: problem.into() };
         if q.question.trim().is_empty() {
-            return Err(err(Some("question".into()), "is empty".into()));
+            return Err(err("question", "is empty"));
         }
         if q.answers.iter().all(|a| a.trim().is_empty()) {
-            return Err(err(Some("answers".into()), "needs at least one non-empty answer".into()));
+            return Err(err("answers", "needs at least one non-empty answer"));
         }
         out.push(q);
     }

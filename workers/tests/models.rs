@@ -1,6 +1,8 @@
 //! The burn models against real weights and real references: numerical parity with PyTorch on
 //! all-MiniLM-L6-v2, HuggingFace key mapping, training steps under autodiff, character spans.
 
+mod common;
+
 use burn::module::{Module, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
@@ -11,20 +13,12 @@ use phrasesweep_workers::model::device::{Cpu, CpuTrain};
 use phrasesweep_workers::model::encoders::{
     ParagraphInput, PhraseEncoder, QueryEncoder, Reader, encode_paragraphs,
 };
-use phrasesweep_workers::model::load::{default_model_dir, load_bert, read_tokenizer};
+use phrasesweep_workers::model::load::{load_bert, read_tokenizer};
 use phrasesweep_workers::model::text::TextEncoder;
 use safetensors::SafeTensors;
-use std::path::{Path, PathBuf};
+use common::model_dir;
+use std::path::Path;
 
-fn model_dir() -> PathBuf {
-    let dir = default_model_dir();
-    assert!(
-        dir.join("model.safetensors").exists(),
-        "all-MiniLM-L6-v2 is missing at {}: run `make setup` (infra/setup.sh) to fetch it",
-        dir.display()
-    );
-    dir
-}
 
 fn fixture() -> Vec<u8> {
     std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/minilm-parity.safetensors"))

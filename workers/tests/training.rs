@@ -2,6 +2,8 @@
 //! none to the phrase encoder, one QSFT step lowers the loss on its batch, and the reader and phrase
 //! encoder steps lower theirs while the frozen word embeddings stay put.
 
+mod common;
+
 use burn::module::Param;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -9,7 +11,7 @@ use phrasesweep_schemas::train::{DistillSettings, LossTerm, OptimSettings, QsftR
 use phrasesweep_workers::model::bert::BertModel;
 use phrasesweep_workers::model::device::CpuTrain;
 use phrasesweep_workers::model::encoders::{PhraseEncoder, QueryEncoder, Reader};
-use phrasesweep_workers::model::load::{default_model_dir, read_tokenizer};
+use phrasesweep_workers::model::load::read_tokenizer;
 use phrasesweep_workers::model::text::TextEncoder;
 use phrasesweep_workers::questions::{Question, parse_questions};
 use phrasesweep_workers::sentences::split_sentences;
@@ -21,19 +23,11 @@ use phrasesweep_workers::train::rc::{char_span_to_pieces, parse_squad};
 use phrasesweep_workers::train::reader::{reader_loss, reader_row};
 use phrasesweep_workers::search::char_slice;
 use std::collections::BTreeMap;
+use common::model_dir;
 use std::path::{Path, PathBuf};
 
 type B = CpuTrain;
 
-fn model_dir() -> PathBuf {
-    let dir = default_model_dir();
-    assert!(
-        dir.join("model.safetensors").exists(),
-        "all-MiniLM-L6-v2 is missing at {}: run `make setup` (infra/setup.sh) to fetch it",
-        dir.display()
-    );
-    dir
-}
 
 fn data(rel: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data").join(rel);
@@ -151,14 +145,19 @@ fn bert_grads(m: &BertModel<B>, grads: &<B as AutodiffBackend>::Gradients) -> f3
     grad_sum(&l.attention.self_attn.query.weight, grads) + grad_sum(&m.embeddings.layer_norm.gamma, grads)
 }
 
-#[test]
-fn every_qsft_term_reaches_the_query_encoders_and_never_the_phrase_encoder() {
+/// The pretrained phrase and query encoders and a batch whose candidates come from the phrase encoder.
+fn pretrained_with_batch() -> (PhraseEncoder<B>, QueryEncoder<B>, QsftBatch<B>) {
     let device = Default::default();
     let dir = model_dir();
-    let text = text();
     let phrase = PhraseEncoder::<B>::from_pretrained(&dir, &device).unwrap();
     let query = QueryEncoder::<B>::from_pretrained(&dir, &device).unwrap();
-    let batch = batch_from_phrase_encoder(&phrase, &text);
+    let batch = batch_from_phrase_encoder(&phrase, &text());
+    (phrase, query, batch)
+}
+
+#[test]
+fn every_qsft_term_reaches_the_query_encoders_and_never_the_phrase_encoder() {
+    let (phrase, query, batch) = pretrained_with_batch();
     for term in LossTerm::ALL {
         for dense in [false, true] {
             if dense && matches!(term, LossTerm::Query | LossTerm::Distill) {
@@ -180,12 +179,7 @@ fn every_qsft_term_reaches_the_query_encoders_and_never_the_phrase_encoder() {
 
 #[test]
 fn one_qsft_step_lowers_the_loss_on_its_batch_and_leaves_word_embeddings_frozen() {
-    let device = Default::default();
-    let dir = model_dir();
-    let text = text();
-    let phrase = PhraseEncoder::<B>::from_pretrained(&dir, &device).unwrap();
-    let query = QueryEncoder::<B>::from_pretrained(&dir, &device).unwrap();
-    let batch = batch_from_phrase_encoder(&phrase, &text);
+    let (_phrase, query, batch) = pretrained_with_batch();
     let r = run(&[(LossTerm::Query, 1.0), (LossTerm::Context, 1.0)]);
     let before: f32 = qsft_loss(&query, &batch, &r, true).unwrap().total.into_scalar();
     let words: Vec<f32> = query.start.embeddings.word_embeddings.weight.val().into_data().to_vec().unwrap();

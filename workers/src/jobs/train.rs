@@ -84,13 +84,18 @@ fn input_error(e: crate::corpus::InputError) -> JobError {
     JobError::Input(e.to_string())
 }
 
-async fn training_examples(store: &Store, inputs: &SupervisedInputs) -> Result<(Vec<Example>, Vec<Example>), JobError> {
+/// A supervised job's training examples, its dev subset, and its starting model on local disk; seeds
+/// the backend so new heads start the same on every delivery.
+async fn prepare(store: &Store, inputs: &SupervisedInputs, s: &SupervisedSettings) -> Result<(Vec<Example>, Vec<Example>, ModelRef), JobError> {
     let mut train = parse_squad(&inputs.squad_train.path, &read_file(store, &inputs.squad_train).await?).map_err(input_error)?;
     if let Some(nq) = &inputs.nq_train {
         train.extend(parse_nq_gold(&nq.path, &read_file(store, nq).await?).map_err(input_error)?);
     }
     let dev = parse_squad(&inputs.squad_dev.path, &read_file(store, &inputs.squad_dev).await?).map_err(input_error)?;
-    Ok((train, dev))
+    let dev = subset(&dev, s.eval_examples, s.optim.seed);
+    let start = local_model(store, &inputs.model).await?;
+    <CpuTrain as burn::tensor::backend::Backend>::seed(&Default::default(), s.optim.seed);
+    Ok((train, dev, start))
 }
 
 /// The first `n` of a seeded shuffle (all when `n` is absent): the same subset every time.
@@ -275,11 +280,8 @@ fn per_1000(seconds: f64, questions: usize) -> f64 {
 
 pub async fn train_reader(store: &Store, inputs: &SupervisedInputs, config: &SupervisedConfig) -> Result<serde_json::Value, JobError> {
     let s = &config.settings;
-    let (train, dev) = training_examples(store, inputs).await?;
-    let dev = subset(&dev, s.eval_examples, s.optim.seed);
+    let (train, dev, start) = prepare(store, inputs, s).await?;
     let device = Default::default();
-    let start = local_model(store, &inputs.model).await?;
-    <CpuTrain as burn::tensor::backend::Backend>::seed(&device, s.optim.seed);
     let (model, text) = load_reader::<CpuTrain>(&start, &device)?;
     let (em, f1) = reader::evaluate(&model.valid(), &text, &dev, s.max_len, &device)?;
     let before = serde_json::json!({ "em": em, "f1": f1, "questions": dev.len() });
@@ -335,11 +337,8 @@ fn finish(
 
 pub async fn train_phrase(store: &Store, inputs: &SupervisedInputs, config: &SupervisedConfig) -> Result<serde_json::Value, JobError> {
     let s = &config.settings;
-    let (train, dev) = training_examples(store, inputs).await?;
-    let dev = subset(&dev, s.eval_examples, s.optim.seed);
+    let (train, dev, start) = prepare(store, inputs, s).await?;
     let device = Default::default();
-    let start = local_model(store, &inputs.model).await?;
-    <CpuTrain as burn::tensor::backend::Backend>::seed(&device, s.optim.seed);
     let (phrase, text) = load_phrase_encoder::<CpuTrain>(&start, &device)?;
     // The query encoders start from the pretrained folder (that of a phrase checkpoint, if given one).
     let query_start = base_config_dir(Path::new(&start.path))?;

@@ -2,7 +2,7 @@
 //! and their model inputs: the paragraph cut to a window that holds the answer, with the answer as a
 //! piece span. Errors name the file, the line and the field.
 
-use crate::corpus::InputError;
+use crate::corpus::{InputError, json_lines};
 use crate::metrics::normalize;
 use crate::model::text::{Pieces, TextEncoder, windows};
 use crate::questions::parse_questions;
@@ -45,26 +45,16 @@ struct SquadAnswer {
 /// SQuAD JSON Lines, one paragraph with its questions per line (`answer_start` in characters).
 pub fn parse_squad(file: &str, bytes: &[u8]) -> Result<Vec<Example>, InputError> {
     let mut out = Vec::new();
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        let line = i as u64 + 1;
-        let err = |field: Option<String>, problem: String| InputError { file: file.to_string(), line, field, problem };
-        let text = std::str::from_utf8(raw).map_err(|e| err(None, format!("not valid UTF-8 at byte {}", e.valid_up_to())))?;
-        if text.trim().is_empty() {
-            continue;
-        }
-        let mut de = serde_json::Deserializer::from_str(text);
-        let p: SquadParagraph = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            err((path != ".").then_some(path), e.into_inner().to_string())
-        })?;
+    for (line, p) in json_lines::<SquadParagraph>(file, 1, bytes)? {
+        let err = |field: String, problem: String| InputError { file: file.to_string(), line, field: Some(field), problem };
         let chars = p.context.chars().count() as u32;
         for (k, qa) in p.qas.into_iter().enumerate() {
             let Some(first) = qa.answers.first() else {
-                return Err(err(Some(format!("qas[{k}].answers")), "needs at least one answer".into()));
+                return Err(err(format!("qas[{k}].answers"), "needs at least one answer".into()));
             };
             let end = first.answer_start + first.text.chars().count() as u32;
             if end > chars {
-                return Err(err(Some(format!("qas[{k}].answers[0].answer_start")), format!("{end} is past the end of the context ({chars} characters)")));
+                return Err(err(format!("qas[{k}].answers[0].answer_start"), format!("{end} is past the end of the context ({chars} characters)")));
             }
             out.push(Example {
                 id: qa.id,
