@@ -5,7 +5,7 @@
 use super::JobError;
 use crate::corpus::{CORPUS_COLUMNS, CorpusRow, corpus_rows};
 use crate::lance_io::{Fragments, open_dataset, write_uncommitted_stream};
-use crate::model::device::Cpu;
+use crate::model::device::{Job, job_device};
 use crate::model::encoders::{EncodedParagraph, ParagraphInput, encode_paragraphs};
 use crate::model::registry::{load_phrase_encoder, local_model};
 use crate::progress::RateLog;
@@ -45,8 +45,8 @@ struct Paragraph {
 
 pub async fn run(store: &Store, inputs: &EncodeInputs, config: &EncodeConfig) -> Result<serde_json::Value, JobError> {
     let paragraphs = read_fragment(store, inputs).await?;
-    let device = Default::default();
-    let (model, text) = load_phrase_encoder::<Cpu>(&local_model(store, &config.model).await?, &device)?;
+    let device = job_device()?;
+    let (model, text) = load_phrase_encoder::<Job>(&local_model(store, &config.model).await?, &device)?;
     let dim = model.bert.embeddings.word_embeddings.weight.dims()[1];
     let settings = config.settings.clone();
     let schema = phrases_schema(dim);

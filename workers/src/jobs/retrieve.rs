@@ -3,7 +3,7 @@
 
 use super::JobError;
 use crate::bm25::Bm25;
-use crate::model::device::Cpu;
+use crate::model::device::{Job, job_device};
 use crate::model::encoders::encode_queries;
 use crate::model::registry::{load_query_encoder, local_model};
 use crate::parquet_io::write_parquet;
@@ -71,8 +71,8 @@ pub async fn run(store: &Store, inputs: &RetrieveInputs, config: &RetrieveConfig
                 continue;
             }
             let model_ref = config.encoders.get(&name).with_context(|| format!("the job names no model for encoder `{name}`"))?;
-            let device = Default::default();
-            let (model, text) = load_query_encoder::<Cpu>(&local_model(store, model_ref).await?, &device)?;
+            let device = job_device()?;
+            let (model, text) = load_query_encoder::<Job>(&local_model(store, model_ref).await?, &device)?;
             let v = encode_queries(&model, &text, &texts, config.search.query_len, QUERY_BATCH, &device)?;
             vectors.insert(name, v);
         }

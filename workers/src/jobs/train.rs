@@ -5,7 +5,7 @@
 
 use super::JobError;
 use crate::model::checkpoint;
-use crate::model::device::{Cpu, CpuTrain};
+use crate::model::device::{Job, JobTrain, job_device};
 use crate::model::encoders::Reader;
 use crate::model::registry::{PHRASE_KIND, QUERY_KIND, READER_KIND, load_phrase_encoder, load_query_encoder, load_reader, local_model, put_checkpoint};
 use crate::progress::RateLog;
@@ -94,7 +94,7 @@ async fn prepare(store: &Store, inputs: &SupervisedInputs, s: &SupervisedSetting
     let dev = parse_squad(&inputs.squad_dev.path, &read_file(store, &inputs.squad_dev).await?).map_err(input_error)?;
     let dev = subset(&dev, s.eval_examples, s.optim.seed);
     let start = local_model(store, &inputs.model).await?;
-    <CpuTrain as burn::tensor::backend::Backend>::seed(&Default::default(), s.optim.seed);
+    <JobTrain as burn::tensor::backend::Backend>::seed(&job_device()?, s.optim.seed);
     Ok((train, dev, start))
 }
 
@@ -138,7 +138,7 @@ impl Drop for Scratch {
 
 /// Saves model, optimiser and progress to the store; the progress file goes last, so a partial upload
 /// is never taken for a checkpoint.
-async fn save_partial<M: AutodiffModule<CpuTrain>>(store: &Store, rel: &str, model: &M, trainer: &Trainer<CpuTrain, M>, progress: &Progress) -> Result<()> {
+async fn save_partial<M: AutodiffModule<JobTrain>>(store: &Store, rel: &str, model: &M, trainer: &Trainer<JobTrain, M>, progress: &Progress) -> Result<()> {
     let scratch = Scratch::new()?;
     let rec = BinFileRecorder::<FullPrecisionSettings>::new();
     model.clone().save_file(scratch.0.join("model"), &rec).map_err(|e| anyhow::anyhow!("cannot save the model: {e}"))?;
@@ -166,12 +166,12 @@ async fn drop_partial(store: &Store, rel: &str) -> Result<()> {
 }
 
 /// Restores what [`save_partial`] wrote, if anything.
-async fn load_partial<M: AutodiffModule<CpuTrain>>(
+async fn load_partial<M: AutodiffModule<JobTrain>>(
     store: &Store,
     rel: &str,
     model: M,
-    trainer: Trainer<CpuTrain, M>,
-) -> Result<(M, Trainer<CpuTrain, M>, Progress, Option<usize>)> {
+    trainer: Trainer<JobTrain, M>,
+) -> Result<(M, Trainer<JobTrain, M>, Progress, Option<usize>)> {
     let Some(progress) = store.get_json::<Progress>(&format!("{rel}/progress.json")).await? else {
         return Ok((model, trainer, Progress::default(), None));
     };
@@ -180,7 +180,7 @@ async fn load_partial<M: AutodiffModule<CpuTrain>>(
         let bytes = store.get(&format!("{rel}/{name}")).await?.with_context(|| format!("{rel}/{name} is missing"))?;
         std::fs::write(scratch.0.join(name), bytes)?;
     }
-    let device = Default::default();
+    let device = job_device()?;
     let rec = BinFileRecorder::<FullPrecisionSettings>::new();
     let model = model.load_file(scratch.0.join("model"), &rec, &device).map_err(|e| anyhow::anyhow!("cannot load the resumable model: {e}"))?;
     let trainer = trainer.load(&scratch.0, &device)?;
@@ -210,10 +210,10 @@ async fn supervised<M, R>(
     mut model: M,
     what: &str,
     row: impl Fn(&Example) -> Result<Option<R>>,
-    loss: impl Fn(&M, &mut Vec<R>) -> Result<Tensor<CpuTrain, 1>>,
+    loss: impl Fn(&M, &mut Vec<R>) -> Result<Tensor<JobTrain, 1>>,
 ) -> Result<(M, Progress, Option<usize>, f64)>
 where
-    M: AutodiffModule<CpuTrain>,
+    M: AutodiffModule<JobTrain>,
 {
     let o: &OptimSettings = &settings.optim;
     let trainer = Trainer::new(&model, o);
@@ -258,10 +258,10 @@ where
 }
 
 /// Writes `model` as a checkpoint to `output/<role>` on the store.
-async fn publish<M: Module<Cpu> + burn::store::ModuleSnapshot<Cpu>>(store: &Store, model: &M, kind: &str, base: &Path, output: &str, role: &str) -> Result<ModelRef> {
+async fn publish<M: Module<Job> + burn::store::ModuleSnapshot<Job>>(store: &Store, model: &M, kind: &str, base: &Path, output: &str, role: &str) -> Result<ModelRef> {
     let scratch = Scratch::new()?;
     let config = crate::model::load::read_config(&base_config_dir(base)?)?;
-    checkpoint::save::<Cpu, M>(model, &scratch.0, kind, &config, &base_config_dir(base)?)?;
+    checkpoint::save::<Job, M>(model, &scratch.0, kind, &config, &base_config_dir(base)?)?;
     put_checkpoint(store, &scratch.0, &format!("{output}/{role}")).await
 }
 
@@ -281,8 +281,8 @@ fn per_1000(seconds: f64, questions: usize) -> f64 {
 pub async fn train_reader(store: &Store, inputs: &SupervisedInputs, config: &SupervisedConfig) -> Result<serde_json::Value, JobError> {
     let s = &config.settings;
     let (train, dev, start) = prepare(store, inputs, s).await?;
-    let device = Default::default();
-    let (model, text) = load_reader::<CpuTrain>(&start, &device)?;
+    let device = job_device()?;
+    let (model, text) = load_reader::<JobTrain>(&start, &device)?;
     let (em, f1) = reader::evaluate(&model.valid(), &text, &dev, s.max_len, &device)?;
     let before = serde_json::json!({ "em": em, "f1": f1, "questions": dev.len() });
     info!(em, f1, "reader before training on SQuAD dev");
@@ -338,14 +338,14 @@ fn finish(
 pub async fn train_phrase(store: &Store, inputs: &SupervisedInputs, config: &SupervisedConfig) -> Result<serde_json::Value, JobError> {
     let s = &config.settings;
     let (train, dev, start) = prepare(store, inputs, s).await?;
-    let device = Default::default();
-    let (phrase, text) = load_phrase_encoder::<CpuTrain>(&start, &device)?;
+    let device = job_device()?;
+    let (phrase, text) = load_phrase_encoder::<JobTrain>(&start, &device)?;
     // The query encoders start from the pretrained folder (that of a phrase checkpoint, if given one).
     let query_start = base_config_dir(Path::new(&start.path))?;
     let query_ref = crate::model::registry::model_ref(&query_start.display().to_string())?;
-    let (query, _) = load_query_encoder::<CpuTrain>(&query_ref, &device)?;
+    let (query, _) = load_query_encoder::<JobTrain>(&query_ref, &device)?;
     let teacher = match &inputs.teacher {
-        Some(t) => Some(load_reader::<Cpu>(&local_model(store, t).await?, &device)?.0),
+        Some(t) => Some(load_reader::<Job>(&local_model(store, t).await?, &device)?.0),
         None => None,
     };
     let distill = s.distill.clone().filter(|_| teacher.is_some());
@@ -390,13 +390,13 @@ pub async fn qsft_epoch(store: &Store, inputs: &QsftInputs, config: &QsftConfig)
     let o = &run.optim;
     let train = subset(&questions(store, &inputs.train).await?, run.max_questions, o.seed + config.epoch as u64);
     let dev = subset(&questions(store, &inputs.dev).await?, run.eval_questions, o.seed);
-    let device = Default::default();
+    let device = job_device()?;
     let start = local_model(store, &inputs.start).await?;
-    let (frozen, text) = load_query_encoder::<Cpu>(&start, &device)?;
-    let (model, _) = load_query_encoder::<CpuTrain>(&start, &device)?;
+    let (frozen, text) = load_query_encoder::<Job>(&start, &device)?;
+    let (model, _) = load_query_encoder::<JobTrain>(&start, &device)?;
     let distill_on = run.terms.contains_key(&LossTerm::Distill) && config.epoch >= run.distill.start_epoch;
-    let teacher: Option<Reader<Cpu>> = match (&inputs.teacher, distill_on) {
-        (Some(t), true) => Some(load_reader::<Cpu>(&local_model(store, t).await?, &device)?.0),
+    let teacher: Option<Reader<Job>> = match (&inputs.teacher, distill_on) {
+        (Some(t), true) => Some(load_reader::<Job>(&local_model(store, t).await?, &device)?.0),
         _ => None,
     };
     let index = PhraseIndex::open(store, &inputs.phrases, &inputs.corpus, &config.search).await?;
@@ -417,7 +417,7 @@ pub async fn qsft_epoch(store: &Store, inputs: &QsftInputs, config: &QsftConfig)
                 qsft::add_teacher(t, &text, q, 256, run.distill.temperature as f32, &device)?;
             }
         }
-        let tensors = QsftBatch::<CpuTrain>::new(&text, &items, query_len, &device)?;
+        let tensors = QsftBatch::<JobTrain>::new(&text, &items, query_len, &device)?;
         if let Some(loss) = qsft_loss(&model, &tensors, run, distill_on) {
             let value: f32 = loss.total.clone().into_scalar();
             if !value.is_finite() {

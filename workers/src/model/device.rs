@@ -39,3 +39,24 @@ impl FromStr for DeviceSpec {
 pub fn cuda_device(index: usize) -> burn::backend::cuda::CudaDevice {
     burn::backend::cuda::CudaDevice::new(index)
 }
+
+/// The backend jobs run on: CUDA in a `--features cuda` build (a GPU worker), the CPU otherwise.
+#[cfg(not(feature = "cuda"))]
+pub type Job = Cpu;
+#[cfg(feature = "cuda")]
+pub type Job = Gpu;
+/// [`Job`] with autodiff, for training jobs.
+pub type JobTrain = burn::backend::Autodiff<Job>;
+
+/// The device jobs run on: `$PHRASESWEEP_DEVICE` (`cuda:N` in a CUDA build, default `cuda:0`), else the CPU.
+pub fn job_device() -> Result<burn::tensor::Device<Job>> {
+    let spec: DeviceSpec = std::env::var("PHRASESWEEP_DEVICE").unwrap_or_else(|_| if cfg!(feature = "cuda") { "cuda:0" } else { "cpu" }.into()).parse()?;
+    match spec {
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(n) => Ok(cuda_device(n)),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cpu => bail!("this worker is a CUDA build: PHRASESWEEP_DEVICE must be cuda or cuda:N"),
+        #[cfg(not(feature = "cuda"))]
+        _ => Ok(Default::default()),
+    }
+}
