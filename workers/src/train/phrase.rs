@@ -174,7 +174,9 @@ pub fn evaluate<B: Backend>(
 ) -> Result<PhraseEval> {
     let settings = phrasesweep_schemas::config::EncodeSettings { max_len, filter_threshold: None, batch_size: 8, ..Default::default() };
     let (mut em, mut kept, mut tokens) = (0.0, 0usize, 0usize);
+    let mut log = crate::progress::RateLog::new("evaluate the phrase encoder", examples.len() as u64, "questions");
     for chunk in examples.chunks(16) {
+        log.add(chunk.len() as u64);
         let inputs: Vec<ParagraphInput> = chunk.iter().map(|e| ParagraphInput { title: &e.title, text: &e.context, sentences: &[] }).collect();
         let encoded: Vec<EncodedParagraph> = encode_paragraphs(phrase, text, &inputs, &settings, device)?;
         let questions: Vec<&str> = chunk.iter().map(|e| e.question.as_str()).collect();

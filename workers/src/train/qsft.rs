@@ -8,6 +8,7 @@ use crate::metrics::{self, MarMode, exact_match};
 use crate::model::bert::BertInput;
 use crate::model::encoders::{QueryEncoder, Reader, encode_queries};
 use crate::model::text::TextEncoder;
+use crate::progress::RateLog;
 use crate::questions::Question;
 use crate::retrieval::{Unit, dedup};
 use crate::search::{PhraseIndex, span_hit};
@@ -207,7 +208,9 @@ pub async fn evaluate<B: Backend>(index: &PhraseIndex, encoder: &QueryEncoder<B>
     let texts: Vec<&str> = questions.iter().map(|q| q.question.as_str()).collect();
     let vectors = encode_queries(encoder, text, &texts, query_len, 16, device)?;
     let (mut em, mut strict, mut seed) = (0.0, Vec::new(), Vec::new());
+    let mut log = RateLog::new("evaluate on dev", questions.len() as u64, "questions");
     for (q, (qs, qe)) in questions.iter().zip(&vectors) {
+        log.add(1);
         let spans = index.spans(qs, qe, 200, false).await?;
         let paragraphs = index.paragraphs(&spans.iter().map(|s| s.corpus_row).collect::<Vec<_>>()).await?;
         let hits: Vec<_> = spans.iter().filter_map(|s| paragraphs.get(&s.corpus_row).map(|p| (span_hit(s, p, "eval"), p))).collect();

@@ -76,7 +76,9 @@ pub fn predict<B: Backend>(model: &Reader<B>, text: &TextEncoder, ex: &Example, 
 /// SQuAD exact match and F1 (percent) over `examples`.
 pub fn evaluate<B: Backend>(model: &Reader<B>, text: &TextEncoder, examples: &[Example], max_len: usize, device: &B::Device) -> Result<(f64, f64)> {
     let (mut em, mut f1) = (0.0, 0.0);
+    let mut log = crate::progress::RateLog::new("evaluate the reader", examples.len() as u64, "questions");
     for ex in examples {
+        log.add(1);
         let (e, f) = em_f1(&predict(model, text, ex, max_len, device)?, &ex.answers);
         em += e;
         f1 += f;
