@@ -23,17 +23,10 @@ use phrasesweep_workers::train::rc::{char_span_to_pieces, parse_squad};
 use phrasesweep_workers::train::reader::{reader_loss, reader_row};
 use phrasesweep_workers::search::char_slice;
 use std::collections::BTreeMap;
-use common::model_dir;
-use std::path::{Path, PathBuf};
+use common::{data, model_dir};
 
 type B = CpuTrain;
 
-
-fn data(rel: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data").join(rel);
-    assert!(p.exists(), "{} is missing: the shared data folder ../shared/data must sit beside the repository", p.display());
-    p
-}
 
 fn text() -> TextEncoder {
     TextEncoder::new(read_tokenizer(&model_dir()).unwrap()).unwrap()
@@ -85,10 +78,6 @@ fn candidates(text: &TextEncoder, q: &Question, other: &Question) -> (Vec<Candid
     (out, where_)
 }
 
-fn gold(q: &Question) -> Gold {
-    Gold { answers: q.answers.clone(), titles: q.titles.clone(), sentences: q.sentence.clone(), context: q.context.clone() }
-}
-
 fn run(terms: &[(LossTerm, f64)]) -> QsftRun {
     QsftRun {
         name: "t".into(),
@@ -126,7 +115,7 @@ fn batch_from_phrase_encoder(phrase: &PhraseEncoder<B>, text: &TextEncoder) -> Q
     let probs: Vec<f32> = (0..c).map(|i| if i == 0 { 0.6 } else if inside[i] { 0.4 / 24.0 } else { 0.0 }).collect();
     let question = QsftQuestion {
         question: q.question.clone(),
-        gold: gold(&q),
+        gold: Gold::from(&q),
         candidates: cands,
         start_vectors: Vec::new(),
         end_vectors: Vec::new(),

@@ -4,6 +4,7 @@
 //! phrase encoder. The tests in `train::qsft` check both for every term.
 
 use crate::metrics::normalize;
+use crate::questions::Question;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor, TensorData};
@@ -32,6 +33,12 @@ pub struct Gold {
     pub titles: Vec<String>,
     pub sentences: Vec<String>,
     pub context: String,
+}
+
+impl From<&Question> for Gold {
+    fn from(q: &Question) -> Self {
+        Self { answers: q.answers.clone(), titles: q.titles.clone(), sentences: q.sentence.clone(), context: q.context.clone() }
+    }
 }
 
 /// Collapses whitespace, so texts cut from differently spaced copies of a paragraph compare equal.

@@ -3,7 +3,7 @@
 //! (in-batch negatives), cross-entropy to the gold span, distillation from the reader's distributions,
 //! and the filter head trained to spot answer starts and ends.
 
-use super::losses::{bool_tensor, mml};
+use super::losses::{bool_tensor, distill, mml};
 use super::rc::{Example, feature};
 use super::reader::{prob_tensor, teacher_probs};
 use crate::model::encoders::{EncodedParagraph, ParagraphInput, PhraseEncoder, QueryEncoder, Reader, best_spans, encode_paragraphs, encode_queries};
@@ -11,7 +11,7 @@ use burn::tensor::ElementConversion as _;
 use crate::model::text::{Row, TextEncoder};
 use anyhow::Result;
 use burn::module::Module;
-use burn::tensor::activation::{log_sigmoid, log_softmax};
+use burn::tensor::activation::log_sigmoid;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use phrasesweep_schemas::train::DistillSettings;
@@ -75,12 +75,12 @@ pub fn add_teacher<B: Backend>(reader: &Reader<B>, text: &TextEncoder, rows: &mu
     Ok(())
 }
 
-/// Loss of a batch. With `distill`, rows carry the reader's distributions and the loss pulls toward them.
+/// Loss of a batch. With `distill_settings`, rows carry the reader's distributions and the loss pulls toward them.
 pub fn phrase_loss<B: Backend>(
     models: &PhraseModels<B>,
     text: &TextEncoder,
     rows: &[PhraseRow],
-    distill: Option<&DistillSettings>,
+    distill_settings: Option<&DistillSettings>,
     device: &B::Device,
 ) -> Result<PhraseLoss<B>> {
     let b = rows.len();
@@ -108,24 +108,20 @@ pub fn phrase_loss<B: Backend>(
     // The filter head: is this paragraph token an answer start (end)?
     let own_mask: Vec<Vec<bool>> = rows.iter().map(|r| (0..s).map(|p| own(p, r)).collect()).collect();
     let own_t = bool_tensor::<B>(&own_mask, s, device);
-    let mut filter_loss = None;
-    for (k, pick) in [(0usize, (|r: &PhraseRow| r.answer.0) as fn(&PhraseRow) -> usize), (1, |r: &PhraseRow| r.answer.1)] {
+    let own_count = own_mask.iter().flatten().filter(|&&o| o).count() as f32;
+    let bce = |k: usize, pick: fn(&PhraseRow) -> usize| {
         let logits = filter.clone().slice([0..b, 0..s, k..k + 1]).reshape([b, s]);
         let y: Vec<f32> = rows.iter().flat_map(|r| (0..s).map(move |p| (p == pick(r)) as u8 as f32)).collect();
         let y = Tensor::<B, 2>::from_data(TensorData::new(y, [b, s]), device);
         let bce = (y.clone() * log_sigmoid(logits.clone()) + (y.neg() + 1.0) * log_sigmoid(logits.neg())).neg();
-        let term = bce.mask_fill(own_t.clone().bool_not(), 0.0).sum().div_scalar(own_mask.iter().flatten().filter(|&&o| o).count() as f32);
-        filter_loss = Some(match filter_loss {
-            None => term,
-            Some(f) => f + term,
-        });
-    }
-    let filter_loss = filter_loss.expect("two filter terms");
+        bce.mask_fill(own_t.clone().bool_not(), 0.0).sum().div_scalar(own_count)
+    };
+    let filter_loss = bce(0, |r| r.answer.0) + bce(1, |r| r.answer.1);
     let filter_value: f32 = filter_loss.clone().into_scalar().elem();
     total = total + filter_loss;
 
     let mut distill_value = None;
-    if let Some(settings) = distill {
+    if let Some(settings) = distill_settings {
         let t = settings.temperature as f32;
         let (mut ts, mut te) = (Vec::with_capacity(b), Vec::with_capacity(b));
         for r in rows {
@@ -136,17 +132,11 @@ pub fn phrase_loss<B: Backend>(
         }
         // The student over its own paragraph only, as the teacher.
         let own_scores = |q: Tensor<B, 2>| (h.clone() * q.unsqueeze_dim::<3>(1)).sum_dim(2).reshape([b, s]);
-        let mut kl = None;
-        for (q, target) in [(qs, ts), (qe, te)] {
-            let log_s = log_softmax(own_scores(q).mask_fill(own_t.clone().bool_not(), -1e9).div_scalar(t), 1);
-            let p = prob_tensor::<B>(&target, s, device);
-            let term = (p.clone() * (p.clamp_min(1e-12).log() - log_s)).mask_fill(own_t.clone().bool_not(), 0.0).sum().mul_scalar(t * t / b as f32);
-            kl = Some(match kl {
-                None => term,
-                Some(k) => k + term,
-            });
-        }
-        let kl = kl.expect("two distillation terms").div_scalar(2.0);
+        let term = |q: Tensor<B, 2>, target: &[Vec<f32>]| {
+            let teacher = prob_tensor::<B>(target, s, device);
+            distill(own_scores(q), teacher, own_t.clone(), own_t.clone(), settings.kind, t).expect("every row has paragraph tokens")
+        };
+        let kl = (term(qs, &ts) + term(qe, &te)).div_scalar(2.0);
         distill_value = Some(kl.clone().into_scalar().elem());
         total = total + kl.mul_scalar(settings.weight as f32);
     }

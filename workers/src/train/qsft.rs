@@ -32,10 +32,6 @@ pub struct QsftQuestion {
     pub teacher: Option<(Vec<f32>, Vec<f32>, Vec<bool>)>,
 }
 
-fn gold(q: &Question) -> Gold {
-    Gold { answers: q.answers.clone(), titles: q.titles.clone(), sentences: q.sentence.clone(), context: q.context.clone() }
-}
-
 /// Retrieves the candidates of `questions` with the frozen encoders: `k` start and `k` end hits,
 /// completed into spans (at most `2k`, each once).
 pub async fn candidates<B: Backend>(
@@ -55,7 +51,7 @@ pub async fn candidates<B: Backend>(
         spans.truncate(2 * k);
         let rows: Vec<u64> = spans.iter().map(|s| s.corpus_row).collect();
         let paragraphs = index.paragraphs(&rows).await?;
-        let mut item = QsftQuestion { question: q.question.clone(), gold: gold(q), candidates: Vec::new(), start_vectors: Vec::new(), end_vectors: Vec::new(), teacher: None };
+        let mut item = QsftQuestion { question: q.question.clone(), gold: Gold::from(q), candidates: Vec::new(), start_vectors: Vec::new(), end_vectors: Vec::new(), teacher: None };
         for s in &spans {
             let Some(p) = paragraphs.get(&s.corpus_row) else { continue };
             let hit = span_hit(s, p, "frozen");

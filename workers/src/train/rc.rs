@@ -3,7 +3,7 @@
 //! piece span. Errors name the file, the line and the field.
 
 use crate::corpus::{InputError, json_lines};
-use crate::metrics::normalize;
+use crate::metrics::{exact_match, normalize};
 use crate::model::text::{Pieces, TextEncoder, windows};
 use crate::questions::parse_questions;
 use anyhow::Result;
@@ -169,7 +169,7 @@ pub fn f1(prediction: &str, answer: &str) -> f64 {
 
 /// EM and F1 of one prediction: the best over the gold answers.
 pub fn em_f1(prediction: &str, answers: &[String]) -> (f64, f64) {
-    let em = answers.iter().any(|a| normalize(a) == normalize(prediction)) as u8 as f64;
+    let em = exact_match(prediction, answers) as u8 as f64;
     let f = answers.iter().map(|a| f1(prediction, a)).fold(0.0, f64::max);
     (em, f)
 }

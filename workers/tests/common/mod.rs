@@ -1,7 +1,8 @@
-//! What the model tests share: the pretrained weights, or a failure that says how to get them.
+//! What the model tests share: the pretrained weights and the shared data, or a failure that says how to
+//! get them.
 
 use phrasesweep_workers::model::load::default_model_dir;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub fn model_dir() -> PathBuf {
     let dir = default_model_dir();
@@ -11,4 +12,12 @@ pub fn model_dir() -> PathBuf {
         dir.display()
     );
     dir
+}
+
+/// A file of the shared data folder, which must sit beside the repository.
+#[allow(dead_code)] // not every test binary reads data
+pub fn data(rel: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data").join(rel);
+    assert!(p.exists(), "{} is missing: the shared data folder ../shared/data must sit beside the repository", p.display());
+    p
 }
