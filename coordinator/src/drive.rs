@@ -14,7 +14,6 @@ use phrasesweep_workers::jobs::retrieve::RetrieveOutput;
 use phrasesweep_workers::jobs::score::{Metrics, metrics_batch};
 use phrasesweep_workers::jobs::train::{QsftOutput, TrainOutput};
 use phrasesweep_schemas::job::ModelRef;
-use phrasesweep_schemas::train::TRAINED_ENCODER;
 use phrasesweep_workers::lance_io::commit_fragments;
 use phrasesweep_workers::parquet_io::write_parquet;
 use phrasesweep_workers::queue::JobQueue;
@@ -83,10 +82,7 @@ pub async fn drive<Q: JobQueue>(queue: &Q, store: &Store, config: &ExperimentCon
     let phrases = run_stage(queue, store, config, &encode, &mut report).await?;
     let index = plan::index_stage(store, config, phrases.version);
     let indexed = run_stage(queue, store, config, &index, &mut report).await?;
-    let mut encoders = plan::configured_encoders(config)?;
-    if let Some(query) = trained.as_ref().and_then(|t| t.get("query")) {
-        encoders.insert(TRAINED_ENCODER.into(), query.clone());
-    }
+    let mut encoders = plan::query_encoders(config, trained.as_ref().and_then(|t| t.get("query")))?;
     qsft(queue, store, config, &mut encoders, teacher.as_ref(), corpus.version, indexed.version, &mut report).await?;
     if config.questions.is_some() && !config.retrieval.is_empty() {
         let retrieve = plan::retrieve_stage(store, config, corpus.version, indexed.version, &encoders).await?;
@@ -112,15 +108,9 @@ async fn qsft<Q: JobQueue>(
     phrases_version: u64,
     report: &mut RunReport,
 ) -> Result<()> {
-    let mut starts: BTreeMap<String, ModelRef> = BTreeMap::new();
-    for run in &config.qsft {
-        let start = encoders.get(&run.start_from).with_context(|| format!("qsft `{}`: no query encoder `{}`", run.name, run.start_from))?;
-        starts.insert(run.name.clone(), start.clone());
-    }
-    let mut best: BTreeMap<String, (f64, QsftOutput)> = BTreeMap::new();
-    let epochs = config.qsft.iter().map(|r| r.epochs).max().unwrap_or(0);
-    for epoch in 1..=epochs {
-        let stage = plan::qsft_stage(store, config, epoch, &starts, teacher, corpus_version, phrases_version).await?;
+    let mut runs = plan::QsftRuns::new(config, encoders)?;
+    for epoch in 1..=plan::QsftRuns::epochs(config) {
+        let stage = plan::qsft_stage(store, config, epoch, &runs.starts, teacher, corpus_version, phrases_version).await?;
         run_stage(queue, store, config, &stage, report).await?;
         for job in &stage.jobs {
             let out: QsftOutput = serde_json::from_value(done_record(store, job).await?.output)?;
@@ -135,16 +125,10 @@ async fn qsft<Q: JobQueue>(
                 "qsft {} epoch {}: {loss}, dev EM {:.3}, sentence mAR {:.3} ({:.0} s per 1,000 questions)",
                 out.run, out.epoch, out.dev.em, out.dev.sentence_mar, out.seconds_per_1000_questions
             ));
-            starts.insert(out.run.clone(), out.checkpoint.clone());
-            if best.get(&out.run).is_none_or(|(m, _)| out.dev.sentence_mar > *m) {
-                best.insert(out.run.clone(), (out.dev.sentence_mar, out));
-            }
+            runs.record(&out);
         }
     }
-    for (run, (mar, out)) in best {
-        info!(run, epoch = out.epoch, sentence_mar = mar, "best qsft epoch");
-        encoders.insert(run, out.checkpoint);
-    }
+    runs.into_encoders(encoders);
     Ok(())
 }
 

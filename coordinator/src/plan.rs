@@ -7,7 +7,8 @@ use phrasesweep_schemas::job::{
     DatasetVersion, EncodeConfig, EncodeInputs, IngestConfig, InputFile, ModelRef, QsftConfig, QsftInputs, RetrieveConfig,
     RetrieveInputs, ScoreConfig, ScoreInputs, SupervisedConfig, SupervisedInputs,
 };
-use phrasesweep_schemas::train::{LossTerm, SupervisedSettings};
+use phrasesweep_schemas::train::{LossTerm, SupervisedSettings, TRAINED_ENCODER};
+use phrasesweep_workers::jobs::train::QsftOutput;
 use phrasesweep_schemas::{ExperimentConfig, JobEnvelope, JobSpec};
 use phrasesweep_workers::corpus::plan_shards;
 use phrasesweep_workers::lance_io::open_dataset;
@@ -133,9 +134,55 @@ fn results_path(retrieval: &str, shard: u32) -> String {
     format!("results/{retrieval}/shard-{shard:05}")
 }
 
-/// The query encoders of `[encoders]`, pinned.
-pub fn configured_encoders(config: &ExperimentConfig) -> Result<BTreeMap<String, ModelRef>> {
-    config.encoders.iter().map(|(name, path)| Ok((name.clone(), model_ref(path).with_context(|| format!("field `encoders.{name}`"))?))).collect()
+/// The query encoders of `[encoders]`, pinned, and `trained` (the query encoders `train-phrase` wrote).
+pub fn query_encoders(config: &ExperimentConfig, trained: Option<&ModelRef>) -> Result<BTreeMap<String, ModelRef>> {
+    let mut encoders = config
+        .encoders
+        .iter()
+        .map(|(name, path)| Ok((name.clone(), model_ref(path).with_context(|| format!("field `encoders.{name}`"))?)))
+        .collect::<Result<BTreeMap<_, _>>>()?;
+    if let Some(query) = trained {
+        encoders.insert(TRAINED_ENCODER.into(), query.clone());
+    }
+    Ok(encoders)
+}
+
+/// Where each QSFT run stands between epochs: the checkpoint its next epoch starts from, and its best
+/// epoch so far by dev sentence mAR (the one retrievals use).
+pub struct QsftRuns {
+    pub starts: BTreeMap<String, ModelRef>,
+    best: BTreeMap<String, (f64, ModelRef)>,
+}
+
+impl QsftRuns {
+    pub fn new(config: &ExperimentConfig, encoders: &BTreeMap<String, ModelRef>) -> Result<Self> {
+        let starts = config
+            .qsft
+            .iter()
+            .map(|run| {
+                let start = encoders.get(&run.start_from).with_context(|| format!("qsft `{}`: no query encoder `{}`", run.name, run.start_from))?;
+                Ok((run.name.clone(), start.clone()))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { starts, best: BTreeMap::new() })
+    }
+
+    /// The most epochs any run has.
+    pub fn epochs(config: &ExperimentConfig) -> u32 {
+        config.qsft.iter().map(|r| r.epochs).max().unwrap_or(0)
+    }
+
+    pub fn record(&mut self, out: &QsftOutput) {
+        self.starts.insert(out.run.clone(), out.checkpoint.clone());
+        if self.best.get(&out.run).is_none_or(|(m, _)| out.dev.sentence_mar > *m) {
+            self.best.insert(out.run.clone(), (out.dev.sentence_mar, out.checkpoint.clone()));
+        }
+    }
+
+    /// Adds each run's best epoch to `encoders`, under the run's name.
+    pub fn into_encoders(self, encoders: &mut BTreeMap<String, ModelRef>) {
+        encoders.extend(self.best.into_iter().map(|(run, (_, m))| (run, m)));
+    }
 }
 
 /// Every retrieval × every question shard. `models` holds every query encoder name the retrievals use.

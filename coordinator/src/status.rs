@@ -2,10 +2,7 @@
 
 use crate::plan;
 use anyhow::{Context, Result};
-use phrasesweep_schemas::job::ModelRef;
-use phrasesweep_schemas::train::TRAINED_ENCODER;
 use phrasesweep_workers::jobs::train::{QsftOutput, TrainOutput};
-use std::collections::BTreeMap;
 use phrasesweep_schemas::ExperimentConfig;
 use phrasesweep_schemas::record::{self, StageCommit};
 use phrasesweep_workers::store::Store;
@@ -65,28 +62,18 @@ pub async fn stage_status(config: &ExperimentConfig) -> Result<Vec<StageStatus>>
     let phrases = count(&store, &plan::encode_stage(&store, config, corpus, &model).await?, &mut out).await?;
     let Some(phrases) = phrases else { return Ok(out) };
     let Some(indexed) = count(&store, &plan::index_stage(&store, config, phrases), &mut out).await? else { return Ok(out) };
-    let mut encoders = plan::configured_encoders(config)?;
-    if let Some(query) = trained.as_ref().and_then(|t| t.get("query")) {
-        encoders.insert(TRAINED_ENCODER.into(), query.clone());
-    }
-    let mut starts = BTreeMap::new();
-    for run in &config.qsft {
-        starts.insert(run.name.clone(), encoders.get(&run.start_from).cloned().context("qsft start")?);
-    }
-    let mut best: BTreeMap<String, (f64, ModelRef)> = BTreeMap::new();
-    for epoch in 1..=config.qsft.iter().map(|r| r.epochs).max().unwrap_or(0) {
-        let stage = plan::qsft_stage(&store, config, epoch, &starts, teacher.as_ref(), corpus, indexed).await?;
+    let mut encoders = plan::query_encoders(config, trained.as_ref().and_then(|t| t.get("query")))?;
+    let mut runs = plan::QsftRuns::new(config, &encoders)?;
+    for epoch in 1..=plan::QsftRuns::epochs(config) {
+        let stage = plan::qsft_stage(&store, config, epoch, &runs.starts, teacher.as_ref(), corpus, indexed).await?;
         if count(&store, &stage, &mut out).await?.is_none() {
             return Ok(out);
         }
         for o in output::<QsftOutput>(&store, &stage).await? {
-            starts.insert(o.run.clone(), o.checkpoint.clone());
-            if best.get(&o.run).is_none_or(|(m, _)| o.dev.sentence_mar > *m) {
-                best.insert(o.run, (o.dev.sentence_mar, o.checkpoint));
-            }
+            runs.record(&o);
         }
     }
-    encoders.extend(best.into_iter().map(|(run, (_, m))| (run, m)));
+    runs.into_encoders(&mut encoders);
     if config.questions.is_none() || config.retrieval.is_empty() {
         return Ok(out);
     }
