@@ -81,3 +81,47 @@ fn config_errors_name_the_file_and_the_field() {
     assert!(!out.status.success());
     assert!(stderr.contains("bad.toml") && stderr.contains("corpus.shard_docs") && stderr.contains("line 6"), "{stderr}");
 }
+
+/// Growing a corpus: documents appended to the file are ingested, encoded and merged into the index
+/// without touching what is there; a change before the end is refused and loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corpus_grown_by_appending_documents_adds_only_the_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines: Vec<String> = std::fs::read_to_string(data("fixture/docs.jsonl")).unwrap().lines().map(String::from).collect();
+    // The article searched for below is among the appended ones.
+    let copied = "equipped with ten cameras: one on the host, three on the passengers";
+    let at = lines.iter().position(|l| l.contains(copied)).unwrap();
+    let cab = lines.remove(at);
+    lines.push(cab);
+    let corpus = dir.path().join("docs.jsonl");
+    std::fs::write(&corpus, lines[..45].join("\n") + "\n").unwrap();
+    let store = dir.path().join("store");
+    let extra = "[encode]\nmodel = \"default\"\n\n[index]\nflat_below = 1000\n";
+    let config = write_config(dir.path(), "grow", store.to_str().unwrap(), &corpus, extra);
+    let run = || run_bounded(bin().args(["run", config.to_str().unwrap()]), LIMIT);
+    let first = run();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+
+    std::fs::write(&corpus, lines.join("\n") + "\n").unwrap();
+    let second = run();
+    let log = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{log}");
+    assert!(log.contains("planned stage stage=ingest jobs=4 to_run=1"), "the three ingested shards are kept:\n{log}");
+    assert!(log.contains("planned stage stage=encode jobs=4 to_run=1"), "only the new fragment is encoded:\n{log}");
+    assert!(log.contains("merging new phrase fragments into the index"), "the index grows, not rebuilt:\n{log}");
+    let mut expected = expected_rows(&corpus);
+    expected.sort();
+    let local = store_config(store.to_str().unwrap(), &HashMap::new());
+    assert_eq!(read_corpus(&local).await, expected, "every paragraph, old and new, once");
+    let search = run_bounded(bin().args(["search", "--index", store.to_str().unwrap(), "--unit", "paragraph", "-k", "5", copied]), LIMIT);
+    let found = String::from_utf8_lossy(&search.stdout);
+    assert!(search.status.success(), "{}", String::from_utf8_lossy(&search.stderr));
+    assert!(found.lines().next().unwrap_or_default().contains(copied), "an appended paragraph is found first:\n{found}");
+
+    lines.swap(0, 1);
+    std::fs::write(&corpus, lines.join("\n") + "\n").unwrap();
+    let third = run();
+    let log = String::from_utf8_lossy(&third.stderr);
+    assert!(!third.status.success() && log.contains("can only grow by documents appended"), "{log}");
+    assert_eq!(read_corpus(&local).await, expected, "a refused change loses nothing");
+}

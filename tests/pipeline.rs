@@ -91,7 +91,9 @@ fn pipeline_on_the_farm_and_embedded_scores_every_retrieval_and_finds_a_copied_p
 
     // The farm: a coordinator and two workers over RabbitMQ, storing on S3. Searching over S3 (moto) is
     // request-bound, so the farm runs two of the five retrievals.
-    let farm_extra = pipeline_extra(&data("fixture/questions.jsonl"), Some(&["dynamic-opt", "bm25-paragraph"]));
+    // Its encode jobs are capped at 40 paragraphs, so the fixture's one fragment (147) is split over four.
+    let farm_extra = pipeline_extra(&data("fixture/questions.jsonl"), Some(&["dynamic-opt", "bm25-paragraph"]))
+        .replace("model = \"default\"", "model = \"default\"\njob_paragraphs = 40");
     let name = unique("pipeline");
     let queue = format!("{name}.jobs");
     let uri = format!("s3://phrasesweep/{name}");
@@ -127,6 +129,14 @@ fn pipeline_on_the_farm_and_embedded_scores_every_retrieval_and_finds_a_copied_p
     let row = |rows: &[(String, f64, f64)], name: &str| rows.iter().find(|r| r.0 == name).cloned().unwrap();
     assert!(row(&rows, "bm25-paragraph").2 > 0.3, "BM25 over a corpus holding every gold paragraph finds answers: {stdout}");
     assert_eq!(row(&farm, "bm25-paragraph"), row(&rows, "bm25-paragraph"), "BM25 is deterministic: farm and embedded agree");
+    let encode = |log: &str, what: &str| -> u64 {
+        let line = log.lines().find(|l| l.contains(what) && l.contains("stage=encode")).unwrap_or_else(|| panic!("no `{what}` line for encode:\n{log}"));
+        let field = if what == "planned stage" { "jobs=" } else { "rows=" };
+        line.split_whitespace().find_map(|w| w.strip_prefix(field)).unwrap().parse().unwrap()
+    };
+    let embedded_log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!((encode(&coord.log(), "planned stage"), encode(&embedded_log, "planned stage")), (4, 1), "encode jobs split at 40 paragraphs");
+    assert_eq!(encode(&coord.log(), "committed stage"), encode(&embedded_log, "committed stage"), "split jobs encode every token once");
 
     // IVF-PQ with the default nprobes/refine keeps recall@100 of start hits at 0.95 or more.
     let recall: f64 = stdout

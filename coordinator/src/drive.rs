@@ -6,7 +6,7 @@ use crate::progress::Progress;
 use anyhow::{Context, Result, bail};
 use phrasesweep_schemas::record::{self, Done, Failed, StageCommit, now_unix};
 use phrasesweep_schemas::tables::{corpus_schema, metrics_schema, phrases_schema};
-use phrasesweep_schemas::{ExperimentConfig, JobEnvelope, JobOutcome};
+use phrasesweep_schemas::{ExperimentConfig, JobEnvelope, JobOutcome, JobSpec};
 use phrasesweep_workers::jobs::encode::EncodeOutput;
 use phrasesweep_workers::jobs::index::IndexOutput;
 use phrasesweep_workers::jobs::ingest::IngestOutput;
@@ -173,20 +173,29 @@ async fn run_stage<Q: JobQueue>(
     report: &mut RunReport,
 ) -> Result<StageCommit> {
     let jobs_hash = stage.jobs_hash();
+    // The jobs of an earlier commit that this plan still holds in full: the stage grows by the rest.
+    let mut committed = Vec::new();
     if let Some(commit) = store.get_json::<StageCommit>(&record::stage_path(&stage.name())).await? {
         if commit.jobs_hash == jobs_hash {
             info!(stage = %stage.name(), version = commit.version, "stage already committed");
             report.skipped += stage.jobs.len();
             return Ok(commit);
         }
-        // Later stages follow their inputs (a new encoder, another retrieval); only the corpus is fixed
-        // for the life of a store.
-        if stage.output == Output::Corpus {
+        let planned: std::collections::HashSet<&str> = stage.jobs.iter().map(|j| j.id.0.as_str()).collect();
+        let grows = !commit.job_ids.is_empty() && commit.job_ids.iter().all(|id| planned.contains(id.as_str()));
+        if grows {
+            info!(stage = %stage.name(), committed = commit.job_ids.len(), planned = stage.jobs.len(), "stage grows");
+            committed = commit.job_ids;
+        } else if stage.output == Output::Corpus {
+            // Later stages follow their inputs (a new encoder, another retrieval); the corpus of a store
+            // only grows.
             bail!(
-                "{} holds a {} stage committed from other inputs ({} jobs); use a new store.uri for a new corpus",
+                "{} holds a {} stage committed from other inputs ({} jobs): the corpus file changed before byte {}. \
+                 A store's corpus can only grow by documents appended to the end of the file; use a new store.uri for another corpus",
                 store.root_uri(),
                 stage.name(),
-                commit.jobs
+                commit.jobs,
+                commit.input_bytes.unwrap_or(0)
             );
         }
     }
@@ -254,7 +263,7 @@ async fn run_stage<Q: JobQueue>(
         }
     }
     progress.finish();
-    let commit = commit_stage(store, stage, &jobs_hash).await?;
+    let commit = commit_stage(store, stage, &jobs_hash, &committed).await?;
     report.committed.push(stage.name());
     Ok(commit)
 }
@@ -280,13 +289,16 @@ pub async fn collect_dead_letters<Q: JobQueue>(queue: &Q) -> Result<()> {
 }
 
 /// Makes a finished stage's output visible once: the Lance commit of all its fragments (ingest, encode),
-/// or the record of what its jobs wrote (index, retrieve, score).
-async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str) -> Result<StageCommit> {
+/// or the record of what its jobs wrote (index, retrieve, score). A growing stage (`committed` holds the
+/// jobs already in its dataset) appends the fragments of its new jobs only.
+async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str, committed: &[String]) -> Result<StageCommit> {
+    let append = !committed.is_empty() && matches!(stage.output, Output::Corpus | Output::Phrases);
+    let new_jobs: Vec<&JobEnvelope> = stage.jobs.iter().filter(|j| !(append && committed.contains(&j.id.0))).collect();
     let mut outputs = Vec::new();
-    for job in &stage.jobs {
+    for job in &new_jobs {
         outputs.push(done_record(store, job).await?.output);
     }
-    let unreadable = |i: usize| format!("job {} left an unreadable {} record", stage.jobs[i].id.short(), stage.name());
+    let unreadable = |i: usize| format!("job {} left an unreadable {} record", new_jobs[i].id.short(), stage.name());
     let properties = HashMap::from([
         ("phrasesweep.stage".to_string(), stage.name()),
         ("phrasesweep.jobs_hash".to_string(), jobs_hash.to_string()),
@@ -309,7 +321,7 @@ async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str) -> Result<S
                 }
                 (PHRASES_DATASET, phrases_schema(dim), fragments)
             };
-            let ds = commit_fragments(store, name, &schema, fragments, properties).await?;
+            let ds = commit_fragments(store, name, &schema, fragments, properties, append).await?;
             (store.dataset_uri(name), ds.version().version, ds.count_rows(None).await? as u64)
         }
         Output::Index => {
@@ -319,6 +331,16 @@ async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str) -> Result<S
         }
         Output::Evidence | Output::Metrics | Output::Reader | Output::PhraseModel | Output::Qsft { .. } => (String::new(), 0, outputs.iter().filter_map(|o| o.get("rows").and_then(|r| r.as_u64())).sum()),
     };
+    let mut job_ids: Vec<String> = stage.jobs.iter().map(|j| j.id.0.clone()).collect();
+    job_ids.sort_unstable();
+    let input_bytes = stage
+        .jobs
+        .iter()
+        .filter_map(|j| match &j.spec {
+            JobSpec::Ingest { inputs, .. } => Some(inputs.byte_end),
+            _ => None,
+        })
+        .max();
     let commit = StageCommit {
         stage: stage.name(),
         jobs_hash: jobs_hash.into(),
@@ -327,6 +349,8 @@ async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str) -> Result<S
         version,
         rows,
         at_unix: now_unix(),
+        job_ids,
+        input_bytes,
     };
     store.put_json(&record::stage_path(&stage.name()), &commit).await?;
     info!(stage = %stage.name(), version = commit.version, rows, "committed stage");

@@ -7,11 +7,12 @@ use phrasesweep_schemas::job::{
     DatasetVersion, EncodeConfig, EncodeInputs, IngestConfig, InputFile, ModelRef, QsftConfig, QsftInputs, RetrieveConfig,
     RetrieveInputs, ScoreConfig, ScoreInputs, SupervisedConfig, SupervisedInputs,
 };
+use phrasesweep_schemas::record::{self, StageCommit};
 use phrasesweep_schemas::train::{LossTerm, SupervisedSettings, TRAINED_ENCODER};
 use phrasesweep_workers::jobs::train::QsftOutput;
 use phrasesweep_schemas::{ExperimentConfig, JobEnvelope, JobSpec};
 use phrasesweep_workers::corpus::plan_shards;
-use phrasesweep_workers::lance_io::open_dataset;
+use phrasesweep_workers::lance_io::{fragment_origins, open_dataset};
 use phrasesweep_workers::model::registry::model_ref;
 use phrasesweep_workers::store::{Store, read_input};
 use sha2::{Digest, Sha256};
@@ -87,8 +88,12 @@ fn stage(store: &Store, config: &ExperimentConfig, output: Output, specs: Vec<Jo
     Stage { output, jobs }
 }
 
+/// One job per shard of the corpus file. Shards end where an earlier run's ingest ended, so a corpus
+/// that grew by appending documents keeps its ingested shards and adds new ones.
 pub async fn ingest_stage(store: &Store, config: &ExperimentConfig) -> Result<Stage> {
-    let shards = plan_shards(store, &config.corpus.path, config.corpus.shard_docs).await?;
+    let stage_name = Output::Corpus.stage_name();
+    let ingested = store.get_json::<StageCommit>(&record::stage_path(&stage_name)).await?.and_then(|c| c.input_bytes);
+    let shards = plan_shards(store, &config.corpus.path, config.corpus.shard_docs, ingested).await?;
     let specs = shards
         .into_iter()
         .map(|inputs| JobSpec::Ingest { inputs, config: IngestConfig { dataset: CORPUS_DATASET.into() } })
@@ -96,7 +101,6 @@ pub async fn ingest_stage(store: &Store, config: &ExperimentConfig) -> Result<St
     Ok(stage(store, config, Output::Corpus, specs))
 }
 
-/// One job per fragment of the committed corpus version.
 /// The phrase encoder of the run: the one `train-phrase` trained, else the config's `encode.model`.
 pub fn phrase_model(config: &ExperimentConfig, trained: Option<&ModelRef>) -> Result<ModelRef> {
     match trained {
@@ -109,16 +113,28 @@ pub async fn encode_stage(store: &Store, config: &ExperimentConfig, corpus_versi
     let ds = open_dataset(store, CORPUS_DATASET).await?.checkout_version(corpus_version).await?;
     let settings = config.encode_settings();
     let model = model.clone();
-    let corpus = DatasetVersion { dataset: CORPUS_DATASET.into(), version: corpus_version };
-    let specs = ds
-        .get_fragments()
-        .iter()
-        .map(|f| JobSpec::Encode {
-            inputs: EncodeInputs { corpus: corpus.clone(), fragment: f.id() as u64 },
-            config: EncodeConfig { dataset: PHRASES_DATASET.into(), model: model.clone(), settings: settings.clone() },
-        })
-        .collect();
+    let config_of = EncodeConfig { dataset: PHRASES_DATASET.into(), model: model.clone(), settings: settings.clone() };
+    // Each fragment is pinned to the version that added it, so a grown corpus re-encodes nothing old.
+    let origins = fragment_origins(&ds).await?;
+    let mut specs = Vec::new();
+    for f in ds.get_fragments() {
+        let fragment = f.id() as u64;
+        let corpus = DatasetVersion { dataset: CORPUS_DATASET.into(), version: origins[&fragment] };
+        for rows in row_ranges(f.physical_rows().await? as u64, settings.job_paragraphs as u64) {
+            specs.push(JobSpec::Encode { inputs: EncodeInputs { corpus: corpus.clone(), fragment, rows }, config: config_of.clone() });
+        }
+    }
     Ok(stage(store, config, Output::Phrases, specs))
+}
+
+/// A fragment of `rows` paragraphs as row ranges of at most `most`, in equal parts; one whole-fragment
+/// job (no range) when it fits.
+fn row_ranges(rows: u64, most: u64) -> Vec<Option<[u64; 2]>> {
+    if rows <= most {
+        return vec![None];
+    }
+    let parts = rows.div_ceil(most);
+    (0..parts).map(|i| Some([rows * i / parts, rows * (i + 1) / parts])).collect()
 }
 
 pub fn index_stage(store: &Store, config: &ExperimentConfig, phrases_version: u64) -> Stage {
@@ -194,7 +210,7 @@ pub async fn retrieve_stage(
     models: &BTreeMap<String, ModelRef>,
 ) -> Result<Stage> {
     let Some(questions) = &config.questions else { return Ok(stage(store, config, Output::Evidence, Vec::new())) };
-    let shards = plan_shards(store, &questions.path, questions.shard_questions).await?;
+    let shards = plan_shards(store, &questions.path, questions.shard_questions, None).await?;
     let mut specs = Vec::new();
     let recall_run = config.retrieval.iter().position(|r| !r.encoders().is_empty());
     for (i, r) in config.retrieval.iter().enumerate() {
@@ -282,9 +298,10 @@ async fn supervised_inputs(store: &Store, config: &ExperimentConfig, s: &Supervi
         Some(p) => Some(input_file(store, p).await?),
         None => None,
     };
+    let squad = |p: &Option<String>, name: &str| p.clone().with_context(|| format!("field `train.{name}` is required by [{field}]"));
     Ok(SupervisedInputs {
-        squad_train: input_file(store, &t.squad_train).await?,
-        squad_dev: input_file(store, &t.squad_dev).await?,
+        squad_train: input_file(store, &squad(&t.squad_train, "squad_train")?).await?,
+        squad_dev: input_file(store, &squad(&t.squad_dev, "squad_dev")?).await?,
         nq_train,
         model: model_ref(&s.model).with_context(|| format!("field `{field}.model`"))?,
         teacher,
@@ -335,4 +352,20 @@ pub async fn qsft_stage(
         specs.push(with_output(JobSpec::QsftEpoch { inputs, config }, &format!("models/qsft/{}/epoch-{epoch}", run.name))?);
     }
     Ok(stage(store, config, Output::Qsft { epoch }, specs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::row_ranges;
+
+    #[test]
+    fn large_fragments_split_into_contiguous_bounded_ranges() {
+        assert_eq!(row_ranges(147, 1000), [None]);
+        assert_eq!(row_ranges(40, 40), [None]);
+        assert_eq!(row_ranges(147, 40), [Some([0, 36]), Some([36, 73]), Some([73, 110]), Some([110, 147])]);
+        let ranges: Vec<[u64; 2]> = row_ranges(8798, 1000).into_iter().flatten().collect();
+        assert_eq!(ranges.len(), 9);
+        assert!(ranges.windows(2).all(|w| w[0][1] == w[1][0]) && ranges[0][0] == 0 && ranges[8][1] == 8798);
+        assert!(ranges.iter().all(|[a, b]| b - a <= 1000));
+    }
 }

@@ -74,6 +74,10 @@ pub struct EncodeSettings {
     /// Windows per forward pass.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Most paragraphs one `encode` job takes; a larger corpus fragment is split into several jobs. Only
+    /// the coordinator reads it (jobs carry their row range), so it is not part of a job's identity.
+    #[serde(default = "default_job_paragraphs", skip_serializing)]
+    pub job_paragraphs: usize,
 }
 
 impl Default for EncodeSettings {
@@ -85,12 +89,16 @@ impl Default for EncodeSettings {
             title_tokens: default_title_tokens(),
             filter_threshold: None,
             batch_size: default_batch_size(),
+            job_paragraphs: default_job_paragraphs(),
         }
     }
 }
 
 fn default_model() -> String {
     DEFAULT_MODEL.into()
+}
+fn default_job_paragraphs() -> usize {
+    1000
 }
 fn default_max_len() -> usize {
     256
@@ -348,8 +356,8 @@ impl ExperimentConfig {
         if encode.max_len < 16 || encode.overlap >= encode.max_len / 2 {
             return bad("encode.max_len", "must be at least 16 and more than twice `encode.overlap`");
         }
-        if encode.batch_size == 0 {
-            return bad("encode.batch_size", "must be at least 1");
+        if encode.batch_size == 0 || encode.job_paragraphs == 0 {
+            return bad(if encode.batch_size == 0 { "encode.batch_size" } else { "encode.job_paragraphs" }, "must be at least 1");
         }
         if self.search.nprobes == 0 {
             return bad("search.nprobes", "must be at least 1");
@@ -415,6 +423,9 @@ impl ExperimentConfig {
                 if s.max_len < 32 {
                     return bad(format!("train.{name}.max_len"), "must be at least 32");
                 }
+                if t.squad_train.is_none() || t.squad_dev.is_none() {
+                    return bad("train.squad_train".into(), &format!("[train.{name}] needs both train.squad_train and train.squad_dev"));
+                }
             }
             if t.phrase.as_ref().is_some_and(|p| p.distill.is_some()) && t.reader.is_none() {
                 return bad("train.phrase.distill".into(), "needs a teacher: add [train.reader]");
@@ -479,10 +490,7 @@ impl ExperimentConfig {
             *path = model(path);
         }
         if let Some(t) = &mut self.train {
-            for p in [&mut t.squad_train, &mut t.squad_dev] {
-                *p = resolve(p);
-            }
-            for p in [&mut t.nq_train, &mut t.qsft_train, &mut t.qsft_dev].into_iter().flatten() {
+            for p in [&mut t.squad_train, &mut t.squad_dev, &mut t.nq_train, &mut t.qsft_train, &mut t.qsft_dev].into_iter().flatten() {
                 *p = resolve(p);
             }
             for s in [&mut t.reader, &mut t.phrase].into_iter().flatten() {
@@ -613,6 +621,12 @@ sentence_encoder = "query+context"
         assert!(e.contains("qsft[0].terms"), "{e}");
         let e = bad("qsft_dev = \"nq/dev.jsonl\"\n", "");
         assert!(e.contains("train.qsft_train"), "{e}");
+        let e = bad("squad_dev = \"s/dev.jsonl\"\n", "");
+        assert!(e.contains("train.squad_train") && e.contains("[train.phrase]"), "{e}");
+        // Without reader or phrase training, QSFT needs no SQuAD.
+        let qsft_only = TRAIN.replace("squad_train = \"s/train.jsonl\"\nsquad_dev = \"s/dev.jsonl\"\n", "").replace("[train.phrase]\n", "");
+        let qsft_only = qsft_only.replace("start_from = \"trained\"", "start_from = \"base\"").replace("phrase_encoder = \"trained\"", "phrase_encoder = \"base\"");
+        ExperimentConfig::parse(&format!("{GOOD}{qsft_only}")).unwrap();
     }
 
     #[test]

@@ -92,6 +92,21 @@ pub struct EncodeInputs {
     pub corpus: DatasetVersion,
     /// The corpus fragment (one ingest shard) to encode.
     pub fragment: u64,
+    /// The rows `[start, end)` of the fragment to encode, when it is split over several jobs; absent for the
+    /// whole fragment. A shard of long articles can hold thousands of paragraphs: bounded jobs keep the
+    /// work a killed worker loses, and the longest job that workers wait on at the end, small.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<[u64; 2]>,
+}
+
+impl EncodeInputs {
+    /// "fragment 3" or "fragment 3 rows 1000..2000", for labels and logs.
+    pub fn part(&self) -> String {
+        match self.rows {
+            Some([a, b]) => format!("fragment {} rows {a}..{b}", self.fragment),
+            None => format!("fragment {}", self.fragment),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -240,7 +255,7 @@ impl JobSpec {
     pub fn label(&self) -> String {
         match self {
             JobSpec::Ingest { inputs, .. } => format!("ingest shard {} ({} docs)", inputs.shard, inputs.records),
-            JobSpec::Encode { inputs, .. } => format!("encode corpus fragment {}", inputs.fragment),
+            JobSpec::Encode { inputs, .. } => format!("encode corpus {}", inputs.part()),
             JobSpec::Index { inputs, .. } => format!("index {} version {}", inputs.dataset, inputs.version),
             JobSpec::Retrieve { inputs, config } => {
                 format!("retrieve {} for question shard {}", config.retrieval.name, inputs.questions.shard)

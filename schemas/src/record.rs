@@ -56,6 +56,14 @@ pub struct StageCommit {
     pub version: u64,
     pub rows: u64,
     pub at_unix: u64,
+    /// The stage's job ids, sorted. A later plan holding all of them grows the stage: only the new jobs
+    /// run, and their fragments are appended (row addresses and the index of what is there stay valid).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub job_ids: Vec<String>,
+    /// The corpus stage: how many bytes of the corpus file its shards cover. The file may grow past
+    /// them; the bytes before must not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_bytes: Option<u64>,
 }
 
 pub fn stage_path(stage: &str) -> String {

@@ -216,8 +216,11 @@ fn default_candidates() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     /// SQuAD paragraphs with their questions (`{"title", "context", "qas"}` per line): paths or store URIs.
-    pub squad_train: String,
-    pub squad_dev: String,
+    /// Needed by `[train.reader]` and `[train.phrase]` only, so a QSFT-only sweep can leave them out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub squad_train: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub squad_dev: Option<String>,
     /// NQ questions with their gold paragraph; these are added to the reader's and phrase encoder's data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nq_train: Option<String>,

@@ -163,7 +163,9 @@ pub fn parse_documents(file: &str, first_line: u64, bytes: &[u8]) -> Result<Vec<
 }
 
 /// Cuts a JSON Lines file into shards of `shard_docs` records (non-blank lines), in one streaming pass.
-pub async fn plan_shards(store: &Store, corpus: &str, shard_docs: u64) -> Result<Vec<LineShard>> {
+/// `break_at` ends a shard at that byte offset when a line ends there: the end of what an earlier run
+/// ingested, so that its shards (and job ids) come out the same when the file has grown since.
+pub async fn plan_shards(store: &Store, corpus: &str, shard_docs: u64, break_at: Option<u64>) -> Result<Vec<LineShard>> {
     let mut stream = read_input_stream(store, corpus).await?;
     let mut shards = Vec::new();
     let mut cur = LineShard {
@@ -204,8 +206,9 @@ pub async fn plan_shards(store: &Store, corpus: &str, shard_docs: u64) -> Result
                 }
                 line += 1;
                 line_has_text = false;
-                if cur.records == shard_docs {
-                    finish(&mut cur, &mut hasher, offset + i as u64 + 1, line);
+                let end = offset + i as u64 + 1;
+                if cur.records == shard_docs || (cur.records > 0 && break_at == Some(end)) {
+                    finish(&mut cur, &mut hasher, end, line);
                 }
             } else if !b.is_ascii_whitespace() {
                 line_has_text = true;

@@ -53,12 +53,14 @@ where
 
 /// Commits fragments written by many jobs as one new version that replaces the dataset's content, so
 /// committing the same set twice gives the same table. `properties` go into the Lance transaction.
+/// Commits `fragments` as the whole dataset, or, with `append`, after the fragments it holds.
 pub async fn commit_fragments(
     store: &Store,
     dataset: &str,
     schema: &arrow_schema::Schema,
     fragments: Vec<Fragment>,
     properties: HashMap<String, String>,
+    append: bool,
 ) -> Result<Dataset> {
     let uri = store.dataset_uri(dataset);
     let schema = lance::datatypes::Schema::try_from(schema).context("schema not supported by Lance")?;
@@ -66,13 +68,32 @@ pub async fn commit_fragments(
         Ok(ds) => ds.version().version,
         Err(_) => 0,
     };
-    let op = Operation::Overwrite { fragments, schema, config_upsert_values: None, initial_bases: None };
+    let op = if append { Operation::Append { fragments } } else { Operation::Overwrite { fragments, schema, config_upsert_values: None, initial_bases: None } };
     let txn = TransactionBuilder::new(read_version, op).transaction_properties(Some(Arc::new(properties))).build();
     CommitBuilder::new(uri.as_str())
         .with_store_params(store_params(store))
         .execute(txn)
         .await
         .with_context(|| format!("cannot commit {uri}"))
+}
+
+/// For each fragment of `ds`, the first version that holds it unchanged (same id and data file): a
+/// dataset that only grows by appending keeps each fragment's origin, whatever its latest version.
+pub async fn fragment_origins(ds: &Dataset) -> Result<HashMap<u64, u64>> {
+    let file = |f: &lance::dataset::fragment::FileFragment| f.metadata().files.first().map(|d| d.path.clone());
+    let mut origins: HashMap<u64, u64> = ds.get_fragments().iter().map(|f| (f.id() as u64, ds.version().version)).collect();
+    let mut alive: HashMap<u64, Option<String>> = ds.get_fragments().iter().map(|f| (f.id() as u64, file(f))).collect();
+    let mut version = ds.version().version;
+    while !alive.is_empty() && version > 1 {
+        version -= 1;
+        let Ok(older) = ds.checkout_version(version).await else { break };
+        let there: HashMap<u64, Option<String>> = older.get_fragments().iter().map(|f| (f.id() as u64, file(f))).collect();
+        alive.retain(|id, path| there.get(id) == Some(path));
+        for id in alive.keys() {
+            origins.insert(*id, version);
+        }
+    }
+    Ok(origins)
 }
 
 pub async fn open_dataset(store: &Store, dataset: &str) -> Result<Dataset> {

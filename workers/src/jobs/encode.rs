@@ -1,4 +1,4 @@
-//! `encode`: one corpus fragment → phrase vectors (every kept token of every paragraph), written as
+//! `encode`: one corpus fragment, or a row range of one, → phrase vectors (every kept token of every paragraph), written as
 //! uncommitted fragments of the `phrases` dataset. Paragraphs are encoded in chunks that stream into the
 //! Lance writer, so memory holds one chunk of vectors, not the shard's.
 
@@ -53,7 +53,7 @@ pub async fn run(store: &Store, inputs: &EncodeInputs, config: &EncodeConfig) ->
     let total = paragraphs.len() as u64;
     let counts = Arc::new(std::sync::Mutex::new((0u64, 0u64)));
     let started = std::time::Instant::now();
-    let fragment = inputs.fragment;
+    let part = inputs.part();
     let chunks: Vec<Vec<Paragraph>> = {
         let mut it = paragraphs.into_iter().peekable();
         let mut v = Vec::new();
@@ -64,7 +64,7 @@ pub async fn run(store: &Store, inputs: &EncodeInputs, config: &EncodeConfig) ->
     };
     let counts_in = counts.clone();
     let schema_in = schema.clone();
-    let mut log = RateLog::new(format!("encode fragment {fragment}"), total, "paragraphs");
+    let mut log = RateLog::new(format!("encode {part}"), total, "paragraphs");
     let batches = chunks.into_iter().map(move |chunk| -> Result<RecordBatch, ArrowError> {
         let inputs: Vec<ParagraphInput<'_>> = chunk
             .iter()
@@ -84,7 +84,7 @@ pub async fn run(store: &Store, inputs: &EncodeInputs, config: &EncodeConfig) ->
     let fragments = write_uncommitted_stream(store, &config.dataset, reader).await?;
     let (pieces, kept) = *counts.lock().unwrap();
     let seconds = started.elapsed().as_secs_f64();
-    info!(fragment, paragraphs = total, pieces, kept, seconds, "encoded corpus fragment");
+    info!(part, paragraphs = total, pieces, kept, seconds, "encoded corpus");
     crate::fault::pause_after_write();
     let out = EncodeOutput { paragraphs: total, pieces, kept, dim, seconds, fragments };
     Ok(serde_json::to_value(out).context("cannot encode the encode record")?)
@@ -101,6 +101,9 @@ async fn read_fragment(store: &Store, inputs: &EncodeInputs) -> Result<Vec<Parag
     let mut scan = fragment.scan();
     scan.project(&CORPUS_COLUMNS)?;
     scan.with_row_address();
+    if let Some([start, end]) = inputs.rows {
+        scan.limit(Some((end - start) as i64), Some(start as i64))?;
+    }
     let mut stream = scan.try_into_stream().await?;
     let mut out = Vec::new();
     while let Some(batch) = stream.try_next().await? {
