@@ -91,7 +91,8 @@ fn pipeline_on_the_farm_and_embedded_scores_every_retrieval_and_finds_a_copied_p
 
     // The farm: a coordinator and two workers over RabbitMQ, storing on S3. Searching over S3 (moto) is
     // request-bound, so the farm runs two of the five retrievals.
-    // Its encode jobs are capped at 40 paragraphs, so the fixture's one fragment (147) is split over four.
+    // Its encode jobs are capped at 40 paragraphs: of the fixture's three fragments (147 paragraphs), the
+    // two larger are split in two.
     let farm_extra = pipeline_extra(&data("fixture/questions.jsonl"), Some(&["dynamic-opt", "bm25-paragraph"]))
         .replace("model = \"default\"", "model = \"default\"\njob_paragraphs = 40");
     let name = unique("pipeline");
@@ -135,7 +136,7 @@ fn pipeline_on_the_farm_and_embedded_scores_every_retrieval_and_finds_a_copied_p
         line.split_whitespace().find_map(|w| w.strip_prefix(field)).unwrap().parse().unwrap()
     };
     let embedded_log = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!((encode(&coord.log(), "planned stage"), encode(&embedded_log, "planned stage")), (4, 1), "encode jobs split at 40 paragraphs");
+    assert_eq!((encode(&coord.log(), "planned stage"), encode(&embedded_log, "planned stage")), (5, 3), "encode jobs split at 40 paragraphs");
     assert_eq!(encode(&coord.log(), "committed stage"), encode(&embedded_log, "committed stage"), "split jobs encode every token once");
 
     // IVF-PQ with the default nprobes/refine keeps recall@100 of start hits at 0.95 or more.

@@ -65,7 +65,15 @@ pub async fn commit_fragments(
     let uri = store.dataset_uri(dataset);
     let schema = lance::datatypes::Schema::try_from(schema).context("schema not supported by Lance")?;
     let read_version = match open_dataset(store, dataset).await {
-        Ok(ds) => ds.version().version,
+        Ok(ds) => {
+            // The commit landed but its stage record did not (the coordinator died between the two):
+            // committing again would append the same rows twice.
+            let last = ds.read_transaction().await.ok().flatten().and_then(|t| t.transaction_properties);
+            if last.is_some_and(|p| *p == properties) {
+                return Ok(ds);
+            }
+            ds.version().version
+        }
         Err(_) => 0,
     };
     let op = if append { Operation::Append { fragments } } else { Operation::Overwrite { fragments, schema, config_upsert_values: None, initial_bases: None } };

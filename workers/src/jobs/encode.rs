@@ -24,8 +24,9 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tracing::info;
 
-/// Paragraphs per encoding chunk (one Arrow batch of phrases each).
-const CHUNK: usize = 64;
+/// Paragraphs per encoding chunk (one Arrow batch of phrases each); windows are batched by length within
+/// a chunk, so a larger chunk pads less.
+const CHUNK: usize = 256;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct EncodeOutput {
