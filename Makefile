@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/phrasesweep/target
 export PHRASESWEEP_STATE ?= $(HOME)/.cache/phrasesweep/services
 CARGO ?= cargo
 
-.PHONY: setup build demo eval-dev train-demo train-cpu qsft-cpu services services-stop test check-cuda bench
+.PHONY: setup build demo eval-dev train-demo train-cpu qsft-cpu qsft-trained services services-stop test check-cuda bench
 
 setup:
 	infra/setup.sh
@@ -39,6 +39,12 @@ qsft-cpu: setup
 	python3 scripts/nq_gold_corpus.py ../shared/data/corpus/dev.docs.jsonl out/nq-gold.docs.jsonl
 	$(CARGO) build --bin phrasesweep
 	time $(CARGO_TARGET_DIR)/debug/phrasesweep run configs/qsft-cpu.toml
+
+## QSFT from the phrase encoder that `make train-cpu` trained, against the NQ gold documents encoded with it.
+qsft-trained: train-cpu
+	python3 scripts/export_trained.py out/train-cpu out/models/train-cpu
+	python3 scripts/nq_gold_corpus.py ../shared/data/corpus/dev.docs.jsonl out/nq-gold.docs.jsonl
+	time $(CARGO_TARGET_DIR)/debug/phrasesweep run configs/qsft-trained.toml
 
 ## RabbitMQ and the S3 server on 127.0.0.1.
 services: setup

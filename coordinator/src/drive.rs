@@ -215,9 +215,7 @@ async fn run_stage<Q: JobQueue>(
     }
     let mut progress = Progress::new(&stage.name(), stage.jobs.len() as u64);
     report.skipped += done;
-    for _ in 0..done {
-        progress.inc("already done");
-    }
+    progress.already_done(done as u64);
     let events = plan::events_queue(config);
     let mut poll = tokio::time::interval(POLL_EVERY);
     while !pending.is_empty() {

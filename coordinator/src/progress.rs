@@ -9,6 +9,8 @@ pub struct Progress {
     what: String,
     total: u64,
     done: u64,
+    /// Done before this run started: counted in done/total, not in the rate.
+    skipped: u64,
     started: Instant,
     bar: ProgressBar,
 }
@@ -22,14 +24,24 @@ impl Progress {
                 .progress_chars("=> "),
         );
         bar.set_prefix(what.to_string());
-        Self { what: what.to_string(), total, done: 0, started: Instant::now(), bar }
+        Self { what: what.to_string(), total, done: 0, skipped: 0, started: Instant::now(), bar }
+    }
+
+    pub fn already_done(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.done += n;
+        self.skipped += n;
+        self.bar.inc(n);
+        self.bar.suspend(|| info!("{}: {}/{} already done", self.what, self.done, self.total));
     }
 
     pub fn inc(&mut self, label: &str) {
         self.done += 1;
         self.bar.inc(1);
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        let rate = self.done as f64 / secs;
+        let rate = (self.done - self.skipped) as f64 / secs;
         let eta = (self.total - self.done.min(self.total)) as f64 / rate;
         self.bar.suspend(|| {
             info!("{}: {}/{} done ({label}); {rate:.2} jobs/s, eta {eta:.0}s", self.what, self.done, self.total)

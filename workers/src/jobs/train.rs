@@ -402,6 +402,9 @@ pub async fn qsft_epoch(store: &Store, inputs: &QsftInputs, config: &QsftConfig)
     let index = PhraseIndex::open(store, &inputs.phrases, &inputs.corpus, &config.search).await?;
     let query_len = config.search.query_len;
     let dev_before = if config.epoch == 1 { Some(qsft::evaluate(&index, &frozen, &text, &dev, query_len, &device).await?) } else { None };
+    if let Some(b) = &dev_before {
+        info!(run = run.name, em = b.em, sentence_mar = b.sentence_mar, "qsft start evaluated on dev");
+    }
 
     let trainer = Trainer::new(&model, o);
     let partial = partial_dir(&config.output);
