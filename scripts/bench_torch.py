@@ -1,5 +1,5 @@
 """PyTorch `transformers` throughput on the same texts as workers/examples/bench_encode.rs (same model, same
-truncation, same batch sizes, same thread count). Prints one JSON line per batch size."""
+truncation, same order by length, same batch sizes, same thread count). Prints one JSON line per batch size."""
 import json
 import os
 import sys
@@ -27,7 +27,10 @@ with open(corpus, encoding="utf-8") as f:
 tok = AutoTokenizer.from_pretrained(model_dir)
 model = BertModel.from_pretrained(model_dir, add_pooling_layer=False).eval().to(device)
 torch.set_grad_enabled(False)
-tokens = sum(len(ids) for ids in tok(paragraphs, truncation=True, max_length=256)["input_ids"])
+lengths = [len(ids) for ids in tok(paragraphs, truncation=True, max_length=256)["input_ids"]]
+tokens = sum(lengths)
+# In order of length, as the Rust side and the encode job batch them.
+paragraphs = [p for _, p in sorted(zip(lengths, paragraphs), key=lambda x: x[0])]
 
 for batch in (1, 8, 32):
     enc = [tok(paragraphs[i:i + batch], padding=True, truncation=True, max_length=256, return_tensors="pt")

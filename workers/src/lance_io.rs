@@ -51,9 +51,9 @@ where
     }
 }
 
-/// Commits fragments written by many jobs as one new version that replaces the dataset's content, so
-/// committing the same set twice gives the same table. `properties` go into the Lance transaction.
-/// Commits `fragments` as the whole dataset, or, with `append`, after the fragments it holds.
+/// Commits fragments written by many jobs as one new version: the dataset's whole content, or, with
+/// `append`, added after the fragments it holds (a growing stage). `properties` go into the Lance
+/// transaction and make the commit idempotent: the same commit twice gives the same table.
 pub async fn commit_fragments(
     store: &Store,
     dataset: &str,

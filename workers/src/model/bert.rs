@@ -4,7 +4,9 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::gelu;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
@@ -168,7 +170,8 @@ impl<B: Backend> SelfAttention<B> {
         let q = split(self.query.forward(x.clone()));
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x));
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f64).sqrt()) + bias;
-        softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, s, d])
+        // The backend's fused attention: on CPU (flex) one kernel instead of a chain of tensor ops
+        // that each copied a strided view; scale 1/√dh.
+        attention(q, k, v, None, Some(bias), AttentionModuleOptions::default()).swap_dims(1, 2).reshape([b, s, d])
     }
 }
