@@ -1,6 +1,6 @@
-//! `encode`: one corpus fragment, or a row range of one, → phrase vectors (every kept token of every paragraph), written as
-//! uncommitted fragments of the `phrases` dataset. Paragraphs are encoded in chunks that stream into the
-//! Lance writer, so memory holds one chunk of vectors, not the shard's.
+//! `encode`: one corpus fragment, or a row range of one, → phrase vectors (every kept token of every
+//! paragraph), written as uncommitted fragments of the `phrases` dataset. Paragraphs are encoded in
+//! chunks that stream into the Lance writer, so memory holds one chunk of vectors, not the shard's.
 
 use super::JobError;
 use crate::corpus::{CORPUS_COLUMNS, CorpusRow, corpus_rows};
