@@ -287,11 +287,11 @@ pub async fn collect_dead_letters<Q: JobQueue>(queue: &Q) -> Result<()> {
 }
 
 /// Makes a finished stage's output visible once: the Lance commit of all its fragments (ingest, encode),
-/// or the record of what its jobs wrote (index, retrieve, score). A growing stage (`committed` holds the
-/// jobs already in its dataset) appends the fragments of its new jobs only.
+/// or the record of what its jobs wrote (index, retrieve, score). A growing stage (`committed`, sorted,
+/// holds the jobs already in its dataset) appends the fragments of its new jobs only.
 async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str, committed: &[String]) -> Result<StageCommit> {
     let append = !committed.is_empty() && matches!(stage.output, Output::Corpus | Output::Phrases);
-    let new_jobs: Vec<&JobEnvelope> = stage.jobs.iter().filter(|j| !(append && committed.contains(&j.id.0))).collect();
+    let new_jobs: Vec<&JobEnvelope> = stage.jobs.iter().filter(|j| !(append && committed.binary_search(&j.id.0).is_ok())).collect();
     let mut outputs = Vec::new();
     for job in &new_jobs {
         outputs.push(done_record(store, job).await?.output);

@@ -112,7 +112,6 @@ pub fn phrase_model(config: &ExperimentConfig, trained: Option<&ModelRef>) -> Re
 pub async fn encode_stage(store: &Store, config: &ExperimentConfig, corpus_version: u64, model: &ModelRef) -> Result<Stage> {
     let ds = open_dataset(store, CORPUS_DATASET).await?.checkout_version(corpus_version).await?;
     let settings = config.encode_settings();
-    let model = model.clone();
     let config_of = EncodeConfig { dataset: PHRASES_DATASET.into(), model: model.clone(), settings: settings.clone() };
     // Each fragment is pinned to the version that added it, so a grown corpus re-encodes nothing old.
     let origins = fragment_origins(&ds).await?;
