@@ -111,7 +111,7 @@ fn an_unreachable_broker_fails_fast_with_a_clear_error() {
 }
 
 /// A training job killed after a resumable checkpoint resumes from it on another worker: the killed
-/// worker's steps before the checkpoint are not done again.
+/// worker's steps before the checkpoint, and its evaluation of the starting model, are not done again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_training_job_killed_mid_epoch_resumes_from_its_last_checkpoint() {
     let s3 = s3_env();
@@ -139,5 +139,6 @@ async fn a_training_job_killed_mid_epoch_resumes_from_its_last_checkpoint() {
     let log = rescuer.log();
     assert!(log.contains("resuming from a checkpoint step=4"), "the rescuer must resume at step 4:\n{log}");
     assert!(log.contains("train-reader: 6/6 steps"), "and finish the epoch's 6 steps:\n{log}");
+    assert!(log.contains("the starting evaluation is on the store"), "nor evaluate the untrained reader again:\n{log}");
     assert!(coord.log().contains("reader: SQuAD dev"), "{}", coord.log());
 }

@@ -154,15 +154,33 @@ async fn save_partial<M: AutodiffModule<JobTrain>>(store: &Store, rel: &str, mod
 }
 
 const PARTIAL_FILES: [&str; 3] = ["model.bin", "optim-decay.bin", "optim-no-decay.bin"];
+const START_EVALUATION: &str = "before.json";
 
 /// Drops a finished job's resumable state (the progress file first, so what is left is never taken for
 /// a checkpoint): hundreds of megabytes that nothing will read again.
 async fn drop_partial(store: &Store, rel: &str) -> Result<()> {
     store.delete(&format!("{rel}/progress.json")).await?;
-    for name in PARTIAL_FILES {
+    for name in PARTIAL_FILES.iter().chain([&START_EVALUATION]) {
         store.delete(&format!("{rel}/{name}")).await?;
     }
     Ok(())
+}
+
+/// Evaluates the starting model once per job and keeps the result beside the resumable state: on the
+/// dev sets this takes minutes, which a redelivered job would otherwise spend again before it resumes.
+async fn start_evaluation<T, F>(store: &Store, rel: &str, evaluate: F) -> Result<T>
+where
+    T: Serialize + serde::de::DeserializeOwned,
+    F: std::future::Future<Output = Result<T>>,
+{
+    let path = format!("{rel}/{START_EVALUATION}");
+    if let Some(found) = store.get_json(&path).await? {
+        info!("the starting evaluation is on the store from an earlier delivery");
+        return Ok(found);
+    }
+    let value = evaluate.await?;
+    store.put_json(&path, &value).await?;
+    Ok(value)
 }
 
 /// Restores what [`save_partial`] wrote, if anything.
@@ -283,9 +301,12 @@ pub async fn train_reader(store: &Store, inputs: &SupervisedInputs, config: &Sup
     let (train, dev, start) = prepare(store, inputs, s).await?;
     let device = job_device()?;
     let (model, text) = load_reader::<JobTrain>(&start, &device)?;
-    let (em, f1) = reader::evaluate(&model.valid(), &text, &dev, s.max_len, &device)?;
-    let before = serde_json::json!({ "em": em, "f1": f1, "questions": dev.len() });
-    info!(em, f1, "reader before training on SQuAD dev");
+    let before = start_evaluation(store, &partial_dir(&config.output), async {
+        let (em, f1) = reader::evaluate(&model.valid(), &text, &dev, s.max_len, &device)?;
+        Ok(serde_json::json!({ "em": em, "f1": f1, "questions": dev.len() }))
+    })
+    .await?;
+    info!(em = %before["em"], f1 = %before["f1"], "reader before training on SQuAD dev");
     let (model, progress, resumed, seconds) = supervised(
         store,
         &config.output,
@@ -349,7 +370,10 @@ pub async fn train_phrase(store: &Store, inputs: &SupervisedInputs, config: &Sup
         None => None,
     };
     let distill = s.distill.clone().filter(|_| teacher.is_some());
-    let before = phrase::evaluate(&phrase.valid(), &query.valid(), &text, &dev, s.max_len, s.filter_threshold, &device)?;
+    let before: phrase::PhraseEval = start_evaluation(store, &partial_dir(&config.output), async {
+        phrase::evaluate(&phrase.valid(), &query.valid(), &text, &dev, s.max_len, s.filter_threshold, &device)
+    })
+    .await?;
     info!(em = before.em, kept = before.kept, "phrase encoder before training on SQuAD dev");
     let models = PhraseModels { phrase, query };
     let (models, progress, resumed, seconds) = supervised(
@@ -401,13 +425,16 @@ pub async fn qsft_epoch(store: &Store, inputs: &QsftInputs, config: &QsftConfig)
     };
     let index = PhraseIndex::open(store, &inputs.phrases, &inputs.corpus, &config.search).await?;
     let query_len = config.search.query_len;
-    let dev_before = if config.epoch == 1 { Some(qsft::evaluate(&index, &frozen, &text, &dev, query_len, &device).await?) } else { None };
+    let partial = partial_dir(&config.output);
+    let dev_before = match config.epoch {
+        1 => Some(start_evaluation(store, &partial, qsft::evaluate(&index, &frozen, &text, &dev, query_len, &device)).await?),
+        _ => None,
+    };
     if let Some(b) = &dev_before {
         info!(run = run.name, em = b.em, sentence_mar = b.sentence_mar, "qsft start evaluated on dev");
     }
 
     let trainer = Trainer::new(&model, o);
-    let partial = partial_dir(&config.output);
     let (mut model, mut trainer, mut progress, resumed) = load_partial(store, &partial, model, trainer).await?;
     let started = Instant::now();
     let batches: Vec<&[Question]> = train.chunks(o.batch_size).collect();
