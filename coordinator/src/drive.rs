@@ -41,14 +41,14 @@ pub struct RunReport {
     pub training: Vec<String>,
 }
 
-/// The mean over questions of the recall the retrieve jobs measured.
+/// The mean of the recall the retrieve jobs measured (each over the same size of sample).
 async fn index_recall(store: &Store, retrieve: &Stage) -> Result<Option<f64>> {
     let (mut sum, mut n) = (0.0, 0u64);
     for job in &retrieve.jobs {
         let out: RetrieveOutput = serde_json::from_value(done_record(store, job).await?.output)?;
         if let Some(r) = out.recall_at_100 {
-            sum += r * out.questions as f64;
-            n += out.questions;
+            sum += r;
+            n += 1;
         }
     }
     Ok((n > 0).then(|| sum / n as f64))

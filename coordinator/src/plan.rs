@@ -218,13 +218,14 @@ pub async fn retrieve_stage(
             .into_iter()
             .map(|n| models.get(&n).map(|m| (n.clone(), m.clone())).with_context(|| format!("query encoder `{n}` is not trained yet")))
             .collect::<Result<BTreeMap<_, _>>>()?;
-        for shard in &shards {
+        for (j, shard) in shards.iter().enumerate() {
             let config = RetrieveConfig {
                 retrieval: r.clone(),
                 encoders: BTreeMap::clone(&encoders),
                 search: config.search.clone(),
                 output: String::new(),
-                measure_recall: Some(i) == recall_run,
+                // Exact search reads every vector: measured on a sample of the first shard only.
+                measure_recall: Some(i) == recall_run && j == 0,
             };
             let inputs = RetrieveInputs {
                 questions: shard.clone(),

@@ -15,7 +15,19 @@ use lance::Dataset;
 use phrasesweep_schemas::config::SearchSettings;
 use phrasesweep_schemas::job::DatasetVersion;
 use phrasesweep_schemas::tables::phrases;
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, LazyLock};
+
+/// Completed spans of recent searches, without their vectors, by [`PhraseIndex::search_key`]. A sweep
+/// runs many retrievals of one query encoder over the same questions (each unit, static and dynamic, with
+/// and without opt), and a worker that runs several of them searches each question once per hit count.
+static SEARCHES: LazyLock<moka::sync::Cache<[u8; 32], Arc<Vec<Span>>>> = LazyLock::new(|| {
+    moka::sync::Cache::builder()
+        .weigher(|_, spans: &Arc<Vec<Span>>| (spans.len() * size_of::<Span>()).try_into().unwrap_or(u32::MAX))
+        .max_capacity(256 << 20)
+        .build()
+});
 
 /// A committed phrase index and the corpus it was encoded from, opened for search.
 pub struct PhraseIndex {
@@ -220,6 +232,18 @@ impl PhraseIndex {
         Ok(spans)
     }
 
+    /// Everything the spans of a search depend on: the index version, the search settings, the query.
+    fn search_key(&self, q_start: &[f32], q_end: &[f32], hits: usize) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.phrases.uri());
+        h.update(self.phrases.version().version.to_le_bytes());
+        h.update([self.settings.nprobes as u64, self.settings.refine as u64, hits as u64].map(u64::to_le_bytes).concat());
+        for x in q_start.iter().chain(q_end) {
+            h.update(x.to_le_bytes());
+        }
+        h.finalize().into()
+    }
+
     /// Corpus paragraphs by row address.
     pub async fn paragraphs(&self, rows: &[u64]) -> Result<HashMap<u64, CorpusRow>> {
         let unique: Vec<u64> = rows.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
@@ -235,7 +259,19 @@ impl PhraseIndex {
     /// and keep `k` after deduplication.
     pub async fn search(&self, q_start: &[f32], q_end: &[f32], unit: Unit, k: usize, encoder: &str) -> Result<Vec<Hit>> {
         let hits_k = if unit == Unit::Phrase { k } else { 2 * k };
-        let spans = self.spans(q_start, q_end, hits_k, false).await?;
+        let key = self.search_key(q_start, q_end, hits_k);
+        let spans = match SEARCHES.get(&key) {
+            Some(spans) => spans,
+            None => {
+                let mut spans = self.spans(q_start, q_end, hits_k, false).await?;
+                for s in &mut spans {
+                    (s.start_vector, s.end_vector) = (Vec::new(), Vec::new());
+                }
+                let spans = Arc::new(spans);
+                SEARCHES.insert(key, spans.clone());
+                spans
+            }
+        };
         let rows: Vec<u64> = spans.iter().map(|s| s.corpus_row).collect();
         let paragraphs = self.paragraphs(&rows).await?;
         let hits = spans

@@ -7,8 +7,8 @@ use crate::parquet_io::{read_parquet, write_parquet};
 use crate::questions::{Question, parse_questions};
 use crate::store::{Store, read_input};
 use anyhow::{Context, Result};
-use arrow::array::{ArrayRef, AsArray, BooleanArray, Float64Array, ListBuilder, Float64Builder, RecordBatch, StringArray, UInt32Array, UInt64Array};
-use arrow::datatypes::UInt32Type;
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListBuilder, Float64Builder, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow::datatypes::{Float64Type, UInt32Type, UInt64Type};
 use arrow_schema::{DataType, Field};
 use phrasesweep_schemas::job::{ScoreConfig, ScoreInputs};
 use phrasesweep_schemas::tables::{metrics_schema, per_question_schema, results};
@@ -158,37 +158,77 @@ pub async fn run(store: &Store, inputs: &ScoreInputs, config: &ScoreConfig) -> R
     Ok(serde_json::to_value(&m).context("cannot encode the score record")?)
 }
 
-pub fn metrics_batch(rows: &[Metrics]) -> Result<RecordBatch> {
-    let f = |g: &dyn Fn(&Metrics) -> f64| -> ArrayRef { Arc::new(Float64Array::from_iter_values(rows.iter().map(g))) };
-    let curve = |g: &dyn Fn(&Metrics) -> &Vec<f64>| -> ArrayRef {
-        let mut b = ListBuilder::new(Float64Builder::new()).with_field(Arc::new(Field::new("item", DataType::Float64, false)));
-        for r in rows {
-            b.values().append_slice(g(r));
-            b.append(true);
+/// Generates the Parquet writer and reader of [`Metrics`] from one list of its `f64` fields, in the
+/// order of `metrics_schema`: a metric added to the list is written and read back alike.
+macro_rules! metrics_columns {
+    ($($field:ident),* $(,)?) => {
+        pub fn metrics_batch(rows: &[Metrics]) -> Result<RecordBatch> {
+            let curve = |g: &dyn Fn(&Metrics) -> &Vec<f64>| -> ArrayRef {
+                let mut b = ListBuilder::new(Float64Builder::new()).with_field(Arc::new(Field::new("item", DataType::Float64, false)));
+                for r in rows {
+                    b.values().append_slice(g(r));
+                    b.append(true);
+                }
+                Arc::new(b.finish())
+            };
+            let mut columns: Vec<ArrayRef> = vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.retrieval.as_str()))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.mode.as_str()))),
+                Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.questions))),
+            ];
+            $(columns.push(Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.$field))));)*
+            columns.push(curve(&|r| &r.curve_seed));
+            columns.push(curve(&|r| &r.curve_strict));
+            Ok(RecordBatch::try_new(metrics_schema(), columns)?)
         }
-        Arc::new(b.finish())
+
+        /// The rows of a batch that [`metrics_batch`] wrote.
+        pub fn metrics_from_batch(b: &RecordBatch) -> Result<Vec<Metrics>> {
+            let col = |n: &str| b.column_by_name(n).with_context(|| format!("column {n} is missing"));
+            let floats = |n: &str| -> Result<Float64Array> {
+                Ok(col(n)?.as_primitive_opt::<Float64Type>().with_context(|| format!("column {n} is not f64"))?.clone())
+            };
+            let strings = |n: &str| -> Result<StringArray> {
+                Ok(col(n)?.as_string_opt::<i32>().with_context(|| format!("column {n} is not text"))?.clone())
+            };
+            let curve = |n: &str| -> Result<Vec<Vec<f64>>> {
+                let l = col(n)?.as_list_opt::<i32>().with_context(|| format!("column {n} is not a list"))?.clone();
+                (0..l.len())
+                    .map(|i| Ok(l.value(i).as_primitive_opt::<Float64Type>().with_context(|| format!("column {n} is not a list of f64"))?.values().to_vec()))
+                    .collect()
+            };
+            let (retrieval, mode) = (strings("retrieval")?, strings("mode")?);
+            let questions = col("questions")?.as_primitive_opt::<UInt64Type>().context("column questions is not u64")?.clone();
+            $(let $field = floats(stringify!($field))?;)*
+            let (curve_seed, curve_strict) = (curve("curve_seed")?, curve("curve_strict")?);
+            Ok((0..b.num_rows())
+                .map(|i| Metrics {
+                    retrieval: retrieval.value(i).to_string(),
+                    mode: mode.value(i).to_string(),
+                    questions: questions.value(i),
+                    $($field: $field.value(i),)*
+                    curve_seed: curve_seed[i].clone(),
+                    curve_strict: curve_strict[i].clone(),
+                })
+                .collect())
+        }
     };
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.retrieval.as_str()))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.mode.as_str()))),
-        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.questions))),
-        f(&|r| r.mar_seed),
-        f(&|r| r.mar_strict),
-        f(&|r| r.recall_500w),
-        f(&|r| r.recall_1000w),
-        f(&|r| r.recall_3000w),
-        f(&|r| r.recall_at_1),
-        f(&|r| r.recall_at_10),
-        f(&|r| r.recall_at_100),
-        f(&|r| r.em_top_phrase),
-        f(&|r| r.phrase_correct),
-        f(&|r| r.sent_correct),
-        f(&|r| r.mean_words),
-        curve(&|r| &r.curve_seed),
-        curve(&|r| &r.curve_strict),
-    ];
-    Ok(RecordBatch::try_new(metrics_schema(), columns)?)
 }
+
+metrics_columns!(
+    mar_seed,
+    mar_strict,
+    recall_500w,
+    recall_1000w,
+    recall_3000w,
+    recall_at_1,
+    recall_at_10,
+    recall_at_100,
+    em_top_phrase,
+    phrase_correct,
+    sent_correct,
+    mean_words,
+);
 
 fn per_question_batch(scores: &[QuestionScore]) -> Result<RecordBatch> {
     let seed: Vec<f64> = scores.iter().map(|s| metrics::mar(std::slice::from_ref(&s.seed), MarMode::Seed).mar).collect();
@@ -205,4 +245,21 @@ fn per_question_batch(scores: &[QuestionScore]) -> Result<RecordBatch> {
         Arc::new(BooleanArray::from(scores.iter().map(|s| s.sent_correct).collect::<Vec<_>>())),
     ];
     Ok(RecordBatch::try_new(per_question_schema(), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_read_back_as_written() {
+        let question = |id: &str, answer: &str| -> Question { serde_json::from_value(serde_json::json!({ "id": id, "question": "q", "answers": [answer] })).unwrap() };
+        let questions = [question("a", "Paris"), question("b", "Rome")];
+        let evidence = HashMap::from([("a".to_string(), Evidence { texts: vec!["the capital is Paris".into()], phrases: vec!["Paris".into()] })]);
+        let (m, _) = aggregate("sentence", "single", &questions, &evidence);
+        assert_eq!((m.mar_seed, m.recall_at_1, m.em_top_phrase), (0.5, 0.5, 0.5));
+        let other = Metrics { retrieval: "bm25".into(), mar_strict: 0.25, curve_seed: vec![], ..m.clone() };
+        let batch = metrics_batch(&[m.clone(), other.clone()]).unwrap();
+        assert_eq!(metrics_from_batch(&batch).unwrap(), vec![m, other]);
+    }
 }
