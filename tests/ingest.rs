@@ -96,7 +96,8 @@ async fn a_corpus_grown_by_appending_documents_adds_only_the_new_ones() {
     let corpus = dir.path().join("docs.jsonl");
     std::fs::write(&corpus, lines[..45].join("\n") + "\n").unwrap();
     let store = dir.path().join("store");
-    let extra = "[encode]\nmodel = \"default\"\n\n[index]\nflat_below = 1000\n";
+    // PQ here, the default quantizer in tests/pipeline.rs: both build and grow.
+    let extra = "[encode]\nmodel = \"default\"\n\n[index]\nflat_below = 1000\nquantizer = \"pq\"\n";
     let config = write_config(dir.path(), "grow", store.to_str().unwrap(), &corpus, extra);
     let run = || run_bounded(bin().args(["run", config.to_str().unwrap()]), LIMIT);
     let first = run();

@@ -8,8 +8,8 @@ use support::*;
 
 const LIMIT: Duration = Duration::from_secs(900);
 
-/// The pipeline config: IVF-PQ forced on (the fixture is small), five retrievals across units and modes;
-/// `only` keeps the named ones.
+/// The pipeline config: the IVF index forced on (the fixture is small), five retrievals across units and
+/// modes; `only` keeps the named ones.
 fn pipeline_extra(questions: &std::path::Path, only: Option<&[&str]>) -> String {
     let text = format!(
         r#"
@@ -139,7 +139,8 @@ fn pipeline_on_the_farm_and_embedded_scores_every_retrieval_and_finds_a_copied_p
     assert_eq!((encode(&coord.log(), "planned stage"), encode(&embedded_log, "planned stage")), (5, 3), "encode jobs split at 40 paragraphs");
     assert_eq!(encode(&coord.log(), "committed stage"), encode(&embedded_log, "committed stage"), "split jobs encode every token once");
 
-    // IVF-PQ with the default nprobes/refine keeps recall@100 of start hits at 0.95 or more.
+    // The IVF index with the default quantizer, nprobes and refine keeps recall@100 of start hits at 0.95
+    // or more.
     let recall: f64 = stdout
         .lines()
         .find_map(|l| l.strip_prefix("index recall@100 of start hits against exact search: "))
@@ -147,7 +148,7 @@ fn pipeline_on_the_farm_and_embedded_scores_every_retrieval_and_finds_a_copied_p
         .trim()
         .parse()
         .unwrap();
-    assert!(recall >= 0.95, "IVF-PQ recall@100 {recall}");
+    assert!(recall >= 0.95, "IVF recall@100 {recall}");
 
     // A phrase copied verbatim from a paragraph retrieves that paragraph first.
     let copied = "equipped with ten cameras: one on the host, three on the passengers";

@@ -324,7 +324,7 @@ async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str, committed: 
         }
         Output::Index => {
             let out: IndexOutput = serde_json::from_value(outputs.remove(0)).with_context(|| unreadable(0))?;
-            info!(action = out.action, rows = out.rows, partitions = out.partitions, sub_vectors = out.sub_vectors, seconds = out.seconds, "index");
+            info!(action = out.action, rows = out.rows, partitions = out.partitions, quantizer = ?out.quantizer, sub_vectors = out.sub_vectors, seconds = out.seconds, "index");
             (store.dataset_uri(PHRASES_DATASET), out.version, out.rows)
         }
         Output::Evidence | Output::Metrics | Output::Reader | Output::PhraseModel | Output::Qsft { .. } => (String::new(), 0, outputs.iter().filter_map(|o| o.get("rows").and_then(|r| r.as_u64())).sum()),

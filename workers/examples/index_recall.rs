@@ -1,4 +1,4 @@
-//! Recall@100 of IVF-PQ start hits against exact search, and the time of one search, for several
+//! Recall@100 of the IVF index's start hits against exact search, and the time of one search, for several
 //! `nprobes`/`refine` settings over a run's committed index. Questions: the first `N` of a questions file,
 //! encoded by the pretrained query encoder.
 //!

@@ -1,6 +1,6 @@
-//! `index`: the IVF-PQ index over `phrases.vector` for inner product. Small datasets stay flat (exact
-//! search). A dataset that grew since its index was built gets the new rows merged into the index
-//! (`optimize_indices`), so growing a corpus never means rebuilding from scratch.
+//! `index`: the IVF index (scalar- or product-quantized) over `phrases.vector` for inner product. Small
+//! datasets stay flat (exact search). A dataset that grew since its index was built gets the new rows
+//! merged into the index (`optimize_indices`), so growing a corpus never means rebuilding from scratch.
 
 use super::JobError;
 use crate::lance_io::open_dataset;
@@ -9,9 +9,12 @@ use anyhow::Context;
 use lance::index::{DatasetIndexExt, DatasetIndexInternalExt};
 use lance::index::vector::VectorIndexParams;
 use lance_index::IndexType;
+use lance_index::vector::ivf::IvfBuildParams;
+use lance_index::vector::pq::PQBuildParams;
+use lance_index::vector::sq::builder::SQBuildParams;
 use lance_index::optimize::OptimizeOptions;
 use lance_linalg::distance::MetricType;
-use phrasesweep_schemas::config::IndexSettings;
+use phrasesweep_schemas::config::{IndexSettings, Quantizer};
 use phrasesweep_schemas::job::DatasetVersion;
 use phrasesweep_schemas::tables::phrases;
 use serde::{Deserialize, Serialize};
@@ -28,8 +31,15 @@ pub struct IndexOutput {
     pub version: u64,
     pub rows: u64,
     pub partitions: usize,
+    /// Absent from records written before there was a choice: those indexes are PQ.
+    #[serde(default = "pq")]
+    pub quantizer: Quantizer,
     pub sub_vectors: usize,
     pub seconds: f64,
+}
+
+fn pq() -> Quantizer {
+    Quantizer::Pq
 }
 
 /// IVF partitions and PQ sub-vectors for `rows` vectors of dimension `dim`: √N partitions and d/8
@@ -77,11 +87,19 @@ pub async fn run(store: &Store, inputs: &DatasetVersion, settings: &IndexSetting
         }
         "optimized"
     } else {
-        info!(rows, partitions, sub_vectors, "building the IVF-PQ index");
-        let params = VectorIndexParams::ivf_pq(partitions, 8, sub_vectors, MetricType::Dot, settings.max_iters);
+        info!(rows, partitions, quantizer = ?settings.quantizer, sub_vectors, "building the IVF index");
+        let ivf = IvfBuildParams { max_iters: settings.max_iters, ..IvfBuildParams::new(partitions) };
+        let params = match settings.quantizer {
+            Quantizer::Pq => {
+                let pq = PQBuildParams { num_bits: 8, num_sub_vectors: sub_vectors, max_iters: settings.max_iters, ..Default::default() };
+                VectorIndexParams::with_ivf_pq_params(MetricType::Dot, ivf, pq)
+            }
+            Quantizer::Sq => VectorIndexParams::with_ivf_sq_params(MetricType::Dot, ivf, SQBuildParams::default()),
+            Quantizer::Flat => VectorIndexParams::with_ivf_flat_params(MetricType::Dot, ivf),
+        };
         ds.create_index(&[phrases::VECTOR], IndexType::Vector, Some(INDEX_NAME.into()), &params, true)
             .await
-            .context("cannot build the IVF-PQ index")?;
+            .context("cannot build the IVF index")?;
         "created"
     };
     let out = IndexOutput {
@@ -89,6 +107,7 @@ pub async fn run(store: &Store, inputs: &DatasetVersion, settings: &IndexSetting
         version: ds.version().version,
         rows: rows as u64,
         partitions,
+        quantizer: settings.quantizer,
         sub_vectors,
         seconds: started.elapsed().as_secs_f64(),
     };
