@@ -192,12 +192,12 @@ impl Default for SearchSettings {
     }
 }
 
-/// With the default SQ index: recall@100 of start hits 0.96 on the development benchmark's 2.2 M
-/// vectors (1,490 partitions) in 0.21 s per search, where PQ with 64 probes and refine 10 gave 0.75 in
-/// 0.22 s. A corpus many times larger has more partitions and needs more probes: measure with
-/// `index_recall` (docs/benchmarks.md).
+/// With the default SQ index on the development benchmark's 2.2 M vectors (1,490 partitions), recall@100
+/// of start hits is 0.95–0.96 at 256 probes and 0.98 at 384 (0.25 s per search), where PQ with 64
+/// probes and refine 10 gave 0.75 in 0.22 s. A corpus many times larger has more partitions and needs
+/// more probes: measure with `index_recall` (docs/benchmarks.md).
 fn default_nprobes() -> usize {
-    256
+    384
 }
 fn default_refine() -> u32 {
     3

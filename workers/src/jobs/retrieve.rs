@@ -26,7 +26,7 @@ use tracing::info;
 const QUERY_BATCH: usize = 32;
 
 /// Questions whose start hits are compared with exact search when a job measures the index's recall:
-/// an exact search reads every vector (about 7 s per question over the 2.2M of the dev corpus here).
+/// an exact search reads every vector (3–7 s per question over the 2.2 M of the dev corpus here).
 const RECALL_SAMPLE: usize = 25;
 
 #[derive(Debug, Serialize, Deserialize)]
