@@ -83,7 +83,8 @@ fn config_errors_name_the_file_and_the_field() {
 }
 
 /// Growing a corpus: documents appended to the file are ingested, encoded and merged into the index
-/// without touching what is there; a change before the end is refused and loses nothing.
+/// without touching what is there; other index settings rebuild the index; a change before the end is
+/// refused and loses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corpus_grown_by_appending_documents_adds_only_the_new_ones() {
     let dir = tempfile::tempdir().unwrap();
@@ -118,6 +119,18 @@ async fn a_corpus_grown_by_appending_documents_adds_only_the_new_ones() {
     let found = String::from_utf8_lossy(&search.stdout);
     assert!(search.status.success(), "{}", String::from_utf8_lossy(&search.stderr));
     assert!(found.lines().next().unwrap_or_default().contains(copied), "an appended paragraph is found first:\n{found}");
+
+    // A grown store runs again with its shards as they were; other index settings rebuild the index
+    // rather than reuse it.
+    write_config(dir.path(), "grow", store.to_str().unwrap(), &corpus, &extra.replace("\"pq\"", "\"sq\""));
+    let rebuilt = run();
+    let log = String::from_utf8_lossy(&rebuilt.stderr);
+    assert!(rebuilt.status.success(), "{log}");
+    assert!(log.contains("stage already committed stage=ingest") && log.contains("stage already committed stage=encode"), "{log}");
+    assert!(log.contains("the index was built with other settings: rebuilding it") && log.contains("quantizer=Sq"), "{log}");
+    let search = run_bounded(bin().args(["search", "--index", store.to_str().unwrap(), "--unit", "paragraph", "-k", "5", copied]), LIMIT);
+    let found = String::from_utf8_lossy(&search.stdout);
+    assert!(found.lines().next().unwrap_or_default().contains(copied), "found first through the rebuilt index:\n{found}");
 
     lines.swap(0, 1);
     std::fs::write(&corpus, lines.join("\n") + "\n").unwrap();

@@ -331,14 +331,16 @@ async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str, committed: 
     };
     let mut job_ids: Vec<String> = stage.jobs.iter().map(|j| j.id.0.clone()).collect();
     job_ids.sort_unstable();
-    let input_bytes = stage
+    let mut shard_ends: Vec<u64> = stage
         .jobs
         .iter()
         .filter_map(|j| match &j.spec {
             JobSpec::Ingest { inputs, .. } => Some(inputs.byte_end),
             _ => None,
         })
-        .max();
+        .collect();
+    shard_ends.sort_unstable();
+    let input_bytes = shard_ends.last().copied();
     let commit = StageCommit {
         stage: stage.name(),
         jobs_hash: jobs_hash.into(),
@@ -349,6 +351,7 @@ async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str, committed: 
         at_unix: now_unix(),
         job_ids,
         input_bytes,
+        shard_ends,
     };
     store.put_json(&record::stage_path(&stage.name()), &commit).await?;
     info!(stage = %stage.name(), version = commit.version, rows, "committed stage");

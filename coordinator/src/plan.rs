@@ -92,8 +92,13 @@ fn stage(store: &Store, config: &ExperimentConfig, output: Output, specs: Vec<Jo
 /// that grew by appending documents keeps its ingested shards and adds new ones.
 pub async fn ingest_stage(store: &Store, config: &ExperimentConfig) -> Result<Stage> {
     let stage_name = Output::Corpus.stage_name();
-    let ingested = store.get_json::<StageCommit>(&record::stage_path(&stage_name)).await?.and_then(|c| c.input_bytes);
-    let shards = plan_shards(store, &config.corpus.path, config.corpus.shard_docs, ingested).await?;
+    let breaks = match store.get_json::<StageCommit>(&record::stage_path(&stage_name)).await? {
+        // Commits written before `shard_ends` record only where the last shard ended.
+        Some(c) if c.shard_ends.is_empty() => c.input_bytes.into_iter().collect(),
+        Some(c) => c.shard_ends,
+        None => Vec::new(),
+    };
+    let shards = plan_shards(store, &config.corpus.path, config.corpus.shard_docs, &breaks).await?;
     let specs = shards
         .into_iter()
         .map(|inputs| JobSpec::Ingest { inputs, config: IngestConfig { dataset: CORPUS_DATASET.into() } })
@@ -209,7 +214,7 @@ pub async fn retrieve_stage(
     models: &BTreeMap<String, ModelRef>,
 ) -> Result<Stage> {
     let Some(questions) = &config.questions else { return Ok(stage(store, config, Output::Evidence, Vec::new())) };
-    let shards = plan_shards(store, &questions.path, questions.shard_questions, None).await?;
+    let shards = plan_shards(store, &questions.path, questions.shard_questions, &[]).await?;
     let mut specs = Vec::new();
     let recall_run = config.retrieval.iter().position(|r| !r.encoders().is_empty());
     for (i, r) in config.retrieval.iter().enumerate() {

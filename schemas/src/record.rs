@@ -64,6 +64,10 @@ pub struct StageCommit {
     /// them; the bytes before must not change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_bytes: Option<u64>,
+    /// The corpus stage: where each of its shards ends in the file, ascending. A corpus that grew has
+    /// a shard ending where each earlier run's file ended, and planning again must cut it there again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shard_ends: Vec<u64>,
 }
 
 pub fn stage_path(stage: &str) -> String {

@@ -163,9 +163,9 @@ pub fn parse_documents(file: &str, first_line: u64, bytes: &[u8]) -> Result<Vec<
 }
 
 /// Cuts a JSON Lines file into shards of `shard_docs` records (non-blank lines), in one streaming pass.
-/// `break_at` ends a shard at that byte offset when a line ends there: the end of what an earlier run
-/// ingested, so that its shards (and job ids) come out the same when the file has grown since.
-pub async fn plan_shards(store: &Store, corpus: &str, shard_docs: u64, break_at: Option<u64>) -> Result<Vec<LineShard>> {
+/// `break_at` (ascending) ends a shard at each of those byte offsets where a line ends: where an earlier
+/// run's shards ended, so that they (and their job ids) come out the same when the file has grown since.
+pub async fn plan_shards(store: &Store, corpus: &str, shard_docs: u64, break_at: &[u64]) -> Result<Vec<LineShard>> {
     let mut stream = read_input_stream(store, corpus).await?;
     let mut shards = Vec::new();
     let mut cur = LineShard {
@@ -207,7 +207,7 @@ pub async fn plan_shards(store: &Store, corpus: &str, shard_docs: u64, break_at:
                 line += 1;
                 line_has_text = false;
                 let end = offset + i as u64 + 1;
-                if cur.records == shard_docs || (cur.records > 0 && break_at == Some(end)) {
+                if cur.records == shard_docs || (cur.records > 0 && break_at.binary_search(&end).is_ok()) {
                     finish(&mut cur, &mut hasher, end, line);
                 }
             } else if !b.is_ascii_whitespace() {

@@ -1,6 +1,7 @@
 //! `index`: the IVF index (scalar- or product-quantized) over `phrases.vector` for inner product. Small
 //! datasets stay flat (exact search). A dataset that grew since its index was built gets the new rows
-//! merged into the index (`optimize_indices`), so growing a corpus never means rebuilding from scratch.
+//! merged into the index (`optimize_indices`), so growing a corpus never means rebuilding from scratch;
+//! other `[index]` settings than those it was built with rebuild it.
 
 use super::JobError;
 use crate::lance_io::open_dataset;
@@ -22,6 +23,9 @@ use std::time::Instant;
 use tracing::info;
 
 pub const INDEX_NAME: &str = "vector_idx";
+/// The dataset config key that holds the `[index]` settings the index was built with: an index job
+/// whose settings differ rebuilds it instead of reusing it.
+const SETTINGS_KEY: &str = "phrasesweep.index";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IndexOutput {
@@ -57,7 +61,8 @@ pub async fn run(store: &Store, inputs: &DatasetVersion, settings: &IndexSetting
         format!("{} has no version {}", inputs.dataset, inputs.version)
     })?;
     if latest.version().version != inputs.version {
-        // A redelivered job whose first delivery already built the index: the newer version is its output.
+        // The newer version holds an index: built by this job's first delivery, or by an earlier index
+        // job (then its settings decide, below, whether it stays).
         let indices = latest.load_indices().await.context("cannot read the index list")?;
         if indices.iter().any(|i| i.name == INDEX_NAME) {
             ds = latest;
@@ -77,9 +82,11 @@ pub async fn run(store: &Store, inputs: &DatasetVersion, settings: &IndexSetting
     };
     let (partitions, sub_vectors) = index_shape(settings, rows, dim);
     let has_index = ds.load_indices().await.context("cannot read the index list")?.iter().any(|i| i.name == INDEX_NAME);
+    let wanted = serde_json::to_string(settings).context("cannot encode the index settings")?;
+    let built_with = ds.config().get(SETTINGS_KEY).cloned();
     let action = if rows < settings.flat_below && !has_index {
         "flat"
-    } else if has_index {
+    } else if has_index && built_with.as_deref() == Some(wanted.as_str()) {
         let unindexed = ds.unindexed_fragments(INDEX_NAME).await.context("cannot list unindexed fragments")?;
         if !unindexed.is_empty() {
             info!(fragments = unindexed.len(), "merging new phrase fragments into the index");
@@ -87,6 +94,9 @@ pub async fn run(store: &Store, inputs: &DatasetVersion, settings: &IndexSetting
         }
         "optimized"
     } else {
+        if has_index {
+            info!(built_with = built_with.as_deref().unwrap_or("unrecorded settings"), "the index was built with other settings: rebuilding it");
+        }
         info!(rows, partitions, quantizer = ?settings.quantizer, sub_vectors, "building the IVF index");
         let ivf = IvfBuildParams { max_iters: settings.max_iters, ..IvfBuildParams::new(partitions) };
         let params = match settings.quantizer {
@@ -100,6 +110,7 @@ pub async fn run(store: &Store, inputs: &DatasetVersion, settings: &IndexSetting
         ds.create_index(&[phrases::VECTOR], IndexType::Vector, Some(INDEX_NAME.into()), &params, true)
             .await
             .context("cannot build the IVF index")?;
+        ds.update_config([(SETTINGS_KEY, wanted.as_str())]).await.context("cannot record the index settings")?;
         "created"
     };
     let out = IndexOutput {
