@@ -195,7 +195,7 @@ async fn run_stage<Q: JobQueue>(
                 store.root_uri(),
                 stage.name(),
                 commit.jobs,
-                commit.input_bytes.unwrap_or(0)
+                commit.corpus_shard_ends().last().copied().unwrap_or(0)
             );
         }
     }
@@ -340,7 +340,6 @@ async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str, committed: 
         })
         .collect();
     shard_ends.sort_unstable();
-    let input_bytes = shard_ends.last().copied();
     let commit = StageCommit {
         stage: stage.name(),
         jobs_hash: jobs_hash.into(),
@@ -350,7 +349,7 @@ async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str, committed: 
         rows,
         at_unix: now_unix(),
         job_ids,
-        input_bytes,
+        input_bytes: None,
         shard_ends,
     };
     store.put_json(&record::stage_path(&stage.name()), &commit).await?;

@@ -94,10 +94,6 @@ impl From<UnitArg> for Unit {
 }
 
 /// A store named on the command line; endpoint and credentials come from the AWS_* environment.
-fn store_at(uri: &str) -> Result<Store> {
-    search::store_at(uri)
-}
-
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -189,7 +185,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Results { uri } => {
-            let store = store_at(&uri)?;
+            let store = Store::at(&uri)?;
             print!("{}", results::table(&results::read_metrics(&store).await?));
             Ok(())
         }

@@ -92,12 +92,7 @@ fn stage(store: &Store, config: &ExperimentConfig, output: Output, specs: Vec<Jo
 /// that grew by appending documents keeps its ingested shards and adds new ones.
 pub async fn ingest_stage(store: &Store, config: &ExperimentConfig) -> Result<Stage> {
     let stage_name = Output::Corpus.stage_name();
-    let breaks = match store.get_json::<StageCommit>(&record::stage_path(&stage_name)).await? {
-        // Commits written before `shard_ends` record only where the last shard ended.
-        Some(c) if c.shard_ends.is_empty() => c.input_bytes.into_iter().collect(),
-        Some(c) => c.shard_ends,
-        None => Vec::new(),
-    };
+    let breaks = store.get_json::<StageCommit>(&record::stage_path(&stage_name)).await?.map(|c| c.corpus_shard_ends()).unwrap_or_default();
     let shards = plan_shards(store, &config.corpus.path, config.corpus.shard_docs, &breaks).await?;
     let specs = shards
         .into_iter()

@@ -1,7 +1,7 @@
 //! `phrasesweep search`: one question against a run's committed phrase index, from the command line.
 
 use anyhow::{Context, Result};
-use phrasesweep_schemas::config::{SearchSettings, StoreConfig};
+use phrasesweep_schemas::config::SearchSettings;
 use phrasesweep_schemas::job::DatasetVersion;
 use phrasesweep_schemas::record::{self, StageCommit};
 use phrasesweep_schemas::retrieval::Unit;
@@ -14,19 +14,6 @@ use phrasesweep_workers::store::Store;
 
 use crate::plan::{CORPUS_DATASET, PHRASES_DATASET};
 
-/// A store from a URI; for S3, endpoint, region and credentials come from the AWS_* environment.
-pub fn store_at(uri: &str) -> Result<Store> {
-    let uri = if uri.contains("://") { uri.to_string() } else { std::path::absolute(uri)?.display().to_string() };
-    Store::from_config(&StoreConfig {
-        uri,
-        endpoint: None,
-        region: None,
-        allow_http: None,
-        access_key_id: None,
-        secret_access_key: None,
-    })
-}
-
 async fn committed(store: &Store, stage: &str) -> Result<u64> {
     let c: StageCommit = store
         .get_json(&record::stage_path(stage))
@@ -36,7 +23,7 @@ async fn committed(store: &Store, stage: &str) -> Result<u64> {
 }
 
 pub async fn search_store(uri: &str, encoder: &str, unit: Unit, k: usize, nprobes: usize, question: &str) -> Result<Vec<Hit>> {
-    let store = store_at(uri)?;
+    let store = Store::at(uri)?;
     let corpus = DatasetVersion { dataset: CORPUS_DATASET.into(), version: committed(&store, "ingest").await? };
     let phrases = DatasetVersion { dataset: PHRASES_DATASET.into(), version: committed(&store, "index").await? };
     let settings = SearchSettings { nprobes, ..Default::default() };

@@ -60,14 +60,21 @@ pub struct StageCommit {
     /// run, and their fragments are appended (row addresses and the index of what is there stay valid).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub job_ids: Vec<String>,
-    /// The corpus stage: how many bytes of the corpus file its shards cover. The file may grow past
-    /// them; the bytes before must not change.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Read from commits written before `shard_ends`: where their last shard ended. Not written.
+    #[serde(default, skip_serializing)]
     pub input_bytes: Option<u64>,
-    /// The corpus stage: where each of its shards ends in the file, ascending. A corpus that grew has
-    /// a shard ending where each earlier run's file ended, and planning again must cut it there again.
+    /// The corpus stage: where each of its shards ends in the file, ascending. The file may grow past
+    /// the last; the bytes before must not change. A corpus that grew has a shard ending where each
+    /// earlier run's file ended, and planning again must cut it there again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shard_ends: Vec<u64>,
+}
+
+impl StageCommit {
+    /// The corpus stage's shard ends; an older commit knows only the last.
+    pub fn corpus_shard_ends(&self) -> Vec<u64> {
+        if self.shard_ends.is_empty() { self.input_bytes.into_iter().collect() } else { self.shard_ends.clone() }
+    }
 }
 
 pub fn stage_path(stage: &str) -> String {

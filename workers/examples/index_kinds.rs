@@ -7,6 +7,8 @@
 //! `index_kinds STORE QUESTIONS N SCRATCH KIND,KIND… NPROBES:REFINE…`, for example
 //! `index_kinds out/eval-dev ../shared/data/nq/dev.jsonl 25 /tmp/kinds flat,sq 64:0 256:0 256:3`.
 
+mod support;
+
 use anyhow::{Context, Result};
 use arrow::array::{AsArray, FixedSizeListArray, Float32Array, RecordBatch, RecordBatchIterator};
 use arrow::datatypes::{Float32Type, UInt64Type};
@@ -20,17 +22,18 @@ use lance_index::IndexType;
 use lance_index::vector::ivf::IvfBuildParams;
 use lance_index::vector::sq::builder::SQBuildParams;
 use lance_linalg::distance::MetricType;
-use phrasesweep_schemas::config::{SearchSettings, StoreConfig};
 use phrasesweep_schemas::record::{StageCommit, stage_path};
 use phrasesweep_workers::lance_io::open_dataset;
-use phrasesweep_workers::model::device::Cpu;
-use phrasesweep_workers::model::encoders::encode_queries;
-use phrasesweep_workers::model::registry::{load_query_encoder, model_ref};
-use phrasesweep_workers::questions::parse_questions;
+use phrasesweep_workers::search::recall;
 use phrasesweep_workers::store::Store;
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
+
+const KINDS: [&str; 4] = ["flat", "sq", "pq", "l2"];
+
+fn sq_norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum()
+}
 
 /// Row addresses of the `k` nearest rows: exact without `probe`, else through the index.
 async fn nearest(ds: &Dataset, metric: MetricType, q: &[f32], k: usize, probe: Option<(usize, u32)>) -> Result<Vec<u64>> {
@@ -80,8 +83,7 @@ async fn main() -> Result<()> {
     let [store, questions, n, scratch, kinds, settings @ ..] = args.as_slice() else {
         anyhow::bail!("usage: index_kinds STORE QUESTIONS N SCRATCH KIND,KIND… NPROBES:REFINE…");
     };
-    let uri = std::path::absolute(store)?.display().to_string();
-    let store = Store::from_config(&StoreConfig { uri, endpoint: None, region: None, allow_http: None, access_key_id: None, secret_access_key: None })?;
+    let store = Store::at(store)?;
     let commit: StageCommit = store.get_json(&stage_path("encode")).await?.context("no committed encode stage")?;
     let phrases = open_dataset(&store, "phrases.lance").await?.checkout_version(commit.version).await?;
     let mut scan = phrases.scan();
@@ -92,26 +94,23 @@ async fn main() -> Result<()> {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let partitions = (rows as f64).sqrt().round() as usize;
 
-    let mut qs = parse_questions(questions, 1, &std::fs::read(questions)?)?;
-    qs.truncate(n.parse()?);
-    let device = Default::default();
-    let (model, text) = load_query_encoder::<Cpu>(&model_ref("default")?, &device)?;
-    let texts: Vec<&str> = qs.iter().map(|q| q.question.as_str()).collect();
-    let queries: Vec<Vec<f32>> = encode_queries(&model, &text, &texts, SearchSettings::default().query_len, 16, &device)?
-        .into_iter()
-        .map(|(q_start, _)| q_start)
-        .collect();
+    if let Some(other) = kinds.split(',').find(|k| !KINDS.contains(k)) {
+        anyhow::bail!("unknown index kind {other}: one of {KINDS:?}");
+    }
+    let queries = support::first_q_starts(questions, n)?;
+    anyhow::ensure!(!queries.is_empty(), "no questions in {questions}");
+    let probes = support::probes(settings)?;
 
     for kind in kinds.split(',') {
         let uri = format!("{scratch}/{kind}.lance");
         let (mut ds, metric, queries) = if kind == "l2" {
-            let m = batches
+            let max_sq = batches
                 .iter()
-                .flat_map(|b| b["vector"].as_fixed_size_list().values().as_primitive::<Float32Type>().values().chunks(dim).map(|r| r.iter().map(|x| x * x).sum::<f32>()).collect::<Vec<_>>())
+                .flat_map(|b| b["vector"].as_fixed_size_list().values().as_primitive::<Float32Type>().values().chunks(dim).map(sq_norm).collect::<Vec<_>>())
                 .fold(0f32, f32::max);
             let ds = side_dataset(&batches, &uri, dim + 8, |row, out| {
                 out.extend_from_slice(row);
-                out.push((m - row.iter().map(|x| x * x).sum::<f32>()).max(0.0).sqrt());
+                out.push((max_sq - sq_norm(row)).max(0.0).sqrt());
                 out.extend([0.0; 7]);
             })
             .await?;
@@ -127,28 +126,24 @@ async fn main() -> Result<()> {
         }
         let exact_seconds = started.elapsed().as_secs_f64() / queries.len() as f64;
         let ivf = IvfBuildParams::new(partitions);
-        let vector_dim = if kind == "l2" { dim + 8 } else { dim };
         let params = match kind {
             "flat" => VectorIndexParams::with_ivf_flat_params(metric, ivf),
             "sq" => VectorIndexParams::with_ivf_sq_params(metric, ivf, SQBuildParams::default()),
-            "pq" | "l2" => VectorIndexParams::ivf_pq(partitions, 8, vector_dim / 8, metric, 50),
-            other => anyhow::bail!("unknown index kind {other}: flat, sq, pq or l2"),
+            _ => VectorIndexParams::ivf_pq(partitions, 8, queries[0].len() / 8, metric, 50),
         };
         let started = Instant::now();
         ds.create_index(&["vector"], IndexType::Vector, None, &params, true).await?;
         println!("{kind}: IVF{partitions} over {rows} vectors built in {:.0} s; exact search {exact_seconds:.2} s per question", started.elapsed().as_secs_f64());
-        for setting in settings {
-            let (nprobes, refine) = setting.split_once(':').context("settings are NPROBES:REFINE")?;
-            let probe = (nprobes.parse()?, refine.parse()?);
-            let (mut seconds, mut recall) = (0.0, 0.0);
+        for &(nprobes, refine) in &probes {
+            let (mut seconds, mut sum) = (0.0, 0.0);
             for (q, exact) in queries.iter().zip(&exact) {
                 let started = Instant::now();
-                let found: HashSet<u64> = nearest(&ds, metric, q, 100, Some(probe)).await?.into_iter().collect();
+                let found = nearest(&ds, metric, q, 100, Some((nprobes, refine))).await?;
                 seconds += started.elapsed().as_secs_f64();
-                recall += exact.iter().filter(|a| found.contains(a)).count() as f64 / exact.len().max(1) as f64;
+                sum += recall(exact, &found);
             }
             let n = queries.len() as f64;
-            println!("{kind} nprobes {nprobes:>4} refine {refine:>3}: recall@100 {:.3}, {:.3} s per search", recall / n, seconds / n);
+            println!("{kind} nprobes {nprobes:>4} refine {refine:>3}: recall@100 {:.3}, {:.3} s per search", sum / n, seconds / n);
         }
         std::fs::remove_dir_all(&uri).with_context(|| format!("cannot remove {uri}"))?;
     }

@@ -69,6 +69,12 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// The share of `exact` that `found` holds.
+pub fn recall(exact: &[u64], found: &[u64]) -> f64 {
+    let found: std::collections::HashSet<&u64> = found.iter().collect();
+    exact.iter().filter(|a| found.contains(a)).count() as f64 / exact.len().max(1) as f64
+}
+
 /// `text[start..end]` in Unicode characters.
 pub fn char_slice(text: &str, start: u32, end: u32) -> String {
     text.chars().skip(start as usize).take(end.saturating_sub(start) as usize).collect()
@@ -123,9 +129,7 @@ impl PhraseIndex {
 
     /// Recall@k of the index's start hits against exact (flat) search over the same vectors.
     pub async fn recall_at(&self, q: &[f32], k: usize) -> Result<f64> {
-        let ann: std::collections::HashSet<u64> = self.nearest(q, k, false).await?.into_iter().collect();
-        let exact = self.nearest(q, k, true).await?;
-        Ok(exact.iter().filter(|a| ann.contains(a)).count() as f64 / exact.len().max(1) as f64)
+        Ok(recall(&self.nearest(q, k, true).await?, &self.nearest(q, k, false).await?))
     }
 
     /// Reads tokens by row address.

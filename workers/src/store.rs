@@ -53,6 +53,13 @@ fn env(name: &str) -> Option<String> {
 }
 
 impl Store {
+    /// A store from a URI or a local path (the CLI's `--index`, the examples); for S3, endpoint, region
+    /// and credentials come from the AWS_* environment.
+    pub fn at(uri: &str) -> Result<Self> {
+        let uri = if uri.contains("://") { uri.to_string() } else { std::path::absolute(uri)?.display().to_string() };
+        Self::from_config(&StoreConfig { uri, endpoint: None, region: None, allow_http: None, access_key_id: None, secret_access_key: None })
+    }
+
     /// Opens a store from the full config (the coordinator and embedded workers).
     pub fn from_config(config: &StoreConfig) -> Result<Self> {
         let secrets = Secrets {

@@ -54,6 +54,10 @@ pub fn index_shape(settings: &IndexSettings, rows: usize, dim: usize) -> (usize,
     (partitions, sub_vectors)
 }
 
+async fn has_index(ds: &lance::Dataset) -> anyhow::Result<bool> {
+    Ok(ds.load_indices().await.context("cannot read the index list")?.iter().any(|i| i.name == INDEX_NAME))
+}
+
 pub async fn run(store: &Store, inputs: &DatasetVersion, settings: &IndexSettings) -> Result<serde_json::Value, JobError> {
     let started = Instant::now();
     let latest = open_dataset(store, &inputs.dataset).await?;
@@ -63,8 +67,7 @@ pub async fn run(store: &Store, inputs: &DatasetVersion, settings: &IndexSetting
     if latest.version().version != inputs.version {
         // The newer version holds an index: built by this job's first delivery, or by an earlier index
         // job (then its settings decide, below, whether it stays).
-        let indices = latest.load_indices().await.context("cannot read the index list")?;
-        if indices.iter().any(|i| i.name == INDEX_NAME) {
+        if has_index(&latest).await? {
             ds = latest;
         } else {
             return Err(JobError::Input(format!(
@@ -81,7 +84,7 @@ pub async fn run(store: &Store, inputs: &DatasetVersion, settings: &IndexSetting
         _ => return Err(JobError::Input(format!("{}: no vector column", inputs.dataset))),
     };
     let (partitions, sub_vectors) = index_shape(settings, rows, dim);
-    let has_index = ds.load_indices().await.context("cannot read the index list")?.iter().any(|i| i.name == INDEX_NAME);
+    let has_index = has_index(&ds).await?;
     let wanted = serde_json::to_string(settings).context("cannot encode the index settings")?;
     let built_with = ds.config().get(SETTINGS_KEY).cloned();
     let action = if rows < settings.flat_below && !has_index {
