@@ -252,6 +252,45 @@ k = 20
             .any(|e| e.unwrap().file_name().to_string_lossy().starts_with(std::path::Path::new(kind).file_name().unwrap().to_str().unwrap()));
         assert!(found, "no checkpoint folder for {kind} under {}", store.join("models").display());
     }
+    // `status` walks the same pipeline graph as `run`: it reports exactly the stages the run committed,
+    // in the same order, each committed with all its jobs done.
+    let committed: Vec<&str> = stdout.lines().find_map(|l| l.split_once("committed: ")).expect("a `committed:` line").1.split(", ").collect();
+    let status = run_bounded(bin().args(["status", config.to_str().unwrap()]), LIMIT);
+    let status_out = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{status_out}\n{}", String::from_utf8_lossy(&status.stderr));
+    let rows: Vec<Vec<&str>> = status_out.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows.iter().map(|r| r[0]).collect::<Vec<_>>(), committed, "{status_out}");
+    assert!(rows.iter().all(|r| r[1] == r[2] && r.last() != Some(&"no")), "every stage done and committed:\n{status_out}");
     let again = run_bounded(bin().args(["run", config.to_str().unwrap()]), LIMIT);
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"), "{}", String::from_utf8_lossy(&again.stdout));
+}
+
+/// Job ids are content hashes of what a job does: a refactor that changes how a job is serialised would
+/// silently rerun every finished sweep. `configs/demo.toml` (verbatim, at a fixed place so that the
+/// absolute paths in its jobs are the same on every machine) must plan exactly the jobs recorded in
+/// `tests/fixtures/demo-job-ids.txt`. `PHRASESWEEP_RECORD_JOB_IDS=1` rewrites that list, for a change
+/// that is meant to change ids.
+#[test]
+fn demo_config_plans_the_recorded_job_ids() {
+    let base = std::env::temp_dir().join("phrasesweep-job-ids");
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(base.join("main/configs")).unwrap();
+    std::os::unix::fs::symlink(data("").parent().unwrap(), base.join("shared")).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let config = base.join("main/configs/demo.toml");
+    std::fs::copy(root.join("configs/demo.toml"), &config).unwrap();
+    let out = run_bounded(bin().args(["run", config.to_str().unwrap()]), LIMIT);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut ids: Vec<String> =
+        std::fs::read_dir(base.join("main/out/demo/jobs")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    ids.sort();
+    let recorded = root.join("tests/fixtures/demo-job-ids.txt");
+    if std::env::var_os("PHRASESWEEP_RECORD_JOB_IDS").is_some() {
+        std::fs::write(&recorded, ids.join("\n") + "\n").unwrap();
+    }
+    let expected: Vec<String> = std::fs::read_to_string(&recorded).unwrap().lines().map(String::from).collect();
+    assert_eq!(ids.len(), expected.len(), "the demo plans {} jobs, {} were recorded", ids.len(), expected.len());
+    let changed: Vec<&String> = ids.iter().filter(|id| !expected.contains(id)).collect();
+    assert!(changed.is_empty(), "job ids changed for an unchanged config (an existing store would rerun): {changed:?}");
+    let _ = std::fs::remove_dir_all(&base);
 }

@@ -1,23 +1,20 @@
 //! The control loop of a run: plan a stage, publish what is not done, follow events (and the store, the
 //! source of truth) until every job is recorded, then commit the stage's output once.
 
-use crate::plan::{self, CORPUS_DATASET, METRICS_FILE, Output, PHRASES_DATASET, Stage};
+use crate::pipeline::{self, Visitor};
+use crate::plan::{self, Stage};
 use crate::progress::Progress;
 use anyhow::{Context, Result, bail};
-use phrasesweep_schemas::record::{self, Done, Failed, StageCommit, now_unix};
+use phrasesweep_schemas::record::{self, CORPUS_DATASET, Done, Failed, METRICS_FILE, PHRASES_DATASET, StageCommit, StageKind};
+use phrasesweep_workers::io::store::now_unix;
 use phrasesweep_schemas::tables::{corpus_schema, metrics_schema, phrases_schema};
 use phrasesweep_schemas::{ExperimentConfig, JobEnvelope, JobOutcome, JobSpec};
-use phrasesweep_workers::jobs::encode::EncodeOutput;
-use phrasesweep_workers::jobs::index::IndexOutput;
-use phrasesweep_workers::jobs::ingest::IngestOutput;
-use phrasesweep_workers::jobs::retrieve::RetrieveOutput;
-use phrasesweep_workers::jobs::score::{Metrics, metrics_batch};
-use phrasesweep_workers::jobs::train::{QsftOutput, TrainOutput};
-use phrasesweep_schemas::job::ModelRef;
-use phrasesweep_workers::lance_io::commit_fragments;
-use phrasesweep_workers::parquet_io::write_parquet;
-use phrasesweep_workers::queue::JobQueue;
-use phrasesweep_workers::store::Store;
+use phrasesweep_schemas::outcome::{EncodeOutcome, IndexOutcome, IngestOutcome, Metrics};
+use phrasesweep_workers::eval::table::metrics_batch;
+use phrasesweep_workers::io::lance::commit_fragments;
+use phrasesweep_workers::io::parquet::write_parquet;
+use phrasesweep_workers::io::queue::JobQueue;
+use phrasesweep_workers::io::store::Store;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use tracing::{info, warn};
@@ -41,111 +38,60 @@ pub struct RunReport {
     pub training: Vec<String>,
 }
 
-/// The mean of the recall the retrieve jobs measured (each over the same size of sample).
-async fn index_recall(store: &Store, retrieve: &Stage) -> Result<Option<f64>> {
-    let (mut sum, mut n) = (0.0, 0u64);
-    for job in &retrieve.jobs {
-        let out: RetrieveOutput = serde_json::from_value(done_record(store, job).await?.output)?;
-        if let Some(r) = out.recall_at_100 {
-            sum += r;
-            n += 1;
-        }
+/// Executes stages: publishes a stage's pending jobs, follows them to the end, and commits the stage.
+struct Driver<'a, Q> {
+    queue: &'a Q,
+    store: &'a Store,
+    config: &'a ExperimentConfig,
+    report: &'a mut RunReport,
+}
+
+impl<Q: JobQueue> Visitor for Driver<'_, Q> {
+    async fn visit(&mut self, stage: &Stage) -> Result<Option<StageCommit>> {
+        run_stage(self.queue, self.store, self.config, stage, self.report).await.map(Some)
     }
-    Ok((n > 0).then(|| sum / n as f64))
 }
 
 /// Runs every stage of `config` over `queue`. Workers are someone else's business (embedded tasks or
 /// worker processes).
 pub async fn drive<Q: JobQueue>(queue: &Q, store: &Store, config: &ExperimentConfig) -> Result<RunReport> {
     let mut report = RunReport::default();
-    let ingest = plan::ingest_stage(store, config).await?;
-    let corpus = run_stage(queue, store, config, &ingest, &mut report).await?;
-    let mut teacher = None;
-    if let Some(stage) = plan::reader_stage(store, config).await? {
-        run_stage(queue, store, config, &stage, &mut report).await?;
-        let out: TrainOutput = serde_json::from_value(done_record(store, &stage.jobs[0]).await?.output)?;
+    let walked = pipeline::walk(store, config, &mut Driver { queue, store, config, report: &mut report }).await?;
+    if let Some(out) = &walked.reader {
         report.training.push(format!("reader: SQuAD dev {} before, {} after", out.before, out.after));
-        teacher = out.checkpoints.get("reader").cloned();
     }
-    let mut trained = None;
-    if let Some(stage) = plan::phrase_stage(store, config, teacher.as_ref()).await? {
-        run_stage(queue, store, config, &stage, &mut report).await?;
-        let out: TrainOutput = serde_json::from_value(done_record(store, &stage.jobs[0]).await?.output)?;
+    if let Some(out) = &walked.phrase {
         report.training.push(format!("phrase encoder: SQuAD dev {} before, {} after", out.before, out.after));
-        trained = Some(out.checkpoints);
     }
-    if !config.encodes() {
-        return Ok(finish(report));
-    }
-    let phrase_model = plan::phrase_model(config, trained.as_ref().and_then(|t| t.get("phrase")))?;
-    let encode = plan::encode_stage(store, config, corpus.version, &phrase_model).await?;
-    let phrases = run_stage(queue, store, config, &encode, &mut report).await?;
-    let index = plan::index_stage(store, config, phrases.version);
-    let indexed = run_stage(queue, store, config, &index, &mut report).await?;
-    let mut encoders = plan::query_encoders(config, trained.as_ref().and_then(|t| t.get("query")))?;
-    qsft(queue, store, config, &mut encoders, teacher.as_ref(), corpus.version, indexed.version, &mut report).await?;
-    if config.questions.is_some() && !config.retrieval.is_empty() {
-        let retrieve = plan::retrieve_stage(store, config, corpus.version, indexed.version, &encoders).await?;
-        run_stage(queue, store, config, &retrieve, &mut report).await?;
-        report.recall_at_100 = index_recall(store, &retrieve).await?;
-        let score = plan::score_stage(store, config, &retrieve).await?;
-        run_stage(queue, store, config, &score, &mut report).await?;
-        report.metrics = collect_metrics(store, config, &score, report.recall_at_100).await?;
-    }
-    Ok(finish(report))
-}
-
-/// Runs the QSFT epochs, all runs' epoch `e` as one stage (parallel across workers), each epoch starting
-/// from the run's previous one; adds each run's best epoch (by dev sentence mAR) to `encoders`.
-#[allow(clippy::too_many_arguments)]
-async fn qsft<Q: JobQueue>(
-    queue: &Q,
-    store: &Store,
-    config: &ExperimentConfig,
-    encoders: &mut BTreeMap<String, ModelRef>,
-    teacher: Option<&ModelRef>,
-    corpus_version: u64,
-    phrases_version: u64,
-    report: &mut RunReport,
-) -> Result<()> {
-    let mut runs = plan::QsftRuns::new(config, encoders)?;
-    for epoch in 1..=plan::QsftRuns::epochs(config) {
-        let stage = plan::qsft_stage(store, config, epoch, &runs.starts, teacher, corpus_version, phrases_version).await?;
-        run_stage(queue, store, config, &stage, report).await?;
-        for job in &stage.jobs {
-            let out: QsftOutput = serde_json::from_value(done_record(store, job).await?.output)?;
-            if let Some(b) = &out.dev_before {
-                report.training.push(format!("qsft {}: before, dev EM {:.3}, sentence mAR {:.3}", out.run, b.em, b.sentence_mar));
-            }
-            let loss = match (out.loss_first, out.loss_last) {
-                (Some(a), Some(b)) => format!("loss {a:.3} → {b:.3}"),
-                _ => "no question had a target".into(),
-            };
-            report.training.push(format!(
-                "qsft {} epoch {}: {loss}, dev EM {:.3}, sentence mAR {:.3} ({:.0} s per 1,000 questions)",
-                out.run, out.epoch, out.dev.em, out.dev.sentence_mar, out.seconds_per_1000_questions
-            ));
-            runs.record(&out);
+    for out in &walked.qsft {
+        if let Some(b) = &out.dev_before {
+            report.training.push(format!("qsft {}: before, dev EM {:.3}, sentence mAR {:.3}", out.run, b.em, b.sentence_mar));
         }
+        let loss = match (out.loss_first, out.loss_last) {
+            (Some(a), Some(b)) => format!("loss {a:.3} → {b:.3}"),
+            _ => "no question had a target".into(),
+        };
+        report.training.push(format!(
+            "qsft {} epoch {}: {loss}, dev EM {:.3}, sentence mAR {:.3} ({:.0} s per 1,000 questions)",
+            out.run, out.epoch, out.dev.em, out.dev.sentence_mar, out.seconds_per_1000_questions
+        ));
     }
-    runs.into_encoders(encoders);
-    Ok(())
-}
-
-fn finish(report: RunReport) -> RunReport {
+    // The mean of the recall the retrieve jobs measured (each over the same size of sample).
+    let recalls: Vec<f64> = walked.retrieve.iter().filter_map(|r| r.recall_at_100).collect();
+    report.recall_at_100 = (!recalls.is_empty()).then(|| recalls.iter().sum::<f64>() / recalls.len() as f64);
+    if let Some((score, metrics)) = walked.score {
+        write_metrics(store, config, &score, &metrics, report.recall_at_100).await?;
+        report.metrics = metrics;
+    }
     if report.executed == 0 && report.committed.is_empty() {
         info!("nothing to do: all {} jobs are already done and committed", report.skipped);
     }
-    report
+    Ok(report)
 }
 
 /// Writes the metrics of every retrieval of this run to `metrics.parquet` at the store root, with the
 /// config (secrets are never serialised) as provenance.
-async fn collect_metrics(store: &Store, config: &ExperimentConfig, score: &Stage, recall: Option<f64>) -> Result<Vec<Metrics>> {
-    let mut rows = Vec::new();
-    for job in &score.jobs {
-        rows.push(serde_json::from_value::<Metrics>(done_record(store, job).await?.output)?);
-    }
+async fn write_metrics(store: &Store, config: &ExperimentConfig, score: &Stage, rows: &[Metrics], recall: Option<f64>) -> Result<()> {
     let provenance = vec![
         ("phrasesweep.run".to_string(), config.name.clone()),
         ("phrasesweep.config".to_string(), toml::to_string(config).unwrap_or_default()),
@@ -154,8 +100,7 @@ async fn collect_metrics(store: &Store, config: &ExperimentConfig, score: &Stage
         ("phrasesweep.index_recall_at_100".to_string(), recall.map(|r| format!("{r:.4}")).unwrap_or_default()),
         ("phrasesweep.at_unix".to_string(), now_unix().to_string()),
     ];
-    write_parquet(store, METRICS_FILE, metrics_schema(), &[metrics_batch(&rows)?], &provenance).await?;
-    Ok(rows)
+    write_parquet(store, METRICS_FILE, metrics_schema(), &[metrics_batch(rows)?], &provenance).await
 }
 
 async fn done_record(store: &Store, job: &JobEnvelope) -> Result<Done> {
@@ -186,7 +131,7 @@ async fn run_stage<Q: JobQueue>(
         if grows {
             info!(stage = %stage.name(), committed = commit.job_ids.len(), planned = stage.jobs.len(), "stage grows");
             committed = commit.job_ids;
-        } else if stage.output == Output::Corpus {
+        } else if stage.output == StageKind::Corpus {
             // Later stages follow their inputs (a new encoder, another retrieval); the corpus of a store
             // only grows.
             bail!(
@@ -290,7 +235,7 @@ pub async fn collect_dead_letters<Q: JobQueue>(queue: &Q) -> Result<()> {
 /// or the record of what its jobs wrote (index, retrieve, score). A growing stage (`committed`, sorted,
 /// holds the jobs already in its dataset) appends the fragments of its new jobs only.
 async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str, committed: &[String]) -> Result<StageCommit> {
-    let append = !committed.is_empty() && matches!(stage.output, Output::Corpus | Output::Phrases);
+    let append = !committed.is_empty() && matches!(stage.output, StageKind::Corpus | StageKind::Phrases);
     let new_jobs: Vec<&JobEnvelope> = stage.jobs.iter().filter(|j| !(append && committed.binary_search(&j.id.0).is_ok())).collect();
     let mut outputs = Vec::new();
     for job in &new_jobs {
@@ -302,32 +247,32 @@ async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str, committed: 
         ("phrasesweep.jobs_hash".to_string(), jobs_hash.to_string()),
     ]);
     let (dataset, version, rows) = match stage.output {
-        Output::Corpus | Output::Phrases => {
-            let (name, schema, fragments) = if stage.output == Output::Corpus {
+        StageKind::Corpus | StageKind::Phrases => {
+            let (name, schema, fragments) = if stage.output == StageKind::Corpus {
                 let mut fragments = Vec::new();
                 for (i, o) in outputs.into_iter().enumerate() {
-                    fragments.extend(serde_json::from_value::<IngestOutput>(o).with_context(|| unreadable(i))?.fragments.0);
+                    fragments.extend(serde_json::from_value::<IngestOutcome>(o).with_context(|| unreadable(i))?.fragments);
                 }
                 (CORPUS_DATASET, corpus_schema(), fragments)
             } else {
                 let mut fragments = Vec::new();
                 let mut dim = 0;
                 for (i, o) in outputs.into_iter().enumerate() {
-                    let out: EncodeOutput = serde_json::from_value(o).with_context(|| unreadable(i))?;
+                    let out: EncodeOutcome = serde_json::from_value(o).with_context(|| unreadable(i))?;
                     dim = out.dim;
-                    fragments.extend(out.fragments.0);
+                    fragments.extend(out.fragments);
                 }
                 (PHRASES_DATASET, phrases_schema(dim), fragments)
             };
             let ds = commit_fragments(store, name, &schema, fragments, properties, append).await?;
             (store.dataset_uri(name), ds.version().version, ds.count_rows(None).await? as u64)
         }
-        Output::Index => {
-            let out: IndexOutput = serde_json::from_value(outputs.remove(0)).with_context(|| unreadable(0))?;
+        StageKind::Index => {
+            let out: IndexOutcome = serde_json::from_value(outputs.remove(0)).with_context(|| unreadable(0))?;
             info!(action = out.action, rows = out.rows, partitions = out.partitions, quantizer = ?out.quantizer, sub_vectors = out.sub_vectors, seconds = out.seconds, "index");
             (store.dataset_uri(PHRASES_DATASET), out.version, out.rows)
         }
-        Output::Evidence | Output::Metrics | Output::Reader | Output::PhraseModel | Output::Qsft { .. } => (String::new(), 0, outputs.iter().filter_map(|o| o.get("rows").and_then(|r| r.as_u64())).sum()),
+        StageKind::Evidence | StageKind::Metrics | StageKind::Reader | StageKind::PhraseModel | StageKind::Qsft { .. } => (String::new(), 0, outputs.iter().filter_map(|o| o.get("rows").and_then(|r| r.as_u64())).sum()),
     };
     let mut job_ids: Vec<String> = stage.jobs.iter().map(|j| j.id.0.clone()).collect();
     job_ids.sort_unstable();

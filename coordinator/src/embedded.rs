@@ -4,8 +4,8 @@
 use crate::drive::{RunReport, drive};
 use anyhow::{Context, Result};
 use phrasesweep_schemas::ExperimentConfig;
-use phrasesweep_workers::queue::embedded::EmbeddedQueue;
-use phrasesweep_workers::store::Store;
+use phrasesweep_workers::io::queue::embedded::EmbeddedQueue;
+use phrasesweep_workers::io::store::Store;
 use phrasesweep_workers::worker::{StoreAccess, Worker};
 
 /// Deliveries of one job before the embedded queue gives up on it, as RabbitMQ's delivery limit does.

@@ -1,8 +1,10 @@
 //! phrasesweep's control plane: planning jobs from an experiment config, driving them over a queue
 //! (RabbitMQ or in-process), committing each stage's output once, and reporting.
 
+pub mod config_file;
 pub mod drive;
 pub mod embedded;
+pub mod pipeline;
 pub mod plan;
 pub mod progress;
 pub mod results;

@@ -5,9 +5,10 @@ use clap::{Parser, Subcommand};
 use phrasesweep_coordinator::{drive, results, run_embedded, search, status, summary};
 use phrasesweep_schemas::retrieval::Unit;
 use phrasesweep_schemas::ExperimentConfig;
-use phrasesweep_schemas::config::{BrokerConfig, SearchSettings, redact_url};
-use phrasesweep_workers::queue::amqp::{AmqpQueue, DEFAULT_JOB_QUEUE};
-use phrasesweep_workers::store::Store;
+use phrasesweep_schemas::config::{BrokerConfig, redact_url};
+use phrasesweep_schemas::settings::SearchSettings;
+use phrasesweep_workers::io::queue::amqp::{AmqpQueue, DEFAULT_JOB_QUEUE};
+use phrasesweep_workers::io::store::Store;
 use phrasesweep_workers::worker::{StoreAccess, Worker};
 use std::path::PathBuf;
 use tracing::info;
@@ -152,7 +153,7 @@ async fn report(store: &Store, report: phrasesweep_coordinator::RunReport) -> Re
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let load = |p: &PathBuf| ExperimentConfig::load(p).map_err(anyhow::Error::from);
+    let load = |p: &PathBuf| phrasesweep_coordinator::config_file::load(p).map_err(anyhow::Error::from);
     match cli.command {
         Command::Run { config, broker } => {
             let config = load(&config)?;

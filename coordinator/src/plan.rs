@@ -7,67 +7,26 @@ use phrasesweep_schemas::job::{
     DatasetVersion, EncodeConfig, EncodeInputs, IngestConfig, InputFile, ModelRef, QsftConfig, QsftInputs, RetrieveConfig,
     RetrieveInputs, ScoreConfig, ScoreInputs, SupervisedConfig, SupervisedInputs,
 };
-use phrasesweep_schemas::record::{self, StageCommit};
+use phrasesweep_schemas::record::{self, CORPUS_DATASET, PHRASES_DATASET, StageCommit, StageKind};
 use phrasesweep_schemas::train::{LossTerm, SupervisedSettings, TRAINED_ENCODER};
-use phrasesweep_workers::jobs::train::QsftOutput;
+use phrasesweep_schemas::outcome::QsftOutcome;
 use phrasesweep_schemas::{ExperimentConfig, JobEnvelope, JobSpec};
-use phrasesweep_workers::corpus::plan_shards;
-use phrasesweep_workers::lance_io::{fragment_origins, open_dataset};
+use phrasesweep_workers::text::corpus::plan_shards;
+use phrasesweep_workers::io::lance::{fragment_origins, open_dataset};
 use phrasesweep_workers::model::registry::model_ref;
-use phrasesweep_workers::store::{Store, read_input};
+use phrasesweep_workers::io::store::{Store, read_input};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
-pub const CORPUS_DATASET: &str = "corpus.lance";
-pub const PHRASES_DATASET: &str = "phrases.lance";
-/// The metrics of every retrieval of the last run, at the store root.
-pub const METRICS_FILE: &str = "metrics.parquet";
-
-/// What a stage leaves behind; it names the stage and decides how its outputs are committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
-    /// `corpus.lance`, from ingest jobs' fragments.
-    Corpus,
-    /// `phrases.lance`, from encode jobs' fragments.
-    Phrases,
-    /// The phrase index: a version of `phrases.lance` written by the index job itself.
-    Index,
-    /// Parquet files of ranked evidence.
-    Evidence,
-    /// Parquet files of metrics.
-    Metrics,
-    /// The reader's checkpoint.
-    Reader,
-    /// The phrase encoder's and its query encoders' checkpoints.
-    PhraseModel,
-    /// The query encoders' checkpoints after one epoch of every QSFT run that has it.
-    Qsft { epoch: u32 },
-}
-
-impl Output {
-    pub fn stage_name(self) -> String {
-        match self {
-            Output::Corpus => "ingest".into(),
-            Output::Phrases => "encode".into(),
-            Output::Index => "index".into(),
-            Output::Evidence => "retrieve".into(),
-            Output::Metrics => "score".into(),
-            Output::Reader => "train-reader".into(),
-            Output::PhraseModel => "train-phrase".into(),
-            Output::Qsft { epoch } => format!("qsft-epoch-{epoch}"),
-        }
-    }
-}
-
 /// A stage: jobs whose outputs are committed together.
 pub struct Stage {
-    pub output: Output,
+    pub output: StageKind,
     pub jobs: Vec<JobEnvelope>,
 }
 
 impl Stage {
     pub fn name(&self) -> String {
-        self.output.stage_name()
+        self.output.name()
     }
 
     /// sha256 over the sorted job ids: names exactly this set of work.
@@ -82,7 +41,7 @@ pub fn events_queue(config: &ExperimentConfig) -> String {
     format!("phrasesweep.events.{}", config.name)
 }
 
-fn stage(store: &Store, config: &ExperimentConfig, output: Output, specs: Vec<JobSpec>) -> Stage {
+fn stage(store: &Store, config: &ExperimentConfig, output: StageKind, specs: Vec<JobSpec>) -> Stage {
     let reply_to = events_queue(config);
     let jobs = specs.into_iter().map(|spec| JobEnvelope::new(store.location().clone(), spec, reply_to.clone())).collect();
     Stage { output, jobs }
@@ -91,14 +50,14 @@ fn stage(store: &Store, config: &ExperimentConfig, output: Output, specs: Vec<Jo
 /// One job per shard of the corpus file. Shards end where an earlier run's ingest ended, so a corpus
 /// that grew by appending documents keeps its ingested shards and adds new ones.
 pub async fn ingest_stage(store: &Store, config: &ExperimentConfig) -> Result<Stage> {
-    let stage_name = Output::Corpus.stage_name();
+    let stage_name = StageKind::Corpus.name();
     let breaks = store.get_json::<StageCommit>(&record::stage_path(&stage_name)).await?.map(|c| c.corpus_shard_ends()).unwrap_or_default();
     let shards = plan_shards(store, &config.corpus.path, config.corpus.shard_docs, &breaks).await?;
     let specs = shards
         .into_iter()
         .map(|inputs| JobSpec::Ingest { inputs, config: IngestConfig { dataset: CORPUS_DATASET.into() } })
         .collect();
-    Ok(stage(store, config, Output::Corpus, specs))
+    Ok(stage(store, config, StageKind::Corpus, specs))
 }
 
 /// The phrase encoder of the run: the one `train-phrase` trained, else the config's `encode.model`.
@@ -123,7 +82,7 @@ pub async fn encode_stage(store: &Store, config: &ExperimentConfig, corpus_versi
             specs.push(JobSpec::Encode { inputs: EncodeInputs { corpus: corpus.clone(), fragment, rows }, config: config_of.clone() });
         }
     }
-    Ok(stage(store, config, Output::Phrases, specs))
+    Ok(stage(store, config, StageKind::Phrases, specs))
 }
 
 /// A fragment of `rows` paragraphs as row ranges of at most `most`, in equal parts; one whole-fragment
@@ -141,7 +100,7 @@ pub fn index_stage(store: &Store, config: &ExperimentConfig, phrases_version: u6
         inputs: DatasetVersion { dataset: PHRASES_DATASET.into(), version: phrases_version },
         config: config.index.clone(),
     };
-    stage(store, config, Output::Index, vec![spec])
+    stage(store, config, StageKind::Index, vec![spec])
 }
 
 /// Where a retrieve job writes: named by its retrieval and id, so two configs never share a file.
@@ -187,7 +146,7 @@ impl QsftRuns {
         config.qsft.iter().map(|r| r.epochs).max().unwrap_or(0)
     }
 
-    pub fn record(&mut self, out: &QsftOutput) {
+    pub fn record(&mut self, out: &QsftOutcome) {
         self.starts.insert(out.run.clone(), out.checkpoint.clone());
         if self.best.get(&out.run).is_none_or(|(m, _)| out.dev.sentence_mar > *m) {
             self.best.insert(out.run.clone(), (out.dev.sentence_mar, out.checkpoint.clone()));
@@ -208,7 +167,7 @@ pub async fn retrieve_stage(
     phrases_version: u64,
     models: &BTreeMap<String, ModelRef>,
 ) -> Result<Stage> {
-    let Some(questions) = &config.questions else { return Ok(stage(store, config, Output::Evidence, Vec::new())) };
+    let Some(questions) = &config.questions else { return Ok(stage(store, config, StageKind::Evidence, Vec::new())) };
     let shards = plan_shards(store, &questions.path, questions.shard_questions, &[]).await?;
     let mut specs = Vec::new();
     let recall_run = config.retrieval.iter().position(|r| !r.encoders().is_empty());
@@ -242,12 +201,12 @@ pub async fn retrieve_stage(
             specs.push(spec);
         }
     }
-    Ok(stage(store, config, Output::Evidence, specs))
+    Ok(stage(store, config, StageKind::Evidence, specs))
 }
 
 /// One job per retrieval over the outputs of its retrieve jobs.
 pub async fn score_stage(store: &Store, config: &ExperimentConfig, retrieve: &Stage) -> Result<Stage> {
-    let Some(questions) = &config.questions else { return Ok(stage(store, config, Output::Metrics, Vec::new())) };
+    let Some(questions) = &config.questions else { return Ok(stage(store, config, StageKind::Metrics, Vec::new())) };
     let sha = hex::encode(Sha256::digest(read_input(store, &questions.path).await?));
     let specs = config
         .retrieval
@@ -272,7 +231,7 @@ pub async fn score_stage(store: &Store, config: &ExperimentConfig, retrieve: &St
             }
         })
         .collect();
-    Ok(stage(store, config, Output::Metrics, specs))
+    Ok(stage(store, config, StageKind::Metrics, specs))
 }
 
 async fn input_file(store: &Store, path: &str) -> Result<InputFile> {
@@ -313,7 +272,7 @@ pub async fn reader_stage(store: &Store, config: &ExperimentConfig) -> Result<Op
     let Some(s) = config.train.as_ref().and_then(|t| t.reader.clone()) else { return Ok(None) };
     let inputs = supervised_inputs(store, config, &s, "train.reader", None).await?;
     let spec = with_output(JobSpec::TrainReader { inputs, config: SupervisedConfig { settings: s, output: String::new() } }, "models/reader")?;
-    Ok(Some(stage(store, config, Output::Reader, vec![spec])))
+    Ok(Some(stage(store, config, StageKind::Reader, vec![spec])))
 }
 
 /// `train-phrase`, when the config has `[train.phrase]`; `teacher` is the trained reader.
@@ -322,7 +281,7 @@ pub async fn phrase_stage(store: &Store, config: &ExperimentConfig, teacher: Opt
     let teacher = if s.distill.is_some() { teacher.cloned() } else { None };
     let inputs = supervised_inputs(store, config, &s, "train.phrase", teacher).await?;
     let spec = with_output(JobSpec::TrainPhrase { inputs, config: SupervisedConfig { settings: s, output: String::new() } }, "models/phrase")?;
-    Ok(Some(stage(store, config, Output::PhraseModel, vec![spec])))
+    Ok(Some(stage(store, config, StageKind::PhraseModel, vec![spec])))
 }
 
 /// Epoch `epoch` of every QSFT run that has one, each from its own starting point (`starts`, by run).
@@ -351,7 +310,7 @@ pub async fn qsft_stage(
         let config = QsftConfig { run: run.clone(), epoch, search: config.search.clone(), output: String::new() };
         specs.push(with_output(JobSpec::QsftEpoch { inputs, config }, &format!("models/qsft/{}/epoch-{epoch}", run.name))?);
     }
-    Ok(stage(store, config, Output::Qsft { epoch }, specs))
+    Ok(stage(store, config, StageKind::Qsft { epoch }, specs))
 }
 
 #[cfg(test)]

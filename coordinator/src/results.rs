@@ -1,10 +1,11 @@
 //! `phrasesweep results`: the metrics table of a run, read back from `metrics.parquet` on its store.
 
-use crate::plan::METRICS_FILE;
+use phrasesweep_schemas::record::METRICS_FILE;
 use anyhow::{Context, Result};
-use phrasesweep_workers::jobs::score::{Metrics, metrics_from_batch};
-use phrasesweep_workers::parquet_io::read_parquet;
-use phrasesweep_workers::store::Store;
+use phrasesweep_schemas::outcome::Metrics;
+use phrasesweep_workers::eval::table::metrics_from_batch;
+use phrasesweep_workers::io::parquet::read_parquet;
+use phrasesweep_workers::io::store::Store;
 use std::fmt::Write;
 
 pub async fn read_metrics(store: &Store) -> Result<Vec<Metrics>> {

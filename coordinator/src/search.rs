@@ -1,18 +1,18 @@
 //! `phrasesweep search`: one question against a run's committed phrase index, from the command line.
 
 use anyhow::{Context, Result};
-use phrasesweep_schemas::config::SearchSettings;
+use phrasesweep_schemas::settings::SearchSettings;
 use phrasesweep_schemas::job::DatasetVersion;
 use phrasesweep_schemas::record::{self, StageCommit};
 use phrasesweep_schemas::retrieval::Unit;
 use phrasesweep_workers::model::device::Cpu;
 use phrasesweep_workers::model::encoders::encode_queries;
 use phrasesweep_workers::model::registry::{load_query_encoder, model_ref};
-use phrasesweep_workers::retrieval::Hit;
-use phrasesweep_workers::search::PhraseIndex;
-use phrasesweep_workers::store::Store;
+use phrasesweep_workers::index::units::Hit;
+use phrasesweep_workers::index::search::PhraseIndex;
+use phrasesweep_workers::io::store::Store;
 
-use crate::plan::{CORPUS_DATASET, PHRASES_DATASET};
+use phrasesweep_schemas::record::{CORPUS_DATASET, PHRASES_DATASET, StageKind};
 
 async fn committed(store: &Store, stage: &str) -> Result<u64> {
     let c: StageCommit = store
@@ -24,8 +24,8 @@ async fn committed(store: &Store, stage: &str) -> Result<u64> {
 
 pub async fn search_store(uri: &str, encoder: &str, unit: Unit, k: usize, nprobes: usize, question: &str) -> Result<Vec<Hit>> {
     let store = Store::at(uri)?;
-    let corpus = DatasetVersion { dataset: CORPUS_DATASET.into(), version: committed(&store, "ingest").await? };
-    let phrases = DatasetVersion { dataset: PHRASES_DATASET.into(), version: committed(&store, "index").await? };
+    let corpus = DatasetVersion { dataset: CORPUS_DATASET.into(), version: committed(&store, &StageKind::Corpus.name()).await? };
+    let phrases = DatasetVersion { dataset: PHRASES_DATASET.into(), version: committed(&store, &StageKind::Index.name()).await? };
     let settings = SearchSettings { nprobes, ..Default::default() };
     let index = PhraseIndex::open(&store, &phrases, &corpus, &settings).await?;
     let device = Default::default();

@@ -1,13 +1,13 @@
 //! What `run` prints at the end: what the corpus dataset holds.
 
-use crate::plan::CORPUS_DATASET;
+use phrasesweep_schemas::record::CORPUS_DATASET;
 use anyhow::Result;
 use arrow::array::AsArray;
 use arrow::datatypes::UInt32Type;
 use futures::TryStreamExt;
 use phrasesweep_schemas::tables::corpus;
-use phrasesweep_workers::lance_io::open_dataset;
-use phrasesweep_workers::store::Store;
+use phrasesweep_workers::io::lance::open_dataset;
+use phrasesweep_workers::io::store::Store;
 use std::collections::HashSet;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

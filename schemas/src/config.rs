@@ -2,12 +2,12 @@
 //! settings. Errors name the file, the field and the problem.
 
 use crate::job::StoreLocation;
+use crate::settings::{DEFAULT_MODEL, EncodeSettings, IndexSettings, SearchSettings};
 use crate::retrieval::RetrievalConfig;
 use crate::train::{LossTerm, QsftRun, TRAINED_ENCODER, TrainConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,165 +45,8 @@ pub struct ExperimentConfig {
     pub qsft: Vec<QsftRun>,
 }
 
-/// The model folder name that means "the pretrained base model".
-pub const DEFAULT_MODEL: &str = "default";
-
 fn default_encoders() -> BTreeMap<String, String> {
     BTreeMap::from([("base".to_string(), DEFAULT_MODEL.to_string())])
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EncodeSettings {
-    /// Phrase encoder: a HuggingFace BERT folder, a phrasesweep checkpoint, or `default`.
-    #[serde(default = "default_model")]
-    pub model: String,
-    /// Model window in tokens, special tokens included.
-    #[serde(default = "default_max_len")]
-    pub max_len: usize,
-    /// Tokens shared by consecutive windows of a long paragraph.
-    #[serde(default = "default_overlap")]
-    pub overlap: usize,
-    /// Title pieces in `[CLS] title [SEP] paragraph [SEP]`.
-    #[serde(default = "default_title_tokens")]
-    pub title_tokens: usize,
-    /// Keep a token when its larger filter logit reaches this; absent keeps every token (the filter
-    /// head of an untrained phrase encoder is random).
-    #[serde(default)]
-    pub filter_threshold: Option<f32>,
-    /// Windows per forward pass. Windows go in order of length, so a batch pads little; on a CPU, 8 ran
-    /// fastest in `make bench`.
-    #[serde(default = "default_batch_size")]
-    pub batch_size: usize,
-    /// Most paragraphs one `encode` job takes; a larger corpus fragment is split into several jobs. Only
-    /// the coordinator reads it (jobs carry their row range), so it is not part of a job's identity.
-    #[serde(default = "default_job_paragraphs", skip_serializing)]
-    pub job_paragraphs: usize,
-}
-
-impl Default for EncodeSettings {
-    fn default() -> Self {
-        Self {
-            model: default_model(),
-            max_len: default_max_len(),
-            overlap: default_overlap(),
-            title_tokens: default_title_tokens(),
-            filter_threshold: None,
-            batch_size: default_batch_size(),
-            job_paragraphs: default_job_paragraphs(),
-        }
-    }
-}
-
-fn default_model() -> String {
-    DEFAULT_MODEL.into()
-}
-fn default_job_paragraphs() -> usize {
-    1000
-}
-fn default_max_len() -> usize {
-    256
-}
-fn default_overlap() -> usize {
-    64
-}
-fn default_title_tokens() -> usize {
-    10
-}
-fn default_batch_size() -> usize {
-    8
-}
-
-/// The vector index over `phrases.vector`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IndexSettings {
-    /// IVF partitions; 0 means about the square root of the number of vectors.
-    #[serde(default)]
-    pub partitions: usize,
-    /// How vectors are kept inside the partitions.
-    #[serde(default)]
-    pub quantizer: Quantizer,
-    /// PQ sub-vectors (`quantizer = "pq"`); 0 means dimension / 8.
-    #[serde(default)]
-    pub sub_vectors: usize,
-    /// Below this many vectors no IVF index is built and search is exact (flat).
-    #[serde(default = "default_flat_below")]
-    pub flat_below: usize,
-    /// k-means iterations when training the IVF centroids and PQ codebooks.
-    #[serde(default = "default_max_iters")]
-    pub max_iters: usize,
-}
-
-impl Default for IndexSettings {
-    fn default() -> Self {
-        Self {
-            partitions: 0,
-            quantizer: Quantizer::default(),
-            sub_vectors: 0,
-            flat_below: default_flat_below(),
-            max_iters: default_max_iters(),
-        }
-    }
-}
-
-/// The codes an IVF partition holds. Scalar quantization (one byte per dimension) is the default: on
-/// the development benchmark's 2.2 M vectors it ranks candidates almost as well as the exact vectors,
-/// where PQ with d/8 sub-vectors (8× smaller) loses a tenth of the recall that refine cannot win back
-/// (docs/benchmarks.md, "IVF recall at this size").
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Quantizer {
-    /// Product quantization: `sub_vectors` bytes per vector.
-    Pq,
-    /// Scalar quantization: one byte per dimension.
-    #[default]
-    Sq,
-    /// The vectors themselves.
-    Flat,
-}
-
-fn default_flat_below() -> usize {
-    20_000
-}
-fn default_max_iters() -> usize {
-    50
-}
-
-/// How the index is searched (DensePhrases' start/end search).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SearchSettings {
-    /// IVF partitions probed per query.
-    #[serde(default = "default_nprobes")]
-    pub nprobes: usize,
-    /// Candidates re-ranked with exact vectors, as a multiple of the hits asked for (0: no refine).
-    #[serde(default = "default_refine")]
-    pub refine: u32,
-    /// Questions are cut to this many tokens, `[CLS]` and `[SEP]` included (DensePhrases pads to 64;
-    /// padding is masked, so only the cut changes the vectors).
-    #[serde(default = "default_query_len")]
-    pub query_len: usize,
-}
-
-impl Default for SearchSettings {
-    fn default() -> Self {
-        Self { nprobes: default_nprobes(), refine: default_refine(), query_len: default_query_len() }
-    }
-}
-
-/// With the default SQ index on the development benchmark's 2.2 M vectors (1,490 partitions), recall@100
-/// of start hits is 0.95–0.96 at 256 probes and 0.98 at 384 (0.25 s per search), where PQ with 64
-/// probes and refine 10 gave 0.75 in 0.22 s. A corpus many times larger has more partitions and needs
-/// more probes: measure with `index_recall` (docs/benchmarks.md).
-fn default_nprobes() -> usize {
-    384
-}
-fn default_refine() -> u32 {
-    3
-}
-fn default_query_len() -> usize {
-    64
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -326,24 +169,7 @@ fn default_workers() -> usize {
     2
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{file}: {message}")]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub message: String,
-}
-
 impl ExperimentConfig {
-    /// Reads and checks a config file; relative paths in it are taken from the file's folder.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let err = |message: String| ConfigError { file: path.to_path_buf(), message };
-        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        let mut config = Self::parse(&text).map_err(err)?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        config.resolve_paths(base);
-        Ok(config)
-    }
-
     /// Parses TOML text; the error names the field path and the line.
     pub fn parse(text: &str) -> Result<Self, String> {
         let de = toml::Deserializer::parse(text).map_err(|e| e.to_string().trim_end().to_string())?;
@@ -408,9 +234,7 @@ impl ExperimentConfig {
             if !names.insert(r.name.as_str()) {
                 return bad(&field("name"), &format!("`{}` is used twice", r.name));
             }
-            if let Err((f, problem)) = r.resolve() {
-                return bad(&field(&f), &problem);
-            }
+            // The mode itself (required and unused fields, `opt`, `k`) was checked as it was read.
             for e in r.encoders() {
                 if !known.contains(&e) {
                     return bad(&field("encoder"), &format!("no query encoder named `{e}` (known: {})", known.join(", ")));
@@ -497,16 +321,9 @@ impl ExperimentConfig {
         Ok(())
     }
 
-    fn resolve_paths(&mut self, base: &Path) {
-        let resolve = |p: &str| -> String {
-            if p.contains("://") || Path::new(p).is_absolute() {
-                p.to_string()
-            } else {
-                let joined = base.join(p);
-                let absolute = std::path::absolute(&joined).unwrap_or(joined);
-                normalize(&absolute).to_string_lossy().into_owned()
-            }
-        };
+    /// Rewrites every path the config names (data files, the store, model folders other than `default`)
+    /// with `resolve`: the loader takes relative paths from the config file's folder.
+    pub fn resolve_paths(&mut self, resolve: impl Fn(&str) -> String) {
         self.store.uri = resolve(&self.store.uri);
         self.corpus.path = resolve(&self.corpus.path);
         if let Some(q) = &mut self.questions {
@@ -528,22 +345,6 @@ impl ExperimentConfig {
             }
         }
     }
-}
-
-/// Removes `.` and `..` without touching the file system (the store folder may not exist yet).
-fn normalize(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// Hides the password of a URL such as `amqp://user:secret@host/`, for logs and errors.
@@ -600,15 +401,6 @@ path = "docs.jsonl"
         assert!(e.contains("corpus.shard_docs") && e.contains("at least 1"), "{e}");
     }
 
-    #[test]
-    fn relative_paths_are_taken_from_the_config_folder() {
-        let mut c = ExperimentConfig::parse(GOOD).unwrap();
-        c.corpus.path = "../data/./docs.jsonl".into();
-        c.resolve_paths(Path::new("/work/sweeps/configs"));
-        assert_eq!(c.corpus.path, "/work/sweeps/data/docs.jsonl");
-        assert_eq!(c.store.uri, "/work/sweeps/configs/out");
-    }
-
     const TRAIN: &str = r#"
 [encode]
 [train]
@@ -657,6 +449,23 @@ sentence_encoder = "query+context"
         let qsft_only = TRAIN.replace("squad_train = \"s/train.jsonl\"\nsquad_dev = \"s/dev.jsonl\"\n", "").replace("[train.phrase]\n", "");
         let qsft_only = qsft_only.replace("start_from = \"trained\"", "start_from = \"base\"").replace("phrase_encoder = \"trained\"", "phrase_encoder = \"base\"");
         ExperimentConfig::parse(&format!("{GOOD}{qsft_only}")).unwrap();
+    }
+
+    #[test]
+    fn invalid_retrievals_name_the_retrieval_and_the_field() {
+        let retrieval = |body: &str| format!("{GOOD}[questions]\npath = \"q.jsonl\"\n[[retrieval]]\nname = \"r\"\n{body}");
+        ExperimentConfig::parse(&retrieval("mode = \"single\"\nunit = \"phrase\"\nencoder = \"base\"\nopt = true\n")).unwrap();
+        let bad = |body: &str| ExperimentConfig::parse(&retrieval(body)).unwrap_err();
+        let e = bad("mode = \"single\"\nunit = \"sentence\"\nencoder = \"base\"\nopt = true\n");
+        assert!(e.contains("retrieval[0]") && e.contains("field `opt`") && e.contains("only applies to modes with phrases"), "{e}");
+        let e = bad("mode = \"dynamic\"\nphrase_encoder = \"base\"\n");
+        assert!(e.contains("retrieval[0]") && e.contains("field `sentence_encoder`") && e.contains("required by mode dynamic"), "{e}");
+        let e = bad("mode = \"bm25\"\nunit = \"phrase\"\n");
+        assert!(e.contains("retrieval[0]") && e.contains("field `unit`"), "{e}");
+        let e = bad("mode = \"single\"\nunit = \"sentence\"\nencoder = \"base\"\nk = 0\n");
+        assert!(e.contains("retrieval[0]") && e.contains("field `k`") && e.contains("at least 1"), "{e}");
+        let e = bad("mode = \"single\"\nunit = \"sentence\"\nencoder = \"nope\"\n");
+        assert!(e.contains("retrieval[0].encoder") && e.contains("nope"), "{e}");
     }
 
     #[test]

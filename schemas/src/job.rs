@@ -1,7 +1,7 @@
 //! Job messages. A job's id is a content hash of what it does, so the same work always has the same id:
 //! that is what makes a finished sweep rerun for free and a redelivered message harmless.
 
-use crate::config::{EncodeSettings, IndexSettings, SearchSettings};
+use crate::settings::{EncodeSettings, IndexSettings, SearchSettings};
 use crate::retrieval::RetrievalConfig;
 use crate::train::{QsftRun, SupervisedSettings};
 use serde::{Deserialize, Serialize};

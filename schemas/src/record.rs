@@ -77,10 +77,49 @@ impl StageCommit {
     }
 }
 
-pub fn stage_path(stage: &str) -> String {
-    format!("stages/{stage}.json")
+/// The datasets and tables at a store's root.
+pub const CORPUS_DATASET: &str = "corpus.lance";
+pub const PHRASES_DATASET: &str = "phrases.lance";
+/// The metrics of every retrieval of the last run.
+pub const METRICS_FILE: &str = "metrics.parquet";
+
+/// What a stage leaves behind; it names the stage and decides how its outputs are committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageKind {
+    /// `corpus.lance`, from ingest jobs' fragments.
+    Corpus,
+    /// `phrases.lance`, from encode jobs' fragments.
+    Phrases,
+    /// The phrase index: a version of `phrases.lance` written by the index job itself.
+    Index,
+    /// Parquet files of ranked evidence.
+    Evidence,
+    /// Parquet files of metrics.
+    Metrics,
+    /// The reader's checkpoint.
+    Reader,
+    /// The phrase encoder's and its query encoders' checkpoints.
+    PhraseModel,
+    /// The query encoders' checkpoints after one epoch of every QSFT run that has it.
+    Qsft { epoch: u32 },
 }
 
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+impl StageKind {
+    /// The stage's name in logs, `status` and its commit record (`stages/<name>.json`).
+    pub fn name(self) -> String {
+        match self {
+            StageKind::Corpus => "ingest".into(),
+            StageKind::Phrases => "encode".into(),
+            StageKind::Index => "index".into(),
+            StageKind::Evidence => "retrieve".into(),
+            StageKind::Metrics => "score".into(),
+            StageKind::Reader => "train-reader".into(),
+            StageKind::PhraseModel => "train-phrase".into(),
+            StageKind::Qsft { epoch } => format!("qsft-epoch-{epoch}"),
+        }
+    }
+}
+
+pub fn stage_path(stage: &str) -> String {
+    format!("stages/{stage}.json")
 }

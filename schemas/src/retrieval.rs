@@ -1,5 +1,9 @@
 //! What a retrieval run is: the unit of evidence, the mode that combines units, and the query encoders it
-//! uses. Named in the experiment config (`[[retrieval]]`) and carried whole in `retrieve` jobs.
+//! uses. Named in the experiment config (`[[retrieval]]`) and carried whole in `retrieve` and `score` jobs.
+//!
+//! [`RetrievalConfig`] holds a [`Mode`] that is valid by construction from config or JSON: the flat wire
+//! form (`mode`, `unit`, `encoder`, `phrase_encoder`, `sentence_encoder`, `opt`, `k`) is checked once,
+//! when it is deserialized, and an invalid combination is an error that names the field.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -31,7 +35,8 @@ impl fmt::Display for Unit {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The name of a mode, as the config's `mode` field spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModeKind {
     /// One unit, one query encoder.
@@ -44,91 +49,223 @@ pub enum ModeKind {
     Bm25,
 }
 
-/// A resolved mode, as the retrieve job runs it.
+impl ModeKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ModeKind::Single => "single",
+            ModeKind::Static => "static",
+            ModeKind::Dynamic => "dynamic",
+            ModeKind::Bm25 => "bm25",
+        }
+    }
+}
+
+impl fmt::Display for ModeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A mode with its parts, as the retrieve job runs it. `opt` drops a phrase contained in a phrase ranked
+/// above it; it only exists where there are phrases (`Single` allows it only with `unit = Phrase`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
-    Single { unit: Unit, encoder: String },
-    Static { phrase_encoder: String, sentence_encoder: String },
-    Dynamic { phrase_encoder: String, sentence_encoder: String },
+    Single { unit: Unit, encoder: String, opt: bool },
+    Static { phrase_encoder: String, sentence_encoder: String, opt: bool },
+    Dynamic { phrase_encoder: String, sentence_encoder: String, opt: bool },
+    /// `unit` is `Sentence` or `Paragraph`.
     Bm25 { unit: Unit },
 }
 
-/// One `[[retrieval]]` of the experiment config.
+impl Mode {
+    pub fn kind(&self) -> ModeKind {
+        match self {
+            Mode::Single { .. } => ModeKind::Single,
+            Mode::Static { .. } => ModeKind::Static,
+            Mode::Dynamic { .. } => ModeKind::Dynamic,
+            Mode::Bm25 { .. } => ModeKind::Bm25,
+        }
+    }
+
+    /// Whether contained phrases are dropped.
+    pub fn opt(&self) -> bool {
+        match self {
+            Mode::Single { opt, .. } | Mode::Static { opt, .. } | Mode::Dynamic { opt, .. } => *opt,
+            Mode::Bm25 { .. } => false,
+        }
+    }
+
+    /// Query encoder names the mode uses, in config order (none for BM25).
+    pub fn encoders(&self) -> Vec<String> {
+        match self {
+            Mode::Single { encoder, .. } => vec![encoder.clone()],
+            Mode::Static { phrase_encoder, sentence_encoder, .. } | Mode::Dynamic { phrase_encoder, sentence_encoder, .. } => {
+                vec![phrase_encoder.clone(), sentence_encoder.clone()]
+            }
+            Mode::Bm25 { .. } => Vec::new(),
+        }
+    }
+}
+
+/// The label of the metrics table's `mode` column: the mode's name, with `+opt` when it drops contained
+/// phrases (`single`, `single+opt`, `static`, `static+opt`, `dynamic`, `dynamic+opt`, `bm25`).
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind().as_str())?;
+        if self.opt() {
+            f.write_str("+opt")?;
+        }
+        Ok(())
+    }
+}
+
+/// One `[[retrieval]]` of the experiment config. Serialises as the flat [`RetrievalWire`] form, so its
+/// JSON (and the id of every job that carries it) is what it always was; deserialising checks the mode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(into = "RetrievalWire", try_from = "RetrievalWire")]
 pub struct RetrievalConfig {
     /// Names the results (`results/<name>/…`) and the row of the metrics table.
     pub name: String,
-    pub mode: ModeKind,
+    pub mode: Mode,
+    /// Evidence kept per unit (per question); at least 1.
+    pub k: usize,
+}
+
+impl RetrievalConfig {
+    /// Query encoder names this retrieval uses.
+    pub fn encoders(&self) -> Vec<String> {
+        self.mode.encoders()
+    }
+}
+
+/// What is wrong with a `[[retrieval]]`: the field and the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrievalError {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl RetrievalError {
+    fn new(field: &'static str, problem: impl Into<String>) -> Self {
+        Self { field, problem: problem.into() }
+    }
+}
+
+impl fmt::Display for RetrievalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "field `{}`: {}", self.field, self.problem)
+    }
+}
+
+impl std::error::Error for RetrievalError {}
+
+/// The wire form of a [`RetrievalConfig`]: a flat record whose fields depend on `mode`. Its field order
+/// and skip rules fix the JSON that job ids hash; do not change them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrievalWire {
+    name: String,
+    mode: ModeKind,
     /// `single` and `bm25`: the unit of evidence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unit: Option<Unit>,
+    unit: Option<Unit>,
     /// `single`: the query encoder (a name from `[encoders]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub encoder: Option<String>,
+    encoder: Option<String>,
     /// `static` and `dynamic`: the query encoders of the phrases and of the sentences.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phrase_encoder: Option<String>,
+    phrase_encoder: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sentence_encoder: Option<String>,
+    sentence_encoder: Option<String>,
     /// Drop a phrase contained in a phrase ranked above it.
     #[serde(default)]
-    pub opt: bool,
+    opt: bool,
     /// Evidence kept per unit (per question).
     #[serde(default = "default_k")]
-    pub k: usize,
+    k: usize,
 }
 
 fn default_k() -> usize {
     100
 }
 
-impl RetrievalConfig {
-    /// The mode with its parts, or what is missing or out of place (as `field`: problem).
-    pub fn resolve(&self) -> Result<Mode, (String, String)> {
-        let need = |v: &Option<String>, f: &str| v.clone().ok_or_else(|| (f.to_string(), format!("required by mode {:?}", self.mode)));
-        let forbid = |present: bool, f: &str| -> Result<(), (String, String)> {
-            if present { Err((f.to_string(), format!("not used by mode {:?}", self.mode))) } else { Ok(()) }
+impl From<RetrievalConfig> for RetrievalWire {
+    fn from(r: RetrievalConfig) -> Self {
+        let mut w = RetrievalWire {
+            name: r.name,
+            mode: r.mode.kind(),
+            unit: None,
+            encoder: None,
+            phrase_encoder: None,
+            sentence_encoder: None,
+            opt: r.mode.opt(),
+            k: r.k,
         };
-        if self.k == 0 {
-            return Err(("k".into(), "must be at least 1".into()));
+        match r.mode {
+            Mode::Single { unit, encoder, .. } => {
+                w.unit = Some(unit);
+                w.encoder = Some(encoder);
+            }
+            Mode::Static { phrase_encoder, sentence_encoder, .. } | Mode::Dynamic { phrase_encoder, sentence_encoder, .. } => {
+                w.phrase_encoder = Some(phrase_encoder);
+                w.sentence_encoder = Some(sentence_encoder);
+            }
+            Mode::Bm25 { unit } => w.unit = Some(unit),
         }
-        let mode = match self.mode {
+        w
+    }
+}
+
+impl TryFrom<RetrievalWire> for RetrievalConfig {
+    type Error = RetrievalError;
+
+    /// The mode with its parts, or the first field that is missing or out of place.
+    fn try_from(w: RetrievalWire) -> Result<Self, RetrievalError> {
+        let kind = w.mode;
+        let need = |v: Option<String>, field: &'static str| -> Result<String, RetrievalError> {
+            v.ok_or_else(|| RetrievalError::new(field, format!("required by mode {kind}")))
+        };
+        let forbid = |present: bool, field: &'static str| -> Result<(), RetrievalError> {
+            if present { Err(RetrievalError::new(field, format!("not used by mode {kind}"))) } else { Ok(()) }
+        };
+        if w.k == 0 {
+            return Err(RetrievalError::new("k", "must be at least 1"));
+        }
+        let opt = w.opt;
+        let mode = match kind {
             ModeKind::Single => {
-                forbid(self.phrase_encoder.is_some(), "phrase_encoder")?;
-                forbid(self.sentence_encoder.is_some(), "sentence_encoder")?;
-                let unit = self.unit.ok_or_else(|| ("unit".to_string(), "required by mode single".to_string()))?;
-                Mode::Single { unit, encoder: need(&self.encoder, "encoder")? }
+                forbid(w.phrase_encoder.is_some(), "phrase_encoder")?;
+                forbid(w.sentence_encoder.is_some(), "sentence_encoder")?;
+                let unit = w.unit.ok_or_else(|| RetrievalError::new("unit", format!("required by mode {kind}")))?;
+                let encoder = need(w.encoder, "encoder")?;
+                if opt && unit != Unit::Phrase {
+                    return Err(RetrievalError::new("opt", "only applies to modes with phrases"));
+                }
+                Mode::Single { unit, encoder, opt }
             }
             ModeKind::Static | ModeKind::Dynamic => {
-                forbid(self.unit.is_some(), "unit")?;
-                forbid(self.encoder.is_some(), "encoder")?;
-                let phrase_encoder = need(&self.phrase_encoder, "phrase_encoder")?;
-                let sentence_encoder = need(&self.sentence_encoder, "sentence_encoder")?;
-                if self.mode == ModeKind::Static {
-                    Mode::Static { phrase_encoder, sentence_encoder }
+                forbid(w.unit.is_some(), "unit")?;
+                forbid(w.encoder.is_some(), "encoder")?;
+                let phrase_encoder = need(w.phrase_encoder, "phrase_encoder")?;
+                let sentence_encoder = need(w.sentence_encoder, "sentence_encoder")?;
+                if kind == ModeKind::Static {
+                    Mode::Static { phrase_encoder, sentence_encoder, opt }
                 } else {
-                    Mode::Dynamic { phrase_encoder, sentence_encoder }
+                    Mode::Dynamic { phrase_encoder, sentence_encoder, opt }
                 }
             }
             ModeKind::Bm25 => {
-                forbid(self.encoder.is_some() || self.phrase_encoder.is_some() || self.sentence_encoder.is_some(), "encoder")?;
-                forbid(self.opt, "opt")?;
-                match self.unit {
+                forbid(w.encoder.is_some(), "encoder")?;
+                forbid(w.phrase_encoder.is_some(), "phrase_encoder")?;
+                forbid(w.sentence_encoder.is_some(), "sentence_encoder")?;
+                forbid(opt, "opt")?;
+                match w.unit {
                     Some(unit @ (Unit::Sentence | Unit::Paragraph)) => Mode::Bm25 { unit },
-                    _ => return Err(("unit".into(), "mode bm25 needs unit \"sentence\" or \"paragraph\"".into())),
+                    _ => return Err(RetrievalError::new("unit", "mode bm25 needs unit \"sentence\" or \"paragraph\"")),
                 }
             }
         };
-        if self.opt && matches!(mode, Mode::Single { unit, .. } if unit != Unit::Phrase) {
-            return Err(("opt".into(), "only applies to modes with phrases".into()));
-        }
-        Ok(mode)
-    }
-
-    /// Query encoder names this retrieval uses.
-    pub fn encoders(&self) -> Vec<String> {
-        [&self.encoder, &self.phrase_encoder, &self.sentence_encoder].into_iter().flatten().cloned().collect()
+        Ok(RetrievalConfig { name: w.name, mode, k: w.k })
     }
 }
 
@@ -136,8 +273,8 @@ impl RetrievalConfig {
 mod tests {
     use super::*;
 
-    fn r(mode: ModeKind) -> RetrievalConfig {
-        RetrievalConfig {
+    fn wire(mode: ModeKind) -> RetrievalWire {
+        RetrievalWire {
             name: "r".into(),
             mode,
             unit: None,
@@ -149,22 +286,106 @@ mod tests {
         }
     }
 
+    fn field(w: RetrievalWire) -> &'static str {
+        RetrievalConfig::try_from(w).unwrap_err().field
+    }
+
     #[test]
     fn modes_resolve_or_name_the_field() {
-        let single = RetrievalConfig { unit: Some(Unit::Sentence), encoder: Some("q".into()), ..r(ModeKind::Single) };
-        assert_eq!(single.resolve().unwrap(), Mode::Single { unit: Unit::Sentence, encoder: "q".into() });
-        assert_eq!(r(ModeKind::Static).resolve().unwrap_err().0, "phrase_encoder");
-        let bad_opt = RetrievalConfig { opt: true, ..single.clone() };
-        assert_eq!(bad_opt.resolve().unwrap_err().0, "opt");
-        let bm25 = RetrievalConfig { unit: Some(Unit::Phrase), ..r(ModeKind::Bm25) };
-        assert_eq!(bm25.resolve().unwrap_err().0, "unit");
-        let dynamic = RetrievalConfig {
+        let single = RetrievalWire { unit: Some(Unit::Sentence), encoder: Some("q".into()), ..wire(ModeKind::Single) };
+        let r = RetrievalConfig::try_from(single.clone()).unwrap();
+        assert_eq!(r.mode, Mode::Single { unit: Unit::Sentence, encoder: "q".into(), opt: false });
+        assert_eq!(r.k, 10);
+        assert_eq!(field(wire(ModeKind::Static)), "phrase_encoder");
+        assert_eq!(field(RetrievalWire { opt: true, ..single.clone() }), "opt");
+        assert_eq!(field(RetrievalWire { k: 0, ..single.clone() }), "k");
+        assert_eq!(field(RetrievalWire { phrase_encoder: Some("p".into()), ..single.clone() }), "phrase_encoder");
+        assert_eq!(field(RetrievalWire { unit: None, ..single.clone() }), "unit");
+        assert_eq!(field(RetrievalWire { encoder: None, ..single.clone() }), "encoder");
+        let phrase_opt = RetrievalWire { unit: Some(Unit::Phrase), opt: true, ..single };
+        assert!(RetrievalConfig::try_from(phrase_opt).unwrap().mode.opt());
+        assert_eq!(field(RetrievalWire { unit: Some(Unit::Phrase), ..wire(ModeKind::Bm25) }), "unit");
+        assert_eq!(field(RetrievalWire { unit: Some(Unit::Paragraph), opt: true, ..wire(ModeKind::Bm25) }), "opt");
+        assert_eq!(field(RetrievalWire { unit: Some(Unit::Paragraph), encoder: Some("q".into()), ..wire(ModeKind::Bm25) }), "encoder");
+        let dynamic = RetrievalWire {
             phrase_encoder: Some("a".into()),
             sentence_encoder: Some("b".into()),
             opt: true,
-            ..r(ModeKind::Dynamic)
+            ..wire(ModeKind::Dynamic)
         };
-        assert!(matches!(dynamic.resolve().unwrap(), Mode::Dynamic { .. }));
+        assert_eq!(field(RetrievalWire { unit: Some(Unit::Phrase), ..dynamic.clone() }), "unit");
+        let dynamic = RetrievalConfig::try_from(dynamic).unwrap();
+        assert!(matches!(dynamic.mode, Mode::Dynamic { opt: true, .. }));
         assert_eq!(dynamic.encoders(), vec!["a".to_string(), "b".to_string()]);
+        let bm25 = RetrievalConfig::try_from(RetrievalWire { unit: Some(Unit::Sentence), ..wire(ModeKind::Bm25) }).unwrap();
+        assert_eq!(bm25.mode, Mode::Bm25 { unit: Unit::Sentence });
+        assert!(bm25.encoders().is_empty());
+    }
+
+    #[test]
+    fn deserialising_an_invalid_mode_names_the_field() {
+        let err = |json: &str| serde_json::from_str::<RetrievalConfig>(json).unwrap_err().to_string();
+        let e = err(r#"{"name":"r","mode":"single","unit":"sentence","encoder":"q","opt":true}"#);
+        assert!(e.contains("field `opt`") && e.contains("only applies to modes with phrases"), "{e}");
+        let e = err(r#"{"name":"r","mode":"static","phrase_encoder":"a"}"#);
+        assert!(e.contains("field `sentence_encoder`") && e.contains("required by mode static"), "{e}");
+        let e = err(r#"{"name":"r","mode":"bm25","unit":"document"}"#);
+        assert!(e.contains("field `unit`"), "{e}");
+        let e = err(r#"{"name":"r","mode":"single","unit":"sentence","encoder":"q","encoders":"x"}"#);
+        assert!(e.contains("encoders"), "unknown fields are refused: {e}");
+    }
+
+    /// The JSON that the former flat, derived `RetrievalConfig` wrote: fields in declaration order
+    /// (`name`, `mode`, `unit`, `encoder`, `phrase_encoder`, `sentence_encoder`, `opt`, `k`), the four
+    /// optional ones left out when absent, `opt` always written. Job ids hash it: it must not change.
+    #[test]
+    fn wire_json_is_unchanged() {
+        let cases = [
+            (
+                RetrievalConfig { name: "sentence".into(), mode: Mode::Single { unit: Unit::Sentence, encoder: "base".into(), opt: false }, k: 100 },
+                r#"{"name":"sentence","mode":"single","unit":"sentence","encoder":"base","opt":false,"k":100}"#,
+            ),
+            (
+                RetrievalConfig { name: "phrase-opt".into(), mode: Mode::Single { unit: Unit::Phrase, encoder: "q".into(), opt: true }, k: 10 },
+                r#"{"name":"phrase-opt","mode":"single","unit":"phrase","encoder":"q","opt":true,"k":10}"#,
+            ),
+            (
+                RetrievalConfig {
+                    name: "static".into(),
+                    mode: Mode::Static { phrase_encoder: "a".into(), sentence_encoder: "b".into(), opt: false },
+                    k: 100,
+                },
+                r#"{"name":"static","mode":"static","phrase_encoder":"a","sentence_encoder":"b","opt":false,"k":100}"#,
+            ),
+            (
+                RetrievalConfig {
+                    name: "dynamic-opt".into(),
+                    mode: Mode::Dynamic { phrase_encoder: "trained".into(), sentence_encoder: "query+context".into(), opt: true },
+                    k: 5,
+                },
+                r#"{"name":"dynamic-opt","mode":"dynamic","phrase_encoder":"trained","sentence_encoder":"query+context","opt":true,"k":5}"#,
+            ),
+            (
+                RetrievalConfig { name: "bm25-paragraph".into(), mode: Mode::Bm25 { unit: Unit::Paragraph }, k: 100 },
+                r#"{"name":"bm25-paragraph","mode":"bm25","unit":"paragraph","opt":false,"k":100}"#,
+            ),
+        ];
+        for (config, json) in cases {
+            assert_eq!(serde_json::to_string(&config).unwrap(), json);
+            assert_eq!(serde_json::from_str::<RetrievalConfig>(json).unwrap(), config, "{json}");
+        }
+        // `k` defaults to 100 and `opt` to false, as before.
+        let r: RetrievalConfig = serde_json::from_str(r#"{"name":"b","mode":"bm25","unit":"sentence"}"#).unwrap();
+        assert_eq!(r, RetrievalConfig { name: "b".into(), mode: Mode::Bm25 { unit: Unit::Sentence }, k: 100 });
+    }
+
+    #[test]
+    fn labels_are_the_mode_names() {
+        let label = |mode: Mode| mode.to_string();
+        assert_eq!(label(Mode::Single { unit: Unit::Sentence, encoder: "q".into(), opt: false }), "single");
+        assert_eq!(label(Mode::Single { unit: Unit::Phrase, encoder: "q".into(), opt: true }), "single+opt");
+        assert_eq!(label(Mode::Static { phrase_encoder: "a".into(), sentence_encoder: "b".into(), opt: false }), "static");
+        assert_eq!(label(Mode::Dynamic { phrase_encoder: "a".into(), sentence_encoder: "b".into(), opt: true }), "dynamic+opt");
+        assert_eq!(label(Mode::Bm25 { unit: Unit::Paragraph }), "bm25");
     }
 }

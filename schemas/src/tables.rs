@@ -87,29 +87,18 @@ pub fn results_schema() -> Arc<Schema> {
     ]))
 }
 
-/// The metrics of one retrieval over all its questions: one row.
+/// The metrics of one retrieval over all its questions: one row, its columns those of
+/// [`Metrics`](crate::outcome::Metrics).
 pub fn metrics_schema() -> Arc<Schema> {
-    let f64s = |name: &str| Field::new(name, DataType::Float64, false);
     let curve = |name: &str| Field::new(name, DataType::List(Arc::new(Field::new("item", DataType::Float64, false))), false);
-    Arc::new(Schema::new(vec![
+    let mut fields = vec![
         Field::new("retrieval", DataType::Utf8, false),
         Field::new("mode", DataType::Utf8, false),
         Field::new("questions", DataType::UInt64, false),
-        f64s("mar_seed"),
-        f64s("mar_strict"),
-        f64s("recall_500w"),
-        f64s("recall_1000w"),
-        f64s("recall_3000w"),
-        f64s("recall_at_1"),
-        f64s("recall_at_10"),
-        f64s("recall_at_100"),
-        f64s("em_top_phrase"),
-        f64s("phrase_correct"),
-        f64s("sent_correct"),
-        f64s("mean_words"),
-        curve("curve_seed"),
-        curve("curve_strict"),
-    ]))
+    ];
+    fields.extend(crate::outcome::Metrics::FLOAT_COLUMNS.iter().map(|name| Field::new(*name, DataType::Float64, false)));
+    fields.extend([curve("curve_seed"), curve("curve_strict")]);
+    Arc::new(Schema::new(fields))
 }
 
 /// Per question: whether and where its answer was found.

@@ -77,6 +77,19 @@ pub struct SupervisedSettings {
     /// Model window in tokens, special tokens included.
     #[serde(default = "default_max_len")]
     pub max_len: usize,
+    /// `train.reader` only: question pieces kept in the reader's inputs.
+    #[serde(default = "default_question_pieces", skip_serializing_if = "is_default_question_pieces")]
+    pub question_pieces: usize,
+    /// `train.reader` only: the longest answer the reader predicts, in pieces.
+    #[serde(default = "default_max_answer", skip_serializing_if = "is_default_max_answer")]
+    pub max_answer: usize,
+    /// `train.phrase` only: title pieces in the phrase encoder's inputs, as `encode.title_tokens` cuts them.
+    #[serde(default = "default_title_tokens", skip_serializing_if = "is_default_title_tokens")]
+    pub title_tokens: usize,
+    /// `train.phrase` only: questions are cut to this many tokens for the query encoders, `[CLS]` and
+    /// `[SEP]` included, as `search.query_len` cuts them.
+    #[serde(default = "default_query_len", skip_serializing_if = "is_default_query_len")]
+    pub query_len: usize,
     #[serde(default)]
     pub optim: OptimSettings,
     /// `train.phrase` only: distillation from the trained reader.
@@ -87,14 +100,67 @@ pub struct SupervisedSettings {
     pub filter_threshold: f32,
 }
 
+impl Default for SupervisedSettings {
+    fn default() -> Self {
+        Self {
+            model: default_model(),
+            epochs: default_epochs(),
+            max_examples: None,
+            eval_examples: None,
+            max_len: default_max_len(),
+            question_pieces: default_question_pieces(),
+            max_answer: default_max_answer(),
+            title_tokens: default_title_tokens(),
+            query_len: default_query_len(),
+            optim: OptimSettings::default(),
+            distill: None,
+            filter_threshold: 0.0,
+        }
+    }
+}
+
 fn default_model() -> String {
-    crate::config::DEFAULT_MODEL.into()
+    crate::settings::DEFAULT_MODEL.into()
 }
 fn default_epochs() -> u32 {
     1
 }
 fn default_max_len() -> usize {
     256
+}
+
+// The settings below came after job ids were in use: each is left out of the job's JSON at its default,
+// so a config that does not set it keeps its job ids (they hash that JSON).
+
+fn default_question_pieces() -> usize {
+    64
+}
+fn is_default_question_pieces(v: &usize) -> bool {
+    *v == default_question_pieces()
+}
+fn default_max_answer() -> usize {
+    30
+}
+fn is_default_max_answer(v: &usize) -> bool {
+    *v == default_max_answer()
+}
+fn default_title_tokens() -> usize {
+    10
+}
+fn is_default_title_tokens(v: &usize) -> bool {
+    *v == default_title_tokens()
+}
+fn default_query_len() -> usize {
+    64
+}
+fn is_default_query_len(v: &usize) -> bool {
+    *v == default_query_len()
+}
+fn default_teacher_window() -> usize {
+    256
+}
+fn is_default_teacher_window(v: &usize) -> bool {
+    *v == default_teacher_window()
 }
 
 /// A QSFT loss term.
@@ -149,11 +215,25 @@ pub struct DistillSettings {
     /// `train.phrase` only: the weight of the distillation term (QSFT weighs it in `terms`).
     #[serde(default = "default_weight")]
     pub weight: f64,
+    /// Question pieces in the teacher's inputs: those it was trained with (`train.reader.question_pieces`).
+    #[serde(default = "default_question_pieces", skip_serializing_if = "is_default_question_pieces")]
+    pub question_pieces: usize,
+    /// QSFT only: the teacher reads the gold paragraph's first window of this many tokens, question and
+    /// special tokens included (`train.phrase` distils on the phrase encoder's own window).
+    #[serde(default = "default_teacher_window", skip_serializing_if = "is_default_teacher_window")]
+    pub window: usize,
 }
 
 impl Default for DistillSettings {
     fn default() -> Self {
-        Self { kind: default_distill_kind(), temperature: default_temperature(), start_epoch: default_start_epoch(), weight: default_weight() }
+        Self {
+            kind: default_distill_kind(),
+            temperature: default_temperature(),
+            start_epoch: default_start_epoch(),
+            weight: default_weight(),
+            question_pieces: default_question_pieces(),
+            window: default_teacher_window(),
+        }
     }
 }
 
@@ -237,3 +317,56 @@ pub struct TrainConfig {
 
 /// The query encoder name that stands for the one `train-phrase` trained.
 pub const TRAINED_ENCODER: &str = "trained";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn optim() -> serde_json::Value {
+        json!({ "lr": 3e-5, "weight_decay": 0.01, "clip_norm": 1.0, "batch_size": 12, "seed": 42, "checkpoint_every": 50 })
+    }
+
+    /// Job ids hash a job's JSON: settings at their defaults serialise exactly as before they existed, so
+    /// an unchanged config keeps its job ids.
+    #[test]
+    fn default_settings_serialise_as_before_their_training_constants_were_settings() {
+        let before = json!({ "model": "default", "epochs": 1, "max_len": 256, "optim": optim(), "filter_threshold": 0.0 });
+        assert_eq!(serde_json::to_value(SupervisedSettings::default()).unwrap(), before);
+        let parsed: SupervisedSettings = serde_json::from_str("{}").unwrap();
+        assert_eq!(parsed, SupervisedSettings::default());
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), before);
+
+        let distill = json!({ "kind": "mse", "temperature": 1.0, "start_epoch": 1, "weight": 1.0 });
+        let phrase: SupervisedSettings = serde_json::from_value(json!({ "distill": {} })).unwrap();
+        assert_eq!(serde_json::to_value(&phrase).unwrap()["distill"], distill);
+
+        let run: QsftRun = serde_json::from_value(json!({ "name": "q", "terms": { "query": 1.0 } })).unwrap();
+        let before_run = json!({
+            "name": "q",
+            "terms": { "query": 1.0 },
+            "dense": false,
+            "epochs": 3,
+            "start_from": "base",
+            "candidates": 100,
+            "optim": optim(),
+            "distill": distill,
+        });
+        assert_eq!(serde_json::to_value(&run).unwrap(), before_run);
+    }
+
+    #[test]
+    fn training_constants_set_in_a_config_are_part_of_the_job() {
+        let s = SupervisedSettings { question_pieces: 32, max_answer: 20, title_tokens: 8, query_len: 48, ..Default::default() };
+        let v = serde_json::to_value(&s).unwrap();
+        for (key, value) in [("question_pieces", 32), ("max_answer", 20), ("title_tokens", 8), ("query_len", 48)] {
+            assert_eq!(v[key], value, "{key}");
+        }
+        assert_eq!(serde_json::from_value::<SupervisedSettings>(v).unwrap(), s);
+        let d = DistillSettings { question_pieces: 32, window: 128, ..Default::default() };
+        let v = serde_json::to_value(&d).unwrap();
+        assert_eq!((v["question_pieces"].as_u64(), v["window"].as_u64()), (Some(32), Some(128)));
+        assert_eq!(serde_json::from_value::<DistillSettings>(v).unwrap(), d);
+        assert!(serde_json::from_str::<SupervisedSettings>(r#"{"title_pieces": 8}"#).is_err(), "unknown fields are still refused");
+    }
+}

@@ -23,9 +23,9 @@ use lance_index::vector::ivf::IvfBuildParams;
 use lance_index::vector::sq::builder::SQBuildParams;
 use lance_linalg::distance::MetricType;
 use phrasesweep_schemas::record::{StageCommit, stage_path};
-use phrasesweep_workers::lance_io::open_dataset;
-use phrasesweep_workers::search::recall;
-use phrasesweep_workers::store::Store;
+use phrasesweep_workers::io::lance::open_dataset;
+use phrasesweep_workers::index::search::recall;
+use phrasesweep_workers::io::store::Store;
 use std::sync::Arc;
 use std::time::Instant;
 

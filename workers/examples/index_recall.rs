@@ -8,11 +8,11 @@
 mod support;
 
 use anyhow::{Context, Result};
-use phrasesweep_schemas::config::SearchSettings;
+use phrasesweep_schemas::settings::SearchSettings;
 use phrasesweep_schemas::job::DatasetVersion;
 use phrasesweep_schemas::record::{StageCommit, stage_path};
-use phrasesweep_workers::search::{PhraseIndex, recall};
-use phrasesweep_workers::store::Store;
+use phrasesweep_workers::index::search::{PhraseIndex, recall};
+use phrasesweep_workers::io::store::Store;
 use std::time::Instant;
 
 #[tokio::main]

@@ -4,7 +4,7 @@
 use tracing::warn;
 
 pub fn pause_after_write() {
-    if let Some(ms) = std::env::var("PHRASESWEEP_FAULT_PAUSE_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(ms) = crate::env::get().fault_pause_ms {
         warn!(ms, "fault injection: pausing after writing job output");
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }

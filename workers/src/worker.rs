@@ -2,11 +2,12 @@
 //! store, report, and only then ack. A crash anywhere before the ack gets the job delivered again.
 
 use crate::jobs::{self, JobError};
-use crate::queue::{JobDelivery, JobQueue};
-use crate::store::Store;
+use crate::io::queue::{JobDelivery, JobQueue};
+use crate::io::store::Store;
 use anyhow::{Context, Result};
 use phrasesweep_schemas::config::StoreConfig;
-use phrasesweep_schemas::record::{self, Done, Failed, Started, now_unix};
+use phrasesweep_schemas::record::{self, Done, Failed, Started};
+use crate::io::store::now_unix;
 use phrasesweep_schemas::{JobEnvelope, JobEvent, JobOutcome};
 use std::time::Instant;
 use tracing::{error, info, warn};

@@ -276,8 +276,8 @@ fn kept_tokens_point_at_their_characters_also_in_non_ascii_text() {
     let device = Default::default();
     let model = PhraseEncoder::<Cpu>::new(&tiny_config(30522), &device);
     let paragraph = "Zürich’s Großmünster (built 1100–1220) stands by the Limmat. Kraków and São Paulo, naïve café: 東京!";
-    let sentences = phrasesweep_workers::sentences::split_sentences(paragraph);
-    let settings = phrasesweep_schemas::config::EncodeSettings { max_len: 24, overlap: 6, ..Default::default() };
+    let sentences = phrasesweep_workers::text::sentences::split_sentences(paragraph);
+    let settings = phrasesweep_schemas::settings::EncodeSettings { max_len: 24, overlap: 6, ..Default::default() };
     let input = [ParagraphInput { title: "Zürich", text: paragraph, sentences: &sentences }];
     let out = encode_paragraphs(&model, &text, &input, &settings, &device).unwrap().remove(0);
     assert!(out.pieces > 24, "the paragraph must need several windows");

@@ -13,15 +13,15 @@ use phrasesweep_workers::model::device::CpuTrain;
 use phrasesweep_workers::model::encoders::{PhraseEncoder, QueryEncoder, Reader};
 use phrasesweep_workers::model::load::read_tokenizer;
 use phrasesweep_workers::model::text::TextEncoder;
-use phrasesweep_workers::questions::{Question, parse_questions};
-use phrasesweep_workers::sentences::split_sentences;
+use phrasesweep_workers::text::questions::{Question, parse_questions};
+use phrasesweep_workers::text::sentences::split_sentences;
 use phrasesweep_workers::train::losses::{Candidate, Gold};
 use phrasesweep_workers::train::optim::Trainer;
 use phrasesweep_workers::train::phrase::{PhraseModels, phrase_loss, phrase_row};
 use phrasesweep_workers::train::qsft::{QsftBatch, QsftQuestion, qsft_loss};
 use phrasesweep_workers::train::rc::{char_span_to_pieces, parse_squad};
 use phrasesweep_workers::train::reader::{reader_loss, reader_row};
-use phrasesweep_workers::search::char_slice;
+use phrasesweep_workers::index::search::char_slice;
 use std::collections::BTreeMap;
 use common::{data, model_dir};
 

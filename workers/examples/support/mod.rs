@@ -1,11 +1,11 @@
 //! What the index examples share: their questions and their `NPROBES:REFINE` arguments.
 
 use anyhow::{Context, Result};
-use phrasesweep_schemas::config::SearchSettings;
+use phrasesweep_schemas::settings::SearchSettings;
 use phrasesweep_workers::model::device::Cpu;
 use phrasesweep_workers::model::encoders::encode_queries;
 use phrasesweep_workers::model::registry::{load_query_encoder, model_ref};
-use phrasesweep_workers::questions::parse_questions;
+use phrasesweep_workers::text::questions::parse_questions;
 
 /// q_start of the first `n` questions of a questions file, by the pretrained query encoder.
 pub fn first_q_starts(questions: &str, n: &str) -> Result<Vec<Vec<f32>>> {

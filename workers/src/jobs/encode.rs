@@ -3,13 +3,13 @@
 //! chunks that stream into the Lance writer, so memory holds one chunk of vectors, not the shard's.
 
 use super::JobError;
-use crate::corpus::{CORPUS_COLUMNS, CorpusRow, corpus_rows};
-use crate::lance_io::{Fragments, open_dataset, write_uncommitted_stream};
+use crate::text::corpus::{CORPUS_COLUMNS, CorpusRow, corpus_rows};
+use crate::io::lance::{open_dataset, write_uncommitted_stream};
 use crate::model::device::{Job, job_device};
 use crate::model::encoders::{EncodedParagraph, ParagraphInput, encode_paragraphs};
 use crate::model::registry::{load_phrase_encoder, local_model};
 use crate::progress::RateLog;
-use crate::store::Store;
+use crate::io::store::Store;
 use anyhow::{Context, Result};
 use arrow::array::{
     Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, RecordBatch, RecordBatchIterator, StringArray,
@@ -19,8 +19,8 @@ use arrow::datatypes::UInt64Type;
 use arrow_schema::{ArrowError, Field};
 use futures::TryStreamExt;
 use phrasesweep_schemas::job::{EncodeConfig, EncodeInputs};
+use phrasesweep_schemas::outcome::EncodeOutcome;
 use phrasesweep_schemas::tables::phrases_schema;
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tracing::info;
 
@@ -28,23 +28,13 @@ use tracing::info;
 /// a chunk, so a larger chunk pads less.
 const CHUNK: usize = 256;
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct EncodeOutput {
-    pub paragraphs: u64,
-    pub pieces: u64,
-    pub kept: u64,
-    pub dim: usize,
-    pub seconds: f64,
-    pub fragments: Fragments,
-}
-
 /// A corpus row and its row address (which phrases keep, to find their paragraph again).
 struct Paragraph {
     row: u64,
     p: CorpusRow,
 }
 
-pub async fn run(store: &Store, inputs: &EncodeInputs, config: &EncodeConfig) -> Result<serde_json::Value, JobError> {
+pub async fn run(store: &Store, inputs: &EncodeInputs, config: &EncodeConfig) -> Result<EncodeOutcome, JobError> {
     let paragraphs = read_fragment(store, inputs).await?;
     let device = job_device()?;
     let (model, text) = load_phrase_encoder::<Job>(&local_model(store, &config.model).await?, &device)?;
@@ -87,8 +77,7 @@ pub async fn run(store: &Store, inputs: &EncodeInputs, config: &EncodeConfig) ->
     let seconds = started.elapsed().as_secs_f64();
     info!(part, paragraphs = total, pieces, kept, seconds, "encoded corpus");
     crate::fault::pause_after_write();
-    let out = EncodeOutput { paragraphs: total, pieces, kept, dim, seconds, fragments };
-    Ok(serde_json::to_value(out).context("cannot encode the encode record")?)
+    Ok(EncodeOutcome { paragraphs: total, pieces, kept, dim, seconds, fragments })
 }
 
 async fn read_fragment(store: &Store, inputs: &EncodeInputs) -> Result<Vec<Paragraph>> {

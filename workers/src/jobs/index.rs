@@ -4,8 +4,8 @@
 //! other `[index]` settings than those it was built with rebuild it.
 
 use super::JobError;
-use crate::lance_io::open_dataset;
-use crate::store::Store;
+use crate::io::lance::open_dataset;
+use crate::io::store::Store;
 use anyhow::Context;
 use lance::index::{DatasetIndexExt, DatasetIndexInternalExt};
 use lance::index::vector::VectorIndexParams;
@@ -15,10 +15,10 @@ use lance_index::vector::pq::PQBuildParams;
 use lance_index::vector::sq::builder::SQBuildParams;
 use lance_index::optimize::OptimizeOptions;
 use lance_linalg::distance::MetricType;
-use phrasesweep_schemas::config::{IndexSettings, Quantizer};
+use phrasesweep_schemas::settings::{IndexSettings, Quantizer};
 use phrasesweep_schemas::job::DatasetVersion;
+use phrasesweep_schemas::outcome::IndexOutcome;
 use phrasesweep_schemas::tables::phrases;
-use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use tracing::info;
 
@@ -26,25 +26,6 @@ pub const INDEX_NAME: &str = "vector_idx";
 /// The dataset config key that holds the `[index]` settings the index was built with: an index job
 /// whose settings differ rebuilds it instead of reusing it.
 const SETTINGS_KEY: &str = "phrasesweep.index";
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IndexOutput {
-    /// `flat`, `created` or `optimized`.
-    pub action: String,
-    /// The dataset version that searches use (with the index, if any).
-    pub version: u64,
-    pub rows: u64,
-    pub partitions: usize,
-    /// Absent from records written before there was a choice: those indexes are PQ.
-    #[serde(default = "pq")]
-    pub quantizer: Quantizer,
-    pub sub_vectors: usize,
-    pub seconds: f64,
-}
-
-fn pq() -> Quantizer {
-    Quantizer::Pq
-}
 
 /// IVF partitions and PQ sub-vectors for `rows` vectors of dimension `dim`: √N partitions and d/8
 /// sub-vectors unless configured.
@@ -58,7 +39,7 @@ async fn has_index(ds: &lance::Dataset) -> anyhow::Result<bool> {
     Ok(ds.load_indices().await.context("cannot read the index list")?.iter().any(|i| i.name == INDEX_NAME))
 }
 
-pub async fn run(store: &Store, inputs: &DatasetVersion, settings: &IndexSettings) -> Result<serde_json::Value, JobError> {
+pub async fn run(store: &Store, inputs: &DatasetVersion, settings: &IndexSettings) -> Result<IndexOutcome, JobError> {
     let started = Instant::now();
     let latest = open_dataset(store, &inputs.dataset).await?;
     let mut ds = latest.checkout_version(inputs.version).await.with_context(|| {
@@ -116,7 +97,7 @@ pub async fn run(store: &Store, inputs: &DatasetVersion, settings: &IndexSetting
         ds.update_config([(SETTINGS_KEY, wanted.as_str())]).await.context("cannot record the index settings")?;
         "created"
     };
-    let out = IndexOutput {
+    let out = IndexOutcome {
         action: action.into(),
         version: ds.version().version,
         rows: rows as u64,
@@ -126,7 +107,7 @@ pub async fn run(store: &Store, inputs: &DatasetVersion, settings: &IndexSetting
         seconds: started.elapsed().as_secs_f64(),
     };
     info!(action, version = out.version, rows, seconds = out.seconds, "phrase index ready");
-    Ok(serde_json::to_value(out).context("cannot encode the index record")?)
+    Ok(out)
 }
 
 #[cfg(test)]

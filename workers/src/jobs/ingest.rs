@@ -2,16 +2,16 @@
 //! `corpus` dataset. The coordinator commits every shard's fragments in one transaction.
 
 use super::JobError;
-use crate::corpus::{Document, parse_documents};
-use crate::lance_io::{write_uncommitted, Fragments};
-use crate::sentences::split_sentences;
-use crate::store::{Store, read_input_range};
+use crate::text::corpus::{Document, parse_documents};
+use crate::io::lance::write_uncommitted;
+use crate::text::sentences::split_sentences;
+use crate::io::store::{Store, read_input_range};
 use anyhow::Context;
 use arrow::array::{ArrayRef, ListBuilder, RecordBatch, StringBuilder, UInt32Builder};
 use arrow_schema::{DataType, Field};
 use phrasesweep_schemas::job::{LineShard, IngestConfig};
+use phrasesweep_schemas::outcome::IngestOutcome;
 use phrasesweep_schemas::tables::corpus_schema;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tracing::info;
@@ -19,15 +19,7 @@ use tracing::info;
 /// Paragraph rows per Arrow batch.
 const BATCH_ROWS: usize = 4096;
 
-/// What an ingest job leaves in its record.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct IngestOutput {
-    pub docs: u64,
-    pub paragraphs: u64,
-    pub fragments: Fragments,
-}
-
-pub async fn run(store: &Store, shard: &LineShard, config: &IngestConfig) -> Result<serde_json::Value, JobError> {
+pub async fn run(store: &Store, shard: &LineShard, config: &IngestConfig) -> Result<IngestOutcome, JobError> {
     let bytes = read_input_range(store, &shard.path, shard.byte_start..shard.byte_end).await?;
     let digest = hex::encode(Sha256::digest(&bytes));
     if digest != shard.sha256 {
@@ -40,14 +32,13 @@ pub async fn run(store: &Store, shard: &LineShard, config: &IngestConfig) -> Res
     let batches = paragraph_batches(&docs).context("cannot build paragraph batches")?;
     let paragraphs: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     let fragments = if batches.is_empty() {
-        Fragments::default()
+        Vec::new()
     } else {
         write_uncommitted(store, &config.dataset, batches).await?
     };
     info!(shard = shard.shard, docs = docs.len(), paragraphs, "ingested shard");
     crate::fault::pause_after_write();
-    let out = IngestOutput { docs: docs.len() as u64, paragraphs, fragments };
-    Ok(serde_json::to_value(out).context("cannot encode the ingest record")?)
+    Ok(IngestOutcome { docs: docs.len() as u64, paragraphs, fragments })
 }
 
 /// One row per paragraph, in document order.

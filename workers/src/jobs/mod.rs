@@ -7,7 +7,7 @@ pub mod retrieve;
 pub mod score;
 pub mod train;
 
-use crate::store::Store;
+use crate::io::store::Store;
 use phrasesweep_schemas::JobSpec;
 
 /// Why a job did not finish.
@@ -21,17 +21,21 @@ pub enum JobError {
     Other(#[from] anyhow::Error),
 }
 
-/// Runs one job and returns its kind-specific output record. Must be idempotent: a redelivered job runs
-/// again from the start and its earlier, unrecorded output is simply never committed.
+/// Runs one job and returns its outcome (a type of `phrasesweep_schemas::outcome`), as the JSON of its
+/// `done.json` record. Must be idempotent: a redelivered job runs again from the start and its earlier,
+/// unrecorded output is simply never committed.
 pub async fn execute(store: &Store, spec: &JobSpec) -> Result<serde_json::Value, JobError> {
+    fn record<T: serde::Serialize>(outcome: T) -> Result<serde_json::Value, JobError> {
+        Ok(serde_json::to_value(outcome).map_err(anyhow::Error::from)?)
+    }
     match spec {
-        JobSpec::Ingest { inputs, config } => ingest::run(store, inputs, config).await,
-        JobSpec::Encode { inputs, config } => encode::run(store, inputs, config).await,
-        JobSpec::Index { inputs, config } => index::run(store, inputs, config).await,
-        JobSpec::Retrieve { inputs, config } => retrieve::run(store, inputs, config).await,
-        JobSpec::Score { inputs, config } => score::run(store, inputs, config).await,
-        JobSpec::TrainReader { inputs, config } => train::train_reader(store, inputs, config).await,
-        JobSpec::TrainPhrase { inputs, config } => train::train_phrase(store, inputs, config).await,
-        JobSpec::QsftEpoch { inputs, config } => train::qsft_epoch(store, inputs, config).await,
+        JobSpec::Ingest { inputs, config } => record(ingest::run(store, inputs, config).await?),
+        JobSpec::Encode { inputs, config } => record(encode::run(store, inputs, config).await?),
+        JobSpec::Index { inputs, config } => record(index::run(store, inputs, config).await?),
+        JobSpec::Retrieve { inputs, config } => record(retrieve::run(store, inputs, config).await?),
+        JobSpec::Score { inputs, config } => record(score::run(store, inputs, config).await?),
+        JobSpec::TrainReader { inputs, config } => record(train::train_reader(store, inputs, config).await?),
+        JobSpec::TrainPhrase { inputs, config } => record(train::train_phrase(store, inputs, config).await?),
+        JobSpec::QsftEpoch { inputs, config } => record(train::qsft_epoch(store, inputs, config).await?),
     }
 }

@@ -2,21 +2,21 @@
 //! rank, with the span and the encoder that produced it).
 
 use super::JobError;
-use crate::bm25::Bm25;
+use crate::index::bm25::Bm25;
 use crate::model::device::{Job, job_device};
 use crate::model::encoders::encode_queries;
 use crate::model::registry::{load_query_encoder, local_model};
-use crate::parquet_io::write_parquet;
+use crate::io::parquet::write_parquet;
 use crate::progress::RateLog;
-use crate::questions::{Question, parse_questions};
-use crate::retrieval::{Hit, Mode, Unit, drop_contained_phrases, dynamic_merge, static_merge};
-use crate::search::PhraseIndex;
-use crate::store::{Store, read_input_range};
+use crate::text::questions::{Question, parse_questions};
+use crate::index::units::{Hit, Mode, Unit, drop_contained_phrases, dynamic_merge, static_merge};
+use crate::index::search::PhraseIndex;
+use crate::io::store::{Store, read_input_range};
 use anyhow::{Context, Result};
 use arrow::array::{ArrayRef, Float32Array, RecordBatch, StringArray, UInt32Array};
 use phrasesweep_schemas::job::{LineShard, RetrieveConfig, RetrieveInputs};
+use phrasesweep_schemas::outcome::RetrieveOutcome;
 use phrasesweep_schemas::tables::results_schema;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,17 +28,6 @@ const QUERY_BATCH: usize = 32;
 /// Questions whose start hits are compared with exact search when a job measures the index's recall:
 /// an exact search reads every vector (3–7 s per question over the 2.2 M of the dev corpus here).
 const RECALL_SAMPLE: usize = 25;
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct RetrieveOutput {
-    pub questions: u64,
-    /// Mean recall@100 of start hits, index vs exact search, when the job measured it.
-    #[serde(default)]
-    pub recall_at_100: Option<f64>,
-    pub rows: u64,
-    pub seconds: f64,
-    pub output: String,
-}
 
 /// Reads a shard of a questions file, checking it did not change since planning.
 pub async fn read_questions(store: &Store, shard: &LineShard) -> Result<Vec<Question>, JobError> {
@@ -52,64 +41,49 @@ pub async fn read_questions(store: &Store, shard: &LineShard) -> Result<Vec<Ques
     parse_questions(&shard.path, shard.first_line, &bytes).map_err(|e| JobError::Input(e.to_string()))
 }
 
-pub async fn run(store: &Store, inputs: &RetrieveInputs, config: &RetrieveConfig) -> Result<serde_json::Value, JobError> {
+pub async fn run(store: &Store, inputs: &RetrieveInputs, config: &RetrieveConfig) -> Result<RetrieveOutcome, JobError> {
     let started = std::time::Instant::now();
     let questions = read_questions(store, &inputs.questions).await?;
     let r = &config.retrieval;
-    let mode = r.resolve().map_err(|(f, p)| JobError::Input(format!("retrieval `{}`: field `{f}`: {p}", r.name)))?;
     let texts: Vec<&str> = questions.iter().map(|q| q.question.as_str()).collect();
     let mut per_question: Vec<Vec<Hit>> = Vec::with_capacity(questions.len());
     let mut recall_at_100 = None;
     let mut log = RateLog::new(format!("retrieve {} shard {}", r.name, inputs.questions.shard), questions.len() as u64, "questions");
-    if let Mode::Bm25 { unit } = mode {
-        let bm25 = Bm25::build(store, &inputs.corpus, unit).await?;
-        for q in &texts {
-            per_question.push(bm25.search(q, r.k));
-            log.add(1);
-        }
-    } else {
-        let index = PhraseIndex::open(store, &inputs.phrases, &inputs.corpus, &config.search).await?;
-        let mut vectors: HashMap<String, Vec<(Vec<f32>, Vec<f32>)>> = HashMap::new();
-        for name in r.encoders() {
-            if vectors.contains_key(&name) {
-                continue;
+    match &r.mode {
+        Mode::Bm25 { unit } => {
+            let bm25 = Bm25::build(store, &inputs.corpus, *unit).await?;
+            for q in &texts {
+                per_question.push(bm25.search(q, r.k));
+                log.add(1);
             }
-            let model_ref = config.encoders.get(&name).with_context(|| format!("the job names no model for encoder `{name}`"))?;
-            let device = job_device()?;
-            let (model, text) = load_query_encoder::<Job>(&local_model(store, model_ref).await?, &device)?;
-            let v = encode_queries(&model, &text, &texts, config.search.query_len, QUERY_BATCH, &device)?;
-            vectors.insert(name, v);
         }
-        if config.measure_recall {
-            let sample = &vectors[&r.encoders()[0]][..questions.len().min(RECALL_SAMPLE)];
-            let mut sum = 0.0;
-            for (qs, _) in sample {
-                sum += index.recall_at(qs, 100).await?;
+        Mode::Single { unit, encoder, opt } => {
+            let dense = Dense::open(store, inputs, config, &texts).await?;
+            recall_at_100 = dense.recall_at_100;
+            for i in 0..texts.len() {
+                per_question.push(apply_opt(*opt, dense.search(i, encoder, *unit).await?));
+                log.add(1);
             }
-            let recall = sum / sample.len().max(1) as f64;
-            info!(recall_at_100 = recall, questions = sample.len(), nprobes = config.search.nprobes, refine = config.search.refine, "index recall against exact search");
-            recall_at_100 = Some(recall);
         }
-        for i in 0..questions.len() {
-            let search = async |enc: &str, unit: Unit| {
-                let (qs, qe) = &vectors[enc][i];
-                index.search(qs, qe, unit, r.k, enc).await
-            };
-            let opt = |hits: Vec<Hit>| if r.opt { drop_contained_phrases(hits) } else { hits };
-            let hits = match &mode {
-                Mode::Single { unit, encoder } => opt(search(encoder, *unit).await?),
-                Mode::Static { phrase_encoder, sentence_encoder } => {
-                    static_merge(opt(search(phrase_encoder, Unit::Phrase).await?), search(sentence_encoder, Unit::Sentence).await?)
-                }
-                Mode::Dynamic { phrase_encoder, sentence_encoder } => dynamic_merge(
-                    opt(search(phrase_encoder, Unit::Phrase).await?),
-                    search(sentence_encoder, Unit::Sentence).await?,
-                    r.k,
-                ),
-                Mode::Bm25 { .. } => unreachable!("handled above"),
-            };
-            per_question.push(hits);
-            log.add(1);
+        Mode::Static { phrase_encoder, sentence_encoder, opt } => {
+            let dense = Dense::open(store, inputs, config, &texts).await?;
+            recall_at_100 = dense.recall_at_100;
+            for i in 0..texts.len() {
+                let phrases = apply_opt(*opt, dense.search(i, phrase_encoder, Unit::Phrase).await?);
+                let sentences = dense.search(i, sentence_encoder, Unit::Sentence).await?;
+                per_question.push(static_merge(phrases, sentences));
+                log.add(1);
+            }
+        }
+        Mode::Dynamic { phrase_encoder, sentence_encoder, opt } => {
+            let dense = Dense::open(store, inputs, config, &texts).await?;
+            recall_at_100 = dense.recall_at_100;
+            for i in 0..texts.len() {
+                let phrases = apply_opt(*opt, dense.search(i, phrase_encoder, Unit::Phrase).await?);
+                let sentences = dense.search(i, sentence_encoder, Unit::Sentence).await?;
+                per_question.push(dynamic_merge(phrases, sentences, r.k));
+                log.add(1);
+            }
         }
     }
     let batch = results_batch(&questions, &per_question).context("cannot build the results table")?;
@@ -125,8 +99,58 @@ pub async fn run(store: &Store, inputs: &RetrieveInputs, config: &RetrieveConfig
     write_parquet(store, &config.output, results_schema(), &[batch], &metadata).await?;
     let seconds = started.elapsed().as_secs_f64();
     info!(retrieval = r.name, questions = questions.len(), rows, seconds, "retrieved");
-    let out = RetrieveOutput { questions: questions.len() as u64, recall_at_100, rows, seconds, output: config.output.clone() };
-    Ok(serde_json::to_value(out).context("cannot encode the retrieve record")?)
+    let out = RetrieveOutcome { questions: questions.len() as u64, recall_at_100, rows, seconds, output: config.output.clone() };
+    Ok(out)
+}
+
+/// The phrase index, and every question's start and end vectors from each query encoder of a dense mode.
+struct Dense {
+    index: PhraseIndex,
+    vectors: HashMap<String, Vec<(Vec<f32>, Vec<f32>)>>,
+    k: usize,
+    /// Mean recall@100 of start hits, index vs exact search, when the job measures it.
+    recall_at_100: Option<f64>,
+}
+
+impl Dense {
+    async fn open(store: &Store, inputs: &RetrieveInputs, config: &RetrieveConfig, texts: &[&str]) -> Result<Self> {
+        let index = PhraseIndex::open(store, &inputs.phrases, &inputs.corpus, &config.search).await?;
+        let encoders = config.retrieval.encoders();
+        let mut vectors: HashMap<String, Vec<(Vec<f32>, Vec<f32>)>> = HashMap::new();
+        for name in &encoders {
+            if vectors.contains_key(name) {
+                continue;
+            }
+            let model_ref = config.encoders.get(name).with_context(|| format!("the job names no model for encoder `{name}`"))?;
+            let device = job_device()?;
+            let (model, text) = load_query_encoder::<Job>(&local_model(store, model_ref).await?, &device)?;
+            let v = encode_queries(&model, &text, texts, config.search.query_len, QUERY_BATCH, &device)?;
+            vectors.insert(name.clone(), v);
+        }
+        let mut recall_at_100 = None;
+        if let (true, Some(first)) = (config.measure_recall, encoders.first()) {
+            let sample = &vectors[first][..texts.len().min(RECALL_SAMPLE)];
+            let mut sum = 0.0;
+            for (qs, _) in sample {
+                sum += index.recall_at(qs, 100).await?;
+            }
+            let recall = sum / sample.len().max(1) as f64;
+            info!(recall_at_100 = recall, questions = sample.len(), nprobes = config.search.nprobes, refine = config.search.refine, "index recall against exact search");
+            recall_at_100 = Some(recall);
+        }
+        Ok(Self { index, vectors, k: config.retrieval.k, recall_at_100 })
+    }
+
+    /// Question `i`'s top-k units of one kind, by one query encoder.
+    async fn search(&self, i: usize, encoder: &str, unit: Unit) -> Result<Vec<Hit>> {
+        let (qs, qe) = &self.vectors[encoder][i];
+        self.index.search(qs, qe, unit, self.k, encoder).await
+    }
+}
+
+/// `opt`: drops each phrase contained in a phrase ranked above it.
+fn apply_opt(opt: bool, hits: Vec<Hit>) -> Vec<Hit> {
+    if opt { drop_contained_phrases(hits) } else { hits }
 }
 
 fn results_batch(questions: &[Question], hits: &[Vec<Hit>]) -> Result<RecordBatch> {

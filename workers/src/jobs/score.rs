@@ -2,17 +2,17 @@
 //! recall at word budgets and at k, exact match) and one row per question, as Parquet.
 
 use super::JobError;
-use crate::metrics::{self, MarMode, Walk, exact_match, normalize, recall_at_k, recall_at_words};
-use crate::parquet_io::{read_parquet, write_parquet};
-use crate::questions::{Question, parse_questions};
-use crate::store::{Store, read_input};
+use crate::eval::metrics::{self, MarMode, Walk, exact_match, normalize, recall_at_k, recall_at_words};
+use crate::io::parquet::{read_parquet, write_parquet};
+use crate::text::questions::{Question, parse_questions};
+use crate::io::store::{Store, read_input};
+use crate::eval::table::metrics_batch;
 use anyhow::{Context, Result};
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListBuilder, Float64Builder, RecordBatch, StringArray, UInt32Array, UInt64Array};
-use arrow::datatypes::{Float64Type, UInt32Type, UInt64Type};
-use arrow_schema::{DataType, Field};
+use arrow::array::{ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow::datatypes::UInt32Type;
 use phrasesweep_schemas::job::{ScoreConfig, ScoreInputs};
+use phrasesweep_schemas::outcome::Metrics;
 use phrasesweep_schemas::tables::{metrics_schema, per_question_schema, results};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,28 +23,6 @@ use tracing::info;
 pub struct Evidence {
     pub texts: Vec<String>,
     pub phrases: Vec<String>,
-}
-
-/// The metrics of one retrieval, as stored in its metrics row.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Metrics {
-    pub retrieval: String,
-    pub mode: String,
-    pub questions: u64,
-    pub mar_seed: f64,
-    pub mar_strict: f64,
-    pub recall_500w: f64,
-    pub recall_1000w: f64,
-    pub recall_3000w: f64,
-    pub recall_at_1: f64,
-    pub recall_at_10: f64,
-    pub recall_at_100: f64,
-    pub em_top_phrase: f64,
-    pub phrase_correct: f64,
-    pub sent_correct: f64,
-    pub mean_words: f64,
-    pub curve_seed: Vec<f64>,
-    pub curve_strict: Vec<f64>,
 }
 
 /// Per question: the two walks and the flags.
@@ -137,14 +115,14 @@ pub async fn read_evidence(store: &Store, files: &[String]) -> Result<HashMap<St
         .collect())
 }
 
-pub async fn run(store: &Store, inputs: &ScoreInputs, config: &ScoreConfig) -> Result<serde_json::Value, JobError> {
+pub async fn run(store: &Store, inputs: &ScoreInputs, config: &ScoreConfig) -> Result<Metrics, JobError> {
     let bytes = read_input(store, &inputs.questions).await?;
     if hex::encode(Sha256::digest(&bytes)) != inputs.questions_sha256 {
         return Err(JobError::Input(format!("{} changed since the run was planned; rerun to plan again", inputs.questions)));
     }
     let questions = parse_questions(&inputs.questions, 1, &bytes).map_err(|e| JobError::Input(e.to_string()))?;
     let evidence = read_evidence(store, &inputs.results).await?;
-    let mode = format!("{:?}", config.retrieval.mode).to_lowercase() + if config.retrieval.opt { "+opt" } else { "" };
+    let mode = config.retrieval.mode.to_string();
     let (m, scores) = aggregate(&config.retrieval.name, &mode, &questions, &evidence);
     let provenance = vec![
         ("phrasesweep.retrieval".to_string(), serde_json::to_string(&config.retrieval).unwrap_or_default()),
@@ -155,80 +133,8 @@ pub async fn run(store: &Store, inputs: &ScoreInputs, config: &ScoreConfig) -> R
     write_parquet(store, &config.metrics, metrics_schema(), &[metrics_batch(&[m.clone()])?], &provenance).await?;
     write_parquet(store, &config.per_question, per_question_schema(), &[per_question_batch(&scores)?], &provenance).await?;
     info!(retrieval = m.retrieval, mar_seed = m.mar_seed, mar_strict = m.mar_strict, "scored");
-    Ok(serde_json::to_value(&m).context("cannot encode the score record")?)
+    Ok(m)
 }
-
-/// Generates the Parquet writer and reader of [`Metrics`] from one list of its `f64` fields, in the
-/// order of `metrics_schema`: a metric added to the list is written and read back alike.
-macro_rules! metrics_columns {
-    ($($field:ident),* $(,)?) => {
-        pub fn metrics_batch(rows: &[Metrics]) -> Result<RecordBatch> {
-            let curve = |g: &dyn Fn(&Metrics) -> &Vec<f64>| -> ArrayRef {
-                let mut b = ListBuilder::new(Float64Builder::new()).with_field(Arc::new(Field::new("item", DataType::Float64, false)));
-                for r in rows {
-                    b.values().append_slice(g(r));
-                    b.append(true);
-                }
-                Arc::new(b.finish())
-            };
-            let mut columns: Vec<ArrayRef> = vec![
-                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.retrieval.as_str()))),
-                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.mode.as_str()))),
-                Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.questions))),
-            ];
-            $(columns.push(Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.$field))));)*
-            columns.push(curve(&|r| &r.curve_seed));
-            columns.push(curve(&|r| &r.curve_strict));
-            Ok(RecordBatch::try_new(metrics_schema(), columns)?)
-        }
-
-        /// The rows of a batch that [`metrics_batch`] wrote.
-        pub fn metrics_from_batch(b: &RecordBatch) -> Result<Vec<Metrics>> {
-            let col = |n: &str| b.column_by_name(n).with_context(|| format!("column {n} is missing"));
-            let floats = |n: &str| -> Result<Float64Array> {
-                Ok(col(n)?.as_primitive_opt::<Float64Type>().with_context(|| format!("column {n} is not f64"))?.clone())
-            };
-            let strings = |n: &str| -> Result<StringArray> {
-                Ok(col(n)?.as_string_opt::<i32>().with_context(|| format!("column {n} is not text"))?.clone())
-            };
-            let curve = |n: &str| -> Result<Vec<Vec<f64>>> {
-                let l = col(n)?.as_list_opt::<i32>().with_context(|| format!("column {n} is not a list"))?.clone();
-                (0..l.len())
-                    .map(|i| Ok(l.value(i).as_primitive_opt::<Float64Type>().with_context(|| format!("column {n} is not a list of f64"))?.values().to_vec()))
-                    .collect()
-            };
-            let (retrieval, mode) = (strings("retrieval")?, strings("mode")?);
-            let questions = col("questions")?.as_primitive_opt::<UInt64Type>().context("column questions is not u64")?.clone();
-            $(let $field = floats(stringify!($field))?;)*
-            let (curve_seed, curve_strict) = (curve("curve_seed")?, curve("curve_strict")?);
-            Ok((0..b.num_rows())
-                .map(|i| Metrics {
-                    retrieval: retrieval.value(i).to_string(),
-                    mode: mode.value(i).to_string(),
-                    questions: questions.value(i),
-                    $($field: $field.value(i),)*
-                    curve_seed: curve_seed[i].clone(),
-                    curve_strict: curve_strict[i].clone(),
-                })
-                .collect())
-        }
-    };
-}
-
-metrics_columns!(
-    mar_seed,
-    mar_strict,
-    recall_500w,
-    recall_1000w,
-    recall_3000w,
-    recall_at_1,
-    recall_at_10,
-    recall_at_100,
-    em_top_phrase,
-    phrase_correct,
-    sent_correct,
-    mean_words,
-);
 
 fn per_question_batch(scores: &[QuestionScore]) -> Result<RecordBatch> {
     let seed: Vec<f64> = scores.iter().map(|s| metrics::mar(std::slice::from_ref(&s.seed), MarMode::Seed).mar).collect();
@@ -260,6 +166,6 @@ mod tests {
         assert_eq!((m.mar_seed, m.recall_at_1, m.em_top_phrase), (0.5, 0.5, 0.5));
         let other = Metrics { retrieval: "bm25".into(), mar_strict: 0.25, curve_seed: vec![], ..m.clone() };
         let batch = metrics_batch(&[m.clone(), other.clone()]).unwrap();
-        assert_eq!(metrics_from_batch(&batch).unwrap(), vec![m, other]);
+        assert_eq!(crate::eval::table::metrics_from_batch(&batch).unwrap(), vec![m, other]);
     }
 }

@@ -50,7 +50,7 @@ pub type JobTrain = burn::backend::Autodiff<Job>;
 
 /// The device jobs run on: `$PHRASESWEEP_DEVICE` (`cuda:N` in a CUDA build, default `cuda:0`), else the CPU.
 pub fn job_device() -> Result<burn::tensor::Device<Job>> {
-    let spec: DeviceSpec = std::env::var("PHRASESWEEP_DEVICE").unwrap_or_else(|_| if cfg!(feature = "cuda") { "cuda:0" } else { "cpu" }.into()).parse()?;
+    let spec: DeviceSpec = crate::env::get().device.as_deref().unwrap_or(if cfg!(feature = "cuda") { "cuda:0" } else { "cpu" }).parse()?;
     match spec {
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(n) => Ok(cuda_device(n)),

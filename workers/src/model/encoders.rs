@@ -11,7 +11,7 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
-use phrasesweep_schemas::config::EncodeSettings;
+use phrasesweep_schemas::settings::EncodeSettings;
 use std::path::Path;
 
 /// Longest phrase, in tokens (end − start < this).

@@ -22,9 +22,7 @@ fn remapper() -> KeyRemapper {
 
 /// The default encoder: `$PHRASESWEEP_MODEL_DIR`, else where `make setup` puts all-MiniLM-L6-v2.
 pub fn default_model_dir() -> PathBuf {
-    std::env::var("PHRASESWEEP_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/phrasesweep/models/all-MiniLM-L6-v2")
-    })
+    crate::env::get().model_dir.clone()
 }
 
 pub fn read_config(dir: &Path) -> Result<BertConfig> {

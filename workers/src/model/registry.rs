@@ -5,7 +5,7 @@
 use super::bert::BertConfig;
 use super::checkpoint::{self, RECORD, TOKENIZER, WEIGHTS, sha256_file};
 use super::encoders::{PhraseEncoder, QueryEncoder, Reader};
-use crate::store::Store;
+use crate::io::store::Store;
 use anyhow::Context;
 use super::load::{default_model_dir, read_tokenizer, weights_file};
 use super::text::TextEncoder;
@@ -13,7 +13,7 @@ use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::store::ModuleSnapshot;
 use burn::tensor::backend::Backend;
-use phrasesweep_schemas::config::DEFAULT_MODEL;
+use phrasesweep_schemas::settings::DEFAULT_MODEL;
 use phrasesweep_schemas::job::ModelRef;
 use std::path::{Path, PathBuf};
 
@@ -68,9 +68,7 @@ pub const STORE_PREFIX: &str = "store:";
 
 /// Where fetched checkpoints are kept, by the sha256 of their weights.
 fn cache_dir() -> PathBuf {
-    std::env::var("PHRASESWEEP_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/phrasesweep/checkpoints")
-    })
+    crate::env::get().checkpoint_cache.clone()
 }
 
 /// A model a job can load from local disk: store checkpoints are fetched (once per machine, checked

@@ -3,8 +3,8 @@
 //! reaches the query encoders; the candidates' phrase vectors are data (detached), so nothing reaches the
 //! phrase encoder. The tests in `train::qsft` check both for every term.
 
-use crate::metrics::normalize;
-use crate::questions::Question;
+use crate::eval::metrics::normalize;
+use crate::text::questions::Question;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor, TensorData};

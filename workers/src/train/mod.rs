@@ -1,5 +1,7 @@
 //! Training: the reader teacher, the phrase encoder with its query encoders, and query-side fine-tuning
-//! against the frozen phrase index. The job handlers in `jobs::train` drive these over the store.
+//! against the frozen phrase index. `resume` holds the resumable state and the one step loop every
+//! training job runs; the job handlers in `jobs::train` read the inputs, build the models and drive it
+//! over the store.
 
 pub mod losses;
 pub mod optim;
@@ -7,3 +9,4 @@ pub mod phrase;
 pub mod qsft;
 pub mod rc;
 pub mod reader;
+pub mod resume;

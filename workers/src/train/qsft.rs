@@ -3,19 +3,20 @@
 //! configured loss terms. Only the query encoders train: the candidates' vectors are the index's.
 
 use super::losses::{Candidate, Gold, bool_tensor, distill, mml, targets};
-use super::reader::{QUESTION_PIECES, prob_tensor};
-use crate::metrics::{self, MarMode, exact_match};
+use super::reader::prob_tensor;
+use crate::eval::metrics::{self, MarMode, exact_match};
 use crate::model::bert::BertInput;
 use crate::model::encoders::{QueryEncoder, Reader, encode_queries};
 use crate::model::text::TextEncoder;
 use crate::progress::RateLog;
-use crate::questions::Question;
-use crate::retrieval::{Unit, dedup};
-use crate::search::{PhraseIndex, span_hit};
+use crate::text::questions::Question;
+use crate::index::units::{Unit, dedup};
+use crate::index::search::{PhraseIndex, span_hit};
 use anyhow::Result;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
-use phrasesweep_schemas::train::{LossTerm, QsftRun};
+use phrasesweep_schemas::outcome::RetrievalEval;
+use phrasesweep_schemas::train::{DistillSettings, LossTerm, QsftRun};
 use std::collections::BTreeMap;
 
 /// One training question with its retrieved candidates.
@@ -71,13 +72,13 @@ pub async fn candidates<B: Backend>(
     Ok(out)
 }
 
-/// Adds the reader's view: its start/end probabilities over the gold paragraph's first window, looked up
-/// at each candidate in that paragraph.
-pub fn add_teacher<B: Backend>(reader: &Reader<B>, text: &TextEncoder, q: &mut QsftQuestion, max_len: usize, temperature: f32, device: &B::Device) -> Result<()> {
+/// Adds the reader's view: its start/end probabilities over the gold paragraph's first window (of
+/// `settings.window` tokens, the question's included), looked up at each candidate in that paragraph.
+pub fn add_teacher<B: Backend>(reader: &Reader<B>, text: &TextEncoder, q: &mut QsftQuestion, settings: &DistillSettings, device: &B::Device) -> Result<()> {
     let pieces = text.pieces(&q.gold.context)?;
-    let qlen = text.pieces(&q.question)?.ids.len().min(QUESTION_PIECES);
-    let window = &pieces.ids[..pieces.ids.len().min(max_len - 3 - qlen)];
-    let (ps, pe) = super::reader::teacher_probs(reader, text, &q.question, window, temperature, device)?;
+    let qlen = text.pieces(&q.question)?.ids.len().min(settings.question_pieces);
+    let window = &pieces.ids[..pieces.ids.len().min(settings.window - 3 - qlen)];
+    let (ps, pe) = super::reader::teacher_probs(reader, text, &q.question, settings.question_pieces, window, settings.temperature as f32, device)?;
     let (mut ts, mut te, mut inside) = (Vec::new(), Vec::new(), Vec::new());
     for c in &q.candidates {
         let (s, e) = (c.start_token as usize, c.end_token as usize);
@@ -186,17 +187,6 @@ fn add<B: Backend>(a: Option<Tensor<B, 1>>, b: Option<Tensor<B, 1>>) -> Option<T
         (a, None) => a,
         (None, b) => b,
     }
-}
-
-/// What an encoder retrieves for held-out questions.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct RetrievalEval {
-    pub questions: usize,
-    /// Exact match of the top phrase.
-    pub em: f64,
-    /// mAR of sentence retrieval (k = 100), strict and in the reference study's form.
-    pub sentence_mar: f64,
-    pub sentence_mar_seed: f64,
 }
 
 /// Evaluates a query encoder against the index on `questions`.

@@ -2,10 +2,10 @@
 //! and their model inputs: the paragraph cut to a window that holds the answer, with the answer as a
 //! piece span. Errors name the file, the line and the field.
 
-use crate::corpus::{InputError, json_lines};
-use crate::metrics::{exact_match, normalize};
+use crate::text::corpus::{InputError, json_lines};
+use crate::eval::metrics::{exact_match, normalize};
 use crate::model::text::{Pieces, TextEncoder, windows};
-use crate::questions::parse_questions;
+use crate::text::questions::parse_questions;
 use anyhow::Result;
 use serde::Deserialize;
 

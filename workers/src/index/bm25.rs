@@ -6,12 +6,12 @@
 //! arrow, datafusion and lance share, which rebuilds that whole stack (tens of minutes on the 2-core
 //! build machines) for an in-memory index of a few lines.
 
-use crate::lance_io::open_dataset;
-use crate::retrieval::{Hit, Unit, dedup};
-use crate::search::char_slice;
-use crate::store::Store;
+use crate::io::lance::open_dataset;
+use crate::index::units::{Hit, Unit, dedup};
+use crate::index::search::char_slice;
+use crate::io::store::Store;
 use anyhow::{Context, Result};
-use crate::corpus::{CORPUS_COLUMNS, corpus_rows};
+use crate::text::corpus::{CORPUS_COLUMNS, corpus_rows};
 use futures::TryStreamExt;
 use phrasesweep_schemas::job::DatasetVersion;
 use std::collections::HashMap;

@@ -48,9 +48,7 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
+use crate::env::aws as env;
 
 impl Store {
     /// A store from a URI or a local path (the CLI's `--index`, the examples); for S3, endpoint, region
@@ -289,4 +287,9 @@ fn input_object(like: &Store, uri: &str) -> Result<(Arc<dyn ObjectStore>, Object
         let path = ObjectPath::from_absolute_path(path).with_context(|| format!("bad input path {uri}"))?;
         Ok((Arc::new(objects), path))
     }
+}
+
+/// Seconds since the Unix epoch, for the `at_unix` of records on the store.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -2,17 +2,17 @@
 //! each completed into the best span of at most `MAX_SPAN` tokens of its paragraph with the exact vectors
 //! of its neighbours, then mapped to a unit of evidence.
 
-use crate::corpus::{CORPUS_COLUMNS, CorpusRow, corpus_rows};
-use crate::lance_io::open_dataset;
+use crate::text::corpus::{CORPUS_COLUMNS, CorpusRow, corpus_rows};
+use crate::io::lance::open_dataset;
 use crate::model::encoders::MAX_SPAN;
-use crate::retrieval::{Hit, Unit, dedup};
-use crate::store::Store;
+use crate::index::units::{Hit, Unit, dedup};
+use crate::io::store::Store;
 use anyhow::{Context, Result};
 use arrow::array::{AsArray, Float32Array, RecordBatch};
 use arrow::datatypes::{Float32Type, UInt32Type, UInt64Type};
 use futures::TryStreamExt;
 use lance::Dataset;
-use phrasesweep_schemas::config::SearchSettings;
+use phrasesweep_schemas::settings::SearchSettings;
 use phrasesweep_schemas::job::DatasetVersion;
 use phrasesweep_schemas::tables::phrases;
 use sha2::{Digest, Sha256};

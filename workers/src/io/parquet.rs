@@ -1,7 +1,7 @@
 //! Parquet results on the store: written whole in memory and put in one request, so a reader sees the
 //! complete file or none; provenance goes into the file's key-value metadata.
 
-use crate::store::Store;
+use crate::io::store::Store;
 use anyhow::{Context, Result};
 use arrow::array::RecordBatch;
 use parquet::arrow::ArrowWriter;

@@ -1,7 +1,7 @@
 //! Question JSON Lines (`{"id", "question", "answers", "titles", "context", "sentence"}`), read with errors
 //! that name the file, the line and the field.
 
-use crate::corpus::{InputError, json_lines};
+use crate::text::corpus::{InputError, json_lines};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -2,7 +2,7 @@
 //! commit and record the fragments; the coordinator commits all of them as one version. A redelivered
 //! job writes new files and its earlier ones are never referenced, so rows are never duplicated.
 
-use crate::store::Store;
+use crate::io::store::Store;
 use anyhow::{Context, Result};
 use arrow::array::{RecordBatch, RecordBatchIterator};
 use lance::Dataset;
@@ -11,14 +11,14 @@ use lance::dataset::transaction::{Operation, TransactionBuilder};
 use lance::dataset::{CommitBuilder, InsertBuilder, WriteMode, WriteParams};
 use lance::io::{ObjectStoreParams, StorageOptionsAccessor};
 use lance::table::format::Fragment;
-use serde::{Deserialize, Serialize};
+use phrasesweep_schemas::outcome::Fragments;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Uncommitted fragments, as recorded in a job's `done.json`.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Fragments(pub Vec<Fragment>);
+/// Lance's fragments as a job outcome records them (opaque JSON to the contracts crate).
+fn recorded(fragments: Vec<Fragment>) -> Result<Fragments> {
+    fragments.iter().map(|f| serde_json::to_value(f).context("cannot record a Lance fragment")).collect()
+}
 
 fn store_params(store: &Store) -> ObjectStoreParams {
     ObjectStoreParams {
@@ -46,7 +46,7 @@ where
         .await
         .with_context(|| format!("cannot write data files to {uri}"))?;
     match txn.operation {
-        Operation::Overwrite { fragments, .. } | Operation::Append { fragments } => Ok(Fragments(fragments)),
+        Operation::Overwrite { fragments, .. } | Operation::Append { fragments } => recorded(fragments),
         other => anyhow::bail!("unexpected Lance operation {other} for an uncommitted write"),
     }
 }
@@ -58,10 +58,14 @@ pub async fn commit_fragments(
     store: &Store,
     dataset: &str,
     schema: &arrow_schema::Schema,
-    fragments: Vec<Fragment>,
+    fragments: Fragments,
     properties: HashMap<String, String>,
     append: bool,
 ) -> Result<Dataset> {
+    let fragments = fragments
+        .into_iter()
+        .map(|f| serde_json::from_value::<Fragment>(f).context("a job recorded an unreadable Lance fragment"))
+        .collect::<Result<Vec<_>>>()?;
     let uri = store.dataset_uri(dataset);
     let schema = lance::datatypes::Schema::try_from(schema).context("schema not supported by Lance")?;
     let read_version = match open_dataset(store, dataset).await {

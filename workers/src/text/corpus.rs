@@ -2,7 +2,7 @@
 //! every field so a bad line is reported by file, line and field, and cutting the file into shards is a
 //! single streaming pass that never holds the corpus in memory.
 
-use crate::store::{Store, read_input_stream};
+use crate::io::store::{Store, read_input_stream};
 use anyhow::{Context, Result};
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::UInt32Type;

@@ -1,0 +1,68 @@
+//! Reading an experiment config from its file: the edge where the contracts crate's pure parser meets the
+//! file system. Relative paths in the file are taken from the file's folder.
+
+use phrasesweep_schemas::ExperimentConfig;
+use std::path::{Component, Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub message: String,
+}
+
+/// Reads and checks a config file; the error names the file, and the field and line within it.
+pub fn load(path: &Path) -> Result<ExperimentConfig, ConfigError> {
+    let err = |message: String| ConfigError { file: path.to_path_buf(), message };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let mut config = ExperimentConfig::parse(&text).map_err(err)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    config.resolve_paths(|p| resolve(base, p));
+    Ok(config)
+}
+
+/// `p` as an absolute path from `base`, unless it is a URI or absolute already.
+fn resolve(base: &Path, p: &str) -> String {
+    if p.contains("://") || Path::new(p).is_absolute() {
+        return p.to_string();
+    }
+    let joined = base.join(p);
+    let absolute = std::path::absolute(&joined).unwrap_or(joined);
+    normalize(&absolute).to_string_lossy().into_owned()
+}
+
+/// Removes `.` and `..` without touching the file system (the store folder may not exist yet).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_are_taken_from_the_config_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let configs = dir.path().join("configs");
+        std::fs::create_dir(&configs).unwrap();
+        let file = configs.join("c.toml");
+        std::fs::write(&file, "name = \"t\"\n[store]\nuri = \"out\"\n[corpus]\npath = \"../data/./docs.jsonl\"\n[encoders]\nbase = \"default\"\nmine = \"m/x\"\n").unwrap();
+        let c = load(&file).unwrap();
+        assert_eq!(c.corpus.path, dir.path().join("data/docs.jsonl").to_string_lossy());
+        assert_eq!(c.store.uri, configs.join("out").to_string_lossy());
+        assert_eq!(c.encoders["base"], "default", "the default model is a name, not a path");
+        assert_eq!(c.encoders["mine"], configs.join("m/x").to_string_lossy());
+        let e = load(&configs.join("missing.toml")).unwrap_err();
+        assert!(e.to_string().contains("missing.toml") && e.to_string().contains("cannot read"), "{e}");
+    }
+}

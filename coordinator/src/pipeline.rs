@@ -1,0 +1,107 @@
+//! The pipeline graph: every stage of a run, in order, each planned (`plan`) from the config and the
+//! typed outcomes of the stages before it. `run` and `coordinator` (which execute stages) and `status`
+//! (which counts their jobs) walk this one graph with different [`Visitor`]s, so a stage added here is
+//! run and reported alike: a new stage is one step below plus one handler in the workers.
+
+use crate::plan::{self, QsftRuns, Stage};
+use anyhow::{Context, Result};
+use phrasesweep_schemas::ExperimentConfig;
+use phrasesweep_schemas::outcome::{Metrics, QsftOutcome, RetrieveOutcome, Role, TrainOutcome};
+use phrasesweep_schemas::record::{self, Done, StageCommit};
+use phrasesweep_workers::io::store::Store;
+use serde::de::DeserializeOwned;
+use std::future::Future;
+
+/// What a walk does at each stage.
+pub trait Visitor {
+    /// Runs or inspects `stage`; returns its commit when its outputs are committed for exactly these
+    /// jobs (the walk goes on to the stages planned from it), `None` to stop the walk there.
+    fn visit(&mut self, stage: &Stage) -> impl Future<Output = Result<Option<StageCommit>>>;
+}
+
+/// What a walk read from the committed stages it passed.
+#[derive(Default)]
+pub struct Walked {
+    /// The stages visited, in order (the last one may be uncommitted).
+    pub stages: Vec<String>,
+    pub reader: Option<TrainOutcome>,
+    pub phrase: Option<TrainOutcome>,
+    /// Every QSFT run's epochs, epoch by epoch.
+    pub qsft: Vec<QsftOutcome>,
+    pub retrieve: Vec<RetrieveOutcome>,
+    /// The score stage (its job ids are the metrics' provenance) and one metrics row per retrieval.
+    pub score: Option<(Stage, Vec<Metrics>)>,
+}
+
+/// The typed outcomes of a committed stage's jobs, from their records on the store.
+pub async fn outcomes<T: DeserializeOwned>(store: &Store, stage: &Stage) -> Result<Vec<T>> {
+    let mut v = Vec::with_capacity(stage.jobs.len());
+    for job in &stage.jobs {
+        let done: Done = store.get_json(&record::done_path(&job.id.0)).await?.with_context(|| format!("the record of job {} vanished", job.id.short()))?;
+        v.push(serde_json::from_value(done.output).with_context(|| format!("job {} left an unreadable {} record", job.id.short(), stage.name()))?);
+    }
+    Ok(v)
+}
+
+/// Walks the stages of `config` in order, as far as `visitor` lets it.
+pub async fn walk<V: Visitor>(store: &Store, config: &ExperimentConfig, visitor: &mut V) -> Result<Walked> {
+    let mut w = Walked::default();
+    let mut visit = async |w: &mut Walked, stage: &Stage| {
+        w.stages.push(stage.name());
+        visitor.visit(stage).await
+    };
+    let Some(corpus) = visit(&mut w, &plan::ingest_stage(store, config).await?).await? else { return Ok(w) };
+    let mut teacher = None;
+    if let Some(stage) = plan::reader_stage(store, config).await? {
+        if visit(&mut w, &stage).await?.is_none() {
+            return Ok(w);
+        }
+        let out: TrainOutcome = outcomes(store, &stage).await?.remove(0);
+        teacher = out.checkpoints.get(&Role::Reader).cloned();
+        w.reader = Some(out);
+    }
+    if let Some(stage) = plan::phrase_stage(store, config, teacher.as_ref()).await? {
+        if visit(&mut w, &stage).await?.is_none() {
+            return Ok(w);
+        }
+        w.phrase = Some(outcomes::<TrainOutcome>(store, &stage).await?.remove(0));
+    }
+    if !config.encodes() {
+        return Ok(w);
+    }
+    let trained = |role| w.phrase.as_ref().and_then(|p| p.checkpoints.get(&role).cloned());
+    let (phrase_model, query) = (trained(Role::Phrase), trained(Role::Query));
+    let model = plan::phrase_model(config, phrase_model.as_ref())?;
+    let Some(phrases) = visit(&mut w, &plan::encode_stage(store, config, corpus.version, &model).await?).await? else { return Ok(w) };
+    let Some(indexed) = visit(&mut w, &plan::index_stage(store, config, phrases.version)).await? else { return Ok(w) };
+
+    // QSFT: all runs' epoch e as one stage (parallel across workers), each from its run's epoch e - 1.
+    let mut encoders = plan::query_encoders(config, query.as_ref())?;
+    let mut runs = QsftRuns::new(config, &encoders)?;
+    for epoch in 1..=QsftRuns::epochs(config) {
+        let stage = plan::qsft_stage(store, config, epoch, &runs.starts, teacher.as_ref(), corpus.version, indexed.version).await?;
+        if visit(&mut w, &stage).await?.is_none() {
+            return Ok(w);
+        }
+        for out in outcomes::<QsftOutcome>(store, &stage).await? {
+            runs.record(&out);
+            w.qsft.push(out);
+        }
+    }
+    runs.into_encoders(&mut encoders);
+
+    if config.questions.is_none() || config.retrieval.is_empty() {
+        return Ok(w);
+    }
+    let retrieve = plan::retrieve_stage(store, config, corpus.version, indexed.version, &encoders).await?;
+    if visit(&mut w, &retrieve).await?.is_none() {
+        return Ok(w);
+    }
+    w.retrieve = outcomes(store, &retrieve).await?;
+    let score = plan::score_stage(store, config, &retrieve).await?;
+    if visit(&mut w, &score).await?.is_some() {
+        let metrics = outcomes(store, &score).await?;
+        w.score = Some((score, metrics));
+    }
+    Ok(w)
+}

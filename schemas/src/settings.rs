@@ -1,0 +1,162 @@
+//! The settings of the data-plane stages (encoding, the index, search) that both the experiment config
+//! and the job messages carry. A leaf of the crate: it imports nothing else from it.
+
+use serde::{Deserialize, Serialize};
+
+/// The model folder name that means "the pretrained base model".
+pub const DEFAULT_MODEL: &str = "default";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncodeSettings {
+    /// Phrase encoder: a HuggingFace BERT folder, a phrasesweep checkpoint, or `default`.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Model window in tokens, special tokens included.
+    #[serde(default = "default_max_len")]
+    pub max_len: usize,
+    /// Tokens shared by consecutive windows of a long paragraph.
+    #[serde(default = "default_overlap")]
+    pub overlap: usize,
+    /// Title pieces in `[CLS] title [SEP] paragraph [SEP]`.
+    #[serde(default = "default_title_tokens")]
+    pub title_tokens: usize,
+    /// Keep a token when its larger filter logit reaches this; absent keeps every token (the filter
+    /// head of an untrained phrase encoder is random).
+    #[serde(default)]
+    pub filter_threshold: Option<f32>,
+    /// Windows per forward pass. Windows go in order of length, so a batch pads little; on a CPU, 8 ran
+    /// fastest in `make bench`.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Most paragraphs one `encode` job takes; a larger corpus fragment is split into several jobs. Only
+    /// the coordinator reads it (jobs carry their row range), so it is not part of a job's identity.
+    #[serde(default = "default_job_paragraphs", skip_serializing)]
+    pub job_paragraphs: usize,
+}
+
+impl Default for EncodeSettings {
+    fn default() -> Self {
+        Self {
+            model: default_model(),
+            max_len: default_max_len(),
+            overlap: default_overlap(),
+            title_tokens: default_title_tokens(),
+            filter_threshold: None,
+            batch_size: default_batch_size(),
+            job_paragraphs: default_job_paragraphs(),
+        }
+    }
+}
+
+fn default_model() -> String {
+    DEFAULT_MODEL.into()
+}
+fn default_job_paragraphs() -> usize {
+    1000
+}
+fn default_max_len() -> usize {
+    256
+}
+fn default_overlap() -> usize {
+    64
+}
+fn default_title_tokens() -> usize {
+    10
+}
+fn default_batch_size() -> usize {
+    8
+}
+
+/// The vector index over `phrases.vector`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexSettings {
+    /// IVF partitions; 0 means about the square root of the number of vectors.
+    #[serde(default)]
+    pub partitions: usize,
+    /// How vectors are kept inside the partitions.
+    #[serde(default)]
+    pub quantizer: Quantizer,
+    /// PQ sub-vectors (`quantizer = "pq"`); 0 means dimension / 8.
+    #[serde(default)]
+    pub sub_vectors: usize,
+    /// Below this many vectors no IVF index is built and search is exact (flat).
+    #[serde(default = "default_flat_below")]
+    pub flat_below: usize,
+    /// k-means iterations when training the IVF centroids and PQ codebooks.
+    #[serde(default = "default_max_iters")]
+    pub max_iters: usize,
+}
+
+impl Default for IndexSettings {
+    fn default() -> Self {
+        Self {
+            partitions: 0,
+            quantizer: Quantizer::default(),
+            sub_vectors: 0,
+            flat_below: default_flat_below(),
+            max_iters: default_max_iters(),
+        }
+    }
+}
+
+/// The codes an IVF partition holds. Scalar quantization (one byte per dimension) is the default: on
+/// the development benchmark's 2.2 M vectors it ranks candidates almost as well as the exact vectors,
+/// where PQ with d/8 sub-vectors (8× smaller) loses a tenth of the recall that refine cannot win back
+/// (docs/benchmarks.md, "IVF recall at this size").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantizer {
+    /// Product quantization: `sub_vectors` bytes per vector.
+    Pq,
+    /// Scalar quantization: one byte per dimension.
+    #[default]
+    Sq,
+    /// The vectors themselves.
+    Flat,
+}
+
+fn default_flat_below() -> usize {
+    20_000
+}
+fn default_max_iters() -> usize {
+    50
+}
+
+/// How the index is searched (DensePhrases' start/end search).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSettings {
+    /// IVF partitions probed per query.
+    #[serde(default = "default_nprobes")]
+    pub nprobes: usize,
+    /// Candidates re-ranked with exact vectors, as a multiple of the hits asked for (0: no refine).
+    #[serde(default = "default_refine")]
+    pub refine: u32,
+    /// Questions are cut to this many tokens, `[CLS]` and `[SEP]` included (DensePhrases pads to 64;
+    /// padding is masked, so only the cut changes the vectors).
+    #[serde(default = "default_query_len")]
+    pub query_len: usize,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        Self { nprobes: default_nprobes(), refine: default_refine(), query_len: default_query_len() }
+    }
+}
+
+/// With the default SQ index on the development benchmark's 2.2 M vectors (1,490 partitions), recall@100
+/// of start hits is 0.95–0.96 at 256 probes and 0.98 at 384 (0.25 s per search), where PQ with 64
+/// probes and refine 10 gave 0.75 in 0.22 s. A corpus many times larger has more partitions and needs
+/// more probes: measure with `index_recall` (docs/benchmarks.md).
+fn default_nprobes() -> usize {
+    384
+}
+fn default_refine() -> u32 {
+    3
+}
+fn default_query_len() -> usize {
+    64
+}
+

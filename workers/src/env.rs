@@ -1,0 +1,42 @@
+//! The one place the data plane reads its process environment, once: model and cache folders, the job
+//! device, the AWS_* store settings and fault injection. Everything else in the crate takes these as
+//! values from here, so what a worker depends on outside its job messages is listed in one file.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// The environment a worker runs in.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// The default encoder: `$PHRASESWEEP_MODEL_DIR`, else where `make setup` puts all-MiniLM-L6-v2.
+    pub model_dir: PathBuf,
+    /// Where fetched checkpoints are kept: `$PHRASESWEEP_CACHE`, else `~/.cache/phrasesweep/checkpoints`.
+    pub checkpoint_cache: PathBuf,
+    /// `$PHRASESWEEP_DEVICE`: `cpu`, `cuda` or `cuda:N` (absent: the build's default).
+    pub device: Option<String>,
+    /// `$PHRASESWEEP_FAULT_PAUSE_MS`, for the crash tests (see [`crate::fault`]).
+    pub fault_pause_ms: Option<u64>,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// A variable of the environment that the store reads (`AWS_*`): empty counts as unset.
+pub fn aws(name: &str) -> Option<String> {
+    var(name)
+}
+
+/// The environment, read on first use.
+pub fn get() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let home = PathBuf::from(var("HOME").unwrap_or_default());
+        Env {
+            model_dir: var("PHRASESWEEP_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| home.join(".cache/phrasesweep/models/all-MiniLM-L6-v2")),
+            checkpoint_cache: var("PHRASESWEEP_CACHE").map(PathBuf::from).unwrap_or_else(|| home.join(".cache/phrasesweep/checkpoints")),
+            device: var("PHRASESWEEP_DEVICE"),
+            fault_pause_ms: var("PHRASESWEEP_FAULT_PAUSE_MS").and_then(|v| v.parse().ok()),
+        }
+    })
+}
