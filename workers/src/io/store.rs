@@ -252,6 +252,30 @@ impl Store {
 
 /// Reads a byte range of an input file: a local path, `file://…` or an `s3://` object (with the
 /// credentials and endpoint of `like`, the run's store).
+/// An input a job pinned by sha256 when it was planned (a data file, a shard of one, a model's weights)
+/// is no longer what was planned. Retrying cannot help: the job fails as an input error, at once.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} changed since the run was planned (sha256 {actual}, planned {planned}); rerun to plan again")]
+pub struct InputChanged {
+    pub what: String,
+    pub actual: String,
+    pub planned: String,
+}
+
+/// The bytes of `uri` (`range` of them, for a shard), checked against the sha256 they were planned
+/// with; `what` names them in the error.
+pub async fn read_pinned(like: &Store, uri: &str, range: Option<std::ops::Range<u64>>, sha256: &str, what: &str) -> Result<Vec<u8>> {
+    let bytes = match range {
+        Some(r) => read_input_range(like, uri, r).await?,
+        None => read_input(like, uri).await?,
+    };
+    let actual = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    if actual != sha256 {
+        return Err(InputChanged { what: what.to_string(), actual, planned: sha256.to_string() }.into());
+    }
+    Ok(bytes)
+}
+
 pub async fn read_input_range(like: &Store, uri: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
     let (objects, path) = input_object(like, uri)?;
     Ok(objects.get_range(&path, range).await.with_context(|| format!("cannot read {uri}"))?.to_vec())

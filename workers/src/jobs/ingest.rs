@@ -1,18 +1,17 @@
 //! `ingest`: one corpus shard → sentence-split paragraphs, written as uncommitted fragments of the Lance
 //! `corpus` dataset. The coordinator commits every shard's fragments in one transaction.
 
-use super::JobError;
+use super::{JobError, read_shard};
 use crate::text::corpus::{Document, parse_documents};
 use crate::io::lance::write_uncommitted;
 use crate::text::sentences::split_sentences;
-use crate::io::store::{Store, read_input_range};
+use crate::io::store::Store;
 use anyhow::Context;
 use arrow::array::{ArrayRef, ListBuilder, RecordBatch, StringBuilder, UInt32Builder};
 use arrow_schema::{DataType, Field};
 use phrasesweep_schemas::job::{LineShard, IngestConfig};
 use phrasesweep_schemas::outcome::IngestOutcome;
 use phrasesweep_schemas::tables::corpus_schema;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tracing::info;
 
@@ -20,14 +19,7 @@ use tracing::info;
 const BATCH_ROWS: usize = 4096;
 
 pub async fn run(store: &Store, shard: &LineShard, config: &IngestConfig) -> Result<IngestOutcome, JobError> {
-    let bytes = read_input_range(store, &shard.path, shard.byte_start..shard.byte_end).await?;
-    let digest = hex::encode(Sha256::digest(&bytes));
-    if digest != shard.sha256 {
-        return Err(JobError::Input(format!(
-            "{}: lines {}.. changed since the run was planned (shard {} hash differs); rerun to plan again",
-            shard.path, shard.first_line, shard.shard
-        )));
-    }
+    let bytes = read_shard(store, shard).await?;
     let docs = parse_documents(&shard.path, shard.first_line, &bytes).map_err(|e| JobError::Input(e.to_string()))?;
     let batches = paragraph_batches(&docs).context("cannot build paragraph batches")?;
     let paragraphs: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();

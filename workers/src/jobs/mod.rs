@@ -7,8 +7,9 @@ pub mod retrieve;
 pub mod score;
 pub mod train;
 
-use crate::io::store::Store;
+use crate::io::store::{InputChanged, Store, read_pinned};
 use phrasesweep_schemas::JobSpec;
+use phrasesweep_schemas::job::{InputFile, LineShard};
 
 /// Why a job did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +19,26 @@ pub enum JobError {
     Input(String),
     /// Anything else (the store, the network): the job is delivered again.
     #[error(transparent)]
-    Other(#[from] anyhow::Error),
+    Other(anyhow::Error),
+}
+
+/// A pinned input that changed ([`InputChanged`], wherever it was found) is an input error; anything
+/// else may pass on a retry.
+impl From<anyhow::Error> for JobError {
+    fn from(e: anyhow::Error) -> Self {
+        if e.chain().any(|c| c.is::<InputChanged>()) { JobError::Input(format!("{e:#}")) } else { JobError::Other(e) }
+    }
+}
+
+/// A whole input file, checked against the sha256 it was planned with: the one check of every handler
+/// that reads a file whole.
+pub async fn read_file(store: &Store, f: &InputFile) -> Result<Vec<u8>, JobError> {
+    Ok(read_pinned(store, &f.path, None, &f.sha256, &f.path).await?)
+}
+
+/// A shard of a JSON Lines input, checked as [`read_file`] checks a whole file.
+pub async fn read_shard(store: &Store, s: &LineShard) -> Result<Vec<u8>, JobError> {
+    Ok(read_pinned(store, &s.path, Some(s.byte_start..s.byte_end), &s.sha256, &format!("{}: lines {}.. (shard {})", s.path, s.first_line, s.shard)).await?)
 }
 
 /// Runs one job and returns its outcome (a type of `phrasesweep_schemas::outcome`), as the JSON of its
@@ -37,5 +57,39 @@ pub async fn execute(store: &Store, spec: &JobSpec) -> Result<serde_json::Value,
         JobSpec::TrainReader { inputs, config } => record(train::train_reader(store, inputs, config).await?),
         JobSpec::TrainPhrase { inputs, config } => record(train::train_phrase(store, inputs, config).await?),
         JobSpec::QsftEpoch { inputs, config } => record(train::qsft_epoch(store, inputs, config).await?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A changed data file and changed model weights are input errors (dead-lettered at once, with the
+    /// reason), not errors a retry could fix.
+    #[tokio::test]
+    async fn changed_inputs_and_models_are_input_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::at(dir.path().to_str().unwrap()).unwrap();
+        let file = dir.path().join("q.jsonl");
+        std::fs::write(&file, b"{}\n").unwrap();
+        let path = file.to_str().unwrap().to_string();
+        let planned = InputFile { path: path.clone(), sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"{}\n")) };
+        assert_eq!(read_file(&store, &planned).await.unwrap(), b"{}\n");
+        std::fs::write(&file, b"{\"x\": 1}\n").unwrap();
+        match read_file(&store, &planned).await {
+            Err(JobError::Input(e)) => assert!(e.contains(&path) && e.contains("changed since the run was planned"), "{e}"),
+            other => panic!("a changed file must be an input error, got {other:?}"),
+        }
+
+        let model = dir.path().join("model");
+        std::fs::create_dir(&model).unwrap();
+        std::fs::write(model.join("model.safetensors"), b"weights").unwrap();
+        let pinned = crate::model::registry::model_ref(model.to_str().unwrap()).unwrap();
+        std::fs::write(model.join("model.safetensors"), b"other weights").unwrap();
+        let device = crate::model::device::job_device().unwrap();
+        let e: JobError = crate::model::registry::load_query_encoder::<crate::model::device::Job>(&pinned, &device).err().expect("changed weights must not load").into();
+        assert!(matches!(&e, JobError::Input(m) if m.contains("weights of") && m.contains("rerun to plan again")), "{e:?}");
+        let transient: JobError = anyhow::anyhow!("connection reset").into();
+        assert!(matches!(transient, JobError::Other(_)));
     }
 }

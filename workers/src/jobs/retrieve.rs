@@ -1,7 +1,7 @@
 //! `retrieve`: one shard of questions × one retrieval → ranked evidence as Parquet (one row per question and
 //! rank, with the span and the encoder that produced it).
 
-use super::JobError;
+use super::{JobError, read_shard};
 use crate::index::bm25::Bm25;
 use crate::model::device::{Job, job_device};
 use crate::model::encoders::encode_queries;
@@ -11,13 +11,12 @@ use crate::progress::RateLog;
 use crate::text::questions::{Question, parse_questions};
 use crate::index::units::{Hit, Mode, Unit, drop_contained_phrases, dynamic_merge, static_merge};
 use crate::index::search::PhraseIndex;
-use crate::io::store::{Store, read_input_range};
+use crate::io::store::Store;
 use anyhow::{Context, Result};
 use arrow::array::{ArrayRef, Float32Array, RecordBatch, StringArray, UInt32Array};
 use phrasesweep_schemas::job::{LineShard, RetrieveConfig, RetrieveInputs};
 use phrasesweep_schemas::outcome::RetrieveOutcome;
 use phrasesweep_schemas::tables::results_schema;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tracing::info;
@@ -31,13 +30,7 @@ const RECALL_SAMPLE: usize = 25;
 
 /// Reads a shard of a questions file, checking it did not change since planning.
 pub async fn read_questions(store: &Store, shard: &LineShard) -> Result<Vec<Question>, JobError> {
-    let bytes = read_input_range(store, &shard.path, shard.byte_start..shard.byte_end).await?;
-    if hex::encode(Sha256::digest(&bytes)) != shard.sha256 {
-        return Err(JobError::Input(format!(
-            "{}: lines {}.. changed since the run was planned; rerun to plan again",
-            shard.path, shard.first_line
-        )));
-    }
+    let bytes = read_shard(store, shard).await?;
     parse_questions(&shard.path, shard.first_line, &bytes).map_err(|e| JobError::Input(e.to_string()))
 }
 
@@ -65,23 +58,16 @@ pub async fn run(store: &Store, inputs: &RetrieveInputs, config: &RetrieveConfig
                 log.add(1);
             }
         }
-        Mode::Static { phrase_encoder, sentence_encoder, opt } => {
+        Mode::Static { phrase_encoder, sentence_encoder, opt } | Mode::Dynamic { phrase_encoder, sentence_encoder, opt } => {
             let dense = Dense::open(store, inputs, config, &texts).await?;
             recall_at_100 = dense.recall_at_100;
             for i in 0..texts.len() {
                 let phrases = apply_opt(*opt, dense.search(i, phrase_encoder, Unit::Phrase).await?);
                 let sentences = dense.search(i, sentence_encoder, Unit::Sentence).await?;
-                per_question.push(static_merge(phrases, sentences));
-                log.add(1);
-            }
-        }
-        Mode::Dynamic { phrase_encoder, sentence_encoder, opt } => {
-            let dense = Dense::open(store, inputs, config, &texts).await?;
-            recall_at_100 = dense.recall_at_100;
-            for i in 0..texts.len() {
-                let phrases = apply_opt(*opt, dense.search(i, phrase_encoder, Unit::Phrase).await?);
-                let sentences = dense.search(i, sentence_encoder, Unit::Sentence).await?;
-                per_question.push(dynamic_merge(phrases, sentences, r.k));
+                per_question.push(match r.mode {
+                    Mode::Static { .. } => static_merge(phrases, sentences),
+                    _ => dynamic_merge(phrases, sentences, r.k),
+                });
                 log.add(1);
             }
         }

@@ -1,19 +1,18 @@
 //! `score`: every retrieve output of one retrieval → one metrics row (mAR in both modes, the recall curves,
 //! recall at word budgets and at k, exact match) and one row per question, as Parquet.
 
-use super::JobError;
+use super::{JobError, read_file};
 use crate::eval::metrics::{self, MarMode, Walk, exact_match, normalize, recall_at_k, recall_at_words};
 use crate::io::parquet::{read_parquet, write_parquet};
 use crate::text::questions::{Question, parse_questions};
-use crate::io::store::{Store, read_input};
+use crate::io::store::Store;
 use crate::eval::table::metrics_batch;
 use anyhow::{Context, Result};
 use arrow::array::{ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow::datatypes::UInt32Type;
-use phrasesweep_schemas::job::{ScoreConfig, ScoreInputs};
+use phrasesweep_schemas::job::{InputFile, ScoreConfig, ScoreInputs};
 use phrasesweep_schemas::outcome::Metrics;
 use phrasesweep_schemas::tables::{metrics_schema, per_question_schema, results};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tracing::info;
@@ -116,10 +115,7 @@ pub async fn read_evidence(store: &Store, files: &[String]) -> Result<HashMap<St
 }
 
 pub async fn run(store: &Store, inputs: &ScoreInputs, config: &ScoreConfig) -> Result<Metrics, JobError> {
-    let bytes = read_input(store, &inputs.questions).await?;
-    if hex::encode(Sha256::digest(&bytes)) != inputs.questions_sha256 {
-        return Err(JobError::Input(format!("{} changed since the run was planned; rerun to plan again", inputs.questions)));
-    }
+    let bytes = read_file(store, &InputFile { path: inputs.questions.clone(), sha256: inputs.questions_sha256.clone() }).await?;
     let questions = parse_questions(&inputs.questions, 1, &bytes).map_err(|e| JobError::Input(e.to_string()))?;
     let evidence = read_evidence(store, &inputs.results).await?;
     let mode = config.retrieval.mode.to_string();

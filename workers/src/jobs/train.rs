@@ -3,9 +3,9 @@
 //! checkpoint to the store every `checkpoint_every` steps so a redelivered job resumes where the last
 //! one stopped; the finished model goes to the store as a checkpoint that later jobs name by sha256.
 
-use super::JobError;
+use super::{JobError, read_file};
 use crate::index::search::PhraseIndex;
-use crate::io::store::{Store, read_input};
+use crate::io::store::Store;
 use crate::model::checkpoint;
 use crate::model::device::{Job, JobTrain, job_device};
 use crate::model::encoders::Reader;
@@ -21,7 +21,6 @@ use burn::module::{AutodiffModule, Module};
 use phrasesweep_schemas::job::{InputFile, ModelRef, QsftConfig, QsftInputs, SupervisedConfig, SupervisedInputs};
 use phrasesweep_schemas::outcome::{QsftOutcome, Role, TrainOutcome};
 use phrasesweep_schemas::train::{LossTerm, SupervisedSettings};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::future::ready;
 use std::path::{Path, PathBuf};
@@ -183,14 +182,6 @@ pub async fn qsft_epoch(store: &Store, inputs: &QsftInputs, config: &QsftConfig)
         seconds_per_1000_questions: per_1000(trained.seconds, train.len()),
         resumed_at: trained.resumed_at,
     })
-}
-
-async fn read_file(store: &Store, f: &InputFile) -> Result<Vec<u8>, JobError> {
-    let bytes = read_input(store, &f.path).await?;
-    if hex::encode(Sha256::digest(&bytes)) != f.sha256 {
-        return Err(JobError::Input(format!("{} changed since the run was planned; rerun to plan again", f.path)));
-    }
-    Ok(bytes)
 }
 
 fn input_error(e: crate::text::corpus::InputError) -> JobError {

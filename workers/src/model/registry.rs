@@ -5,7 +5,7 @@
 use super::bert::BertConfig;
 use super::checkpoint::{self, RECORD, TOKENIZER, WEIGHTS, sha256_file};
 use super::encoders::{PhraseEncoder, QueryEncoder, Reader};
-use crate::io::store::Store;
+use crate::io::store::{InputChanged, Store};
 use anyhow::Context;
 use super::load::{default_model_dir, read_tokenizer, weights_file};
 use super::text::TextEncoder;
@@ -48,7 +48,7 @@ fn checked_dir(r: &ModelRef) -> Result<PathBuf> {
     let dir = PathBuf::from(&r.path);
     let actual = sha256_file(&weights_of(&dir)?)?;
     if actual != r.sha256 {
-        bail!("{}: weights changed since the run was planned (sha256 {actual}, planned {}); rerun to plan again", dir.display(), r.sha256);
+        return Err(InputChanged { what: format!("the weights of {}", dir.display()), actual, planned: r.sha256.clone() }.into());
     }
     Ok(dir)
 }
