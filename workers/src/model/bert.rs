@@ -4,9 +4,7 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::gelu;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
+use super::kernels;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
@@ -157,21 +155,14 @@ impl<B: Backend> BertLayer<B> {
         let context = self.attention.self_attn.forward(x.clone(), bias);
         let a = &self.attention.output;
         let x = a.layer_norm.forward(a.dense.forward(context) + x);
-        let h = gelu(self.intermediate.dense.forward(x.clone()));
+        let h = kernels::gelu(self.intermediate.dense.forward(x.clone()));
         self.output.layer_norm.forward(self.output.dense.forward(h) + x)
     }
 }
 
 impl<B: Backend> SelfAttention<B> {
     fn forward(&self, x: Tensor<B, 3>, bias: Tensor<B, 4>) -> Tensor<B, 3> {
-        let [b, s, d] = x.dims();
-        let (h, dh) = (self.heads, d / self.heads);
-        let split = |t: Tensor<B, 3>| t.reshape([b, s, h, dh]).swap_dims(1, 2);
-        let q = split(self.query.forward(x.clone()));
-        let k = split(self.key.forward(x.clone()));
-        let v = split(self.value.forward(x));
-        // The backend's fused attention: on CPU (flex) one kernel instead of a chain of tensor ops
-        // that each copied a strided view; scale 1/√dh.
-        attention(q, k, v, None, Some(bias), AttentionModuleOptions::default()).swap_dims(1, 2).reshape([b, s, d])
+        let (q, k) = (self.query.forward(x.clone()), self.key.forward(x.clone()));
+        kernels::self_attention(q, k, self.value.forward(x), self.heads, bias)
     }
 }

@@ -5,6 +5,7 @@ pub mod bert;
 pub mod checkpoint;
 pub mod device;
 pub mod encoders;
+pub mod kernels;
 pub mod load;
 pub mod registry;
 pub mod text;
