@@ -266,20 +266,24 @@ k = 20
 }
 
 /// Job ids are content hashes of what a job does: a refactor that changes how a job is serialised would
-/// silently rerun every finished sweep. `configs/demo.toml` (verbatim, at a fixed place so that the
-/// absolute paths in its jobs are the same on every machine) must plan exactly the jobs recorded in
-/// `tests/fixtures/demo-job-ids.txt`. `PHRASESWEEP_RECORD_JOB_IDS=1` rewrites that list, for a change
-/// that is meant to change ids.
+/// silently rerun every finished sweep. `configs/demo.toml` (verbatim) must plan exactly the jobs
+/// recorded in `tests/fixtures/demo-job-ids.txt` (recorded with the binary of before the pipeline-graph
+/// refactor). The store, the data and the default model are reached through links at a fixed place, so
+/// that the absolute paths the jobs hold are the same on every machine. `PHRASESWEEP_RECORD_JOB_IDS=1`
+/// rewrites the list, for a change that is meant to change ids.
 #[test]
 fn demo_config_plans_the_recorded_job_ids() {
-    let base = std::env::temp_dir().join("phrasesweep-job-ids");
-    let _ = std::fs::remove_dir_all(&base);
+    let base = std::path::Path::new("/tmp/phrasesweep-job-ids");
+    let _ = std::fs::remove_dir_all(base);
     std::fs::create_dir_all(base.join("main/configs")).unwrap();
     std::os::unix::fs::symlink(data("").parent().unwrap(), base.join("shared")).unwrap();
+    let model = phrasesweep_workers::model::load::default_model_dir();
+    assert!(model.join("model.safetensors").exists(), "{} is missing: run `make setup`", model.display());
+    std::os::unix::fs::symlink(&model, base.join("model")).unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let config = base.join("main/configs/demo.toml");
     std::fs::copy(root.join("configs/demo.toml"), &config).unwrap();
-    let out = run_bounded(bin().args(["run", config.to_str().unwrap()]), LIMIT);
+    let out = run_bounded(bin().args(["run", config.to_str().unwrap()]).env("PHRASESWEEP_MODEL_DIR", base.join("model")), LIMIT);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut ids: Vec<String> =
         std::fs::read_dir(base.join("main/out/demo/jobs")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
@@ -292,5 +296,5 @@ fn demo_config_plans_the_recorded_job_ids() {
     assert_eq!(ids.len(), expected.len(), "the demo plans {} jobs, {} were recorded", ids.len(), expected.len());
     let changed: Vec<&String> = ids.iter().filter(|id| !expected.contains(id)).collect();
     assert!(changed.is_empty(), "job ids changed for an unchanged config (an existing store would rerun): {changed:?}");
-    let _ = std::fs::remove_dir_all(&base);
+    let _ = std::fs::remove_dir_all(base);
 }

@@ -1,15 +1,15 @@
 //! The control loop of a run: plan a stage, publish what is not done, follow events (and the store, the
 //! source of truth) until every job is recorded, then commit the stage's output once.
 
-use crate::pipeline::{self, Visitor};
+use crate::pipeline::{self, Visitor, read_outcomes};
 use crate::plan::{self, Stage};
 use crate::progress::Progress;
 use anyhow::{Context, Result, bail};
-use phrasesweep_schemas::record::{self, CORPUS_DATASET, Done, Failed, METRICS_FILE, PHRASES_DATASET, StageCommit, StageKind};
+use phrasesweep_schemas::record::{self, CORPUS_DATASET, Failed, METRICS_FILE, PHRASES_DATASET, StageCommit, StageKind};
 use phrasesweep_workers::io::store::now_unix;
 use phrasesweep_schemas::tables::{corpus_schema, metrics_schema, phrases_schema};
 use phrasesweep_schemas::{ExperimentConfig, JobEnvelope, JobOutcome, JobSpec};
-use phrasesweep_schemas::outcome::{EncodeOutcome, IndexOutcome, IngestOutcome, Metrics};
+use phrasesweep_schemas::outcome::{EncodeOutcome, IndexOutcome, IngestOutcome, Metrics, RetrieveOutcome};
 use phrasesweep_workers::eval::table::metrics_batch;
 use phrasesweep_workers::io::lance::commit_fragments;
 use phrasesweep_workers::io::parquet::write_parquet;
@@ -101,13 +101,6 @@ async fn write_metrics(store: &Store, config: &ExperimentConfig, score: &Stage, 
         ("phrasesweep.at_unix".to_string(), now_unix().to_string()),
     ];
     write_parquet(store, METRICS_FILE, metrics_schema(), &[metrics_batch(rows)?], &provenance).await
-}
-
-async fn done_record(store: &Store, job: &JobEnvelope) -> Result<Done> {
-    store
-        .get_json(&record::done_path(&job.id.0))
-        .await?
-        .with_context(|| format!("the record of job {} vanished", job.id.short()))
 }
 
 async fn run_stage<Q: JobQueue>(
@@ -237,42 +230,31 @@ pub async fn collect_dead_letters<Q: JobQueue>(queue: &Q) -> Result<()> {
 async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str, committed: &[String]) -> Result<StageCommit> {
     let append = !committed.is_empty() && matches!(stage.output, StageKind::Corpus | StageKind::Phrases);
     let new_jobs: Vec<&JobEnvelope> = stage.jobs.iter().filter(|j| !(append && committed.binary_search(&j.id.0).is_ok())).collect();
-    let mut outputs = Vec::new();
-    for job in &new_jobs {
-        outputs.push(done_record(store, job).await?.output);
-    }
-    let unreadable = |i: usize| format!("job {} left an unreadable {} record", new_jobs[i].id.short(), stage.name());
+    let name = stage.name();
     let properties = HashMap::from([
-        ("phrasesweep.stage".to_string(), stage.name()),
+        ("phrasesweep.stage".to_string(), name.clone()),
         ("phrasesweep.jobs_hash".to_string(), jobs_hash.to_string()),
     ]);
     let (dataset, version, rows) = match stage.output {
         StageKind::Corpus | StageKind::Phrases => {
-            let (name, schema, fragments) = if stage.output == StageKind::Corpus {
-                let mut fragments = Vec::new();
-                for (i, o) in outputs.into_iter().enumerate() {
-                    fragments.extend(serde_json::from_value::<IngestOutcome>(o).with_context(|| unreadable(i))?.fragments);
-                }
-                (CORPUS_DATASET, corpus_schema(), fragments)
+            let (dataset, schema, fragments) = if stage.output == StageKind::Corpus {
+                let outs: Vec<IngestOutcome> = read_outcomes(store, &name, new_jobs).await?;
+                (CORPUS_DATASET, corpus_schema(), outs.into_iter().flat_map(|o| o.fragments).collect())
             } else {
-                let mut fragments = Vec::new();
-                let mut dim = 0;
-                for (i, o) in outputs.into_iter().enumerate() {
-                    let out: EncodeOutcome = serde_json::from_value(o).with_context(|| unreadable(i))?;
-                    dim = out.dim;
-                    fragments.extend(out.fragments);
-                }
-                (PHRASES_DATASET, phrases_schema(dim), fragments)
+                let outs: Vec<EncodeOutcome> = read_outcomes(store, &name, new_jobs).await?;
+                let dim = outs.last().map_or(0, |o| o.dim);
+                (PHRASES_DATASET, phrases_schema(dim), outs.into_iter().flat_map(|o| o.fragments).collect())
             };
-            let ds = commit_fragments(store, name, &schema, fragments, properties, append).await?;
-            (store.dataset_uri(name), ds.version().version, ds.count_rows(None).await? as u64)
+            let ds = commit_fragments(store, dataset, &schema, fragments, properties, append).await?;
+            (store.dataset_uri(dataset), ds.version().version, ds.count_rows(None).await? as u64)
         }
         StageKind::Index => {
-            let out: IndexOutcome = serde_json::from_value(outputs.remove(0)).with_context(|| unreadable(0))?;
+            let out: IndexOutcome = read_outcomes(store, &name, new_jobs).await?.remove(0);
             info!(action = out.action, rows = out.rows, partitions = out.partitions, quantizer = ?out.quantizer, sub_vectors = out.sub_vectors, seconds = out.seconds, "index");
             (store.dataset_uri(PHRASES_DATASET), out.version, out.rows)
         }
-        StageKind::Evidence | StageKind::Metrics | StageKind::Reader | StageKind::PhraseModel | StageKind::Qsft { .. } => (String::new(), 0, outputs.iter().filter_map(|o| o.get("rows").and_then(|r| r.as_u64())).sum()),
+        StageKind::Evidence => (String::new(), 0, read_outcomes::<RetrieveOutcome>(store, &name, new_jobs).await?.iter().map(|o| o.rows).sum()),
+        StageKind::Metrics | StageKind::Reader | StageKind::PhraseModel | StageKind::Qsft { .. } => (String::new(), 0, 0),
     };
     let mut job_ids: Vec<String> = stage.jobs.iter().map(|j| j.id.0.clone()).collect();
     job_ids.sort_unstable();

@@ -1,11 +1,13 @@
 //! The pipeline graph: every stage of a run, in order, each planned (`plan`) from the config and the
 //! typed outcomes of the stages before it. `run` and `coordinator` (which execute stages) and `status`
 //! (which counts their jobs) walk this one graph with different [`Visitor`]s, so a stage added here is
-//! run and reported alike: a new stage is one step below plus one handler in the workers.
+//! run and reported alike. A new stage is a step below, its planning in `plan`, its kind
+//! (name and commit rule) in `schemas::record::StageKind`, its outcome type in `schemas::outcome` and
+//! its handler in the workers.
 
 use crate::plan::{self, QsftRuns, Stage};
 use anyhow::{Context, Result};
-use phrasesweep_schemas::ExperimentConfig;
+use phrasesweep_schemas::{ExperimentConfig, JobEnvelope};
 use phrasesweep_schemas::outcome::{Metrics, QsftOutcome, RetrieveOutcome, Role, TrainOutcome};
 use phrasesweep_schemas::record::{self, Done, StageCommit};
 use phrasesweep_workers::io::store::Store;
@@ -22,8 +24,6 @@ pub trait Visitor {
 /// What a walk read from the committed stages it passed.
 #[derive(Default)]
 pub struct Walked {
-    /// The stages visited, in order (the last one may be uncommitted).
-    pub stages: Vec<String>,
     pub reader: Option<TrainOutcome>,
     pub phrase: Option<TrainOutcome>,
     /// Every QSFT run's epochs, epoch by epoch.
@@ -35,10 +35,15 @@ pub struct Walked {
 
 /// The typed outcomes of a committed stage's jobs, from their records on the store.
 pub async fn outcomes<T: DeserializeOwned>(store: &Store, stage: &Stage) -> Result<Vec<T>> {
-    let mut v = Vec::with_capacity(stage.jobs.len());
-    for job in &stage.jobs {
+    read_outcomes(store, &stage.name(), &stage.jobs).await
+}
+
+/// The typed outcomes of `jobs`, done jobs of the stage named `stage`.
+pub async fn read_outcomes<'a, T: DeserializeOwned>(store: &Store, stage: &str, jobs: impl IntoIterator<Item = &'a JobEnvelope>) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    for job in jobs {
         let done: Done = store.get_json(&record::done_path(&job.id.0)).await?.with_context(|| format!("the record of job {} vanished", job.id.short()))?;
-        v.push(serde_json::from_value(done.output).with_context(|| format!("job {} left an unreadable {} record", job.id.short(), stage.name()))?);
+        v.push(serde_json::from_value(done.output).with_context(|| format!("job {} left an unreadable {stage} record", job.id.short()))?);
     }
     Ok(v)
 }
@@ -46,14 +51,11 @@ pub async fn outcomes<T: DeserializeOwned>(store: &Store, stage: &Stage) -> Resu
 /// Walks the stages of `config` in order, as far as `visitor` lets it.
 pub async fn walk<V: Visitor>(store: &Store, config: &ExperimentConfig, visitor: &mut V) -> Result<Walked> {
     let mut w = Walked::default();
-    let mut visit = async |w: &mut Walked, stage: &Stage| {
-        w.stages.push(stage.name());
-        visitor.visit(stage).await
-    };
-    let Some(corpus) = visit(&mut w, &plan::ingest_stage(store, config).await?).await? else { return Ok(w) };
+    let mut visit = async |stage: &Stage| visitor.visit(stage).await;
+    let Some(corpus) = visit(&plan::ingest_stage(store, config).await?).await? else { return Ok(w) };
     let mut teacher = None;
     if let Some(stage) = plan::reader_stage(store, config).await? {
-        if visit(&mut w, &stage).await?.is_none() {
+        if visit(&stage).await?.is_none() {
             return Ok(w);
         }
         let out: TrainOutcome = outcomes(store, &stage).await?.remove(0);
@@ -61,7 +63,7 @@ pub async fn walk<V: Visitor>(store: &Store, config: &ExperimentConfig, visitor:
         w.reader = Some(out);
     }
     if let Some(stage) = plan::phrase_stage(store, config, teacher.as_ref()).await? {
-        if visit(&mut w, &stage).await?.is_none() {
+        if visit(&stage).await?.is_none() {
             return Ok(w);
         }
         w.phrase = Some(outcomes::<TrainOutcome>(store, &stage).await?.remove(0));
@@ -72,15 +74,15 @@ pub async fn walk<V: Visitor>(store: &Store, config: &ExperimentConfig, visitor:
     let trained = |role| w.phrase.as_ref().and_then(|p| p.checkpoints.get(&role).cloned());
     let (phrase_model, query) = (trained(Role::Phrase), trained(Role::Query));
     let model = plan::phrase_model(config, phrase_model.as_ref())?;
-    let Some(phrases) = visit(&mut w, &plan::encode_stage(store, config, corpus.version, &model).await?).await? else { return Ok(w) };
-    let Some(indexed) = visit(&mut w, &plan::index_stage(store, config, phrases.version)).await? else { return Ok(w) };
+    let Some(phrases) = visit(&plan::encode_stage(store, config, corpus.version, &model).await?).await? else { return Ok(w) };
+    let Some(indexed) = visit(&plan::index_stage(store, config, phrases.version)).await? else { return Ok(w) };
 
     // QSFT: all runs' epoch e as one stage (parallel across workers), each from its run's epoch e - 1.
     let mut encoders = plan::query_encoders(config, query.as_ref())?;
     let mut runs = QsftRuns::new(config, &encoders)?;
     for epoch in 1..=QsftRuns::epochs(config) {
         let stage = plan::qsft_stage(store, config, epoch, &runs.starts, teacher.as_ref(), corpus.version, indexed.version).await?;
-        if visit(&mut w, &stage).await?.is_none() {
+        if visit(&stage).await?.is_none() {
             return Ok(w);
         }
         for out in outcomes::<QsftOutcome>(store, &stage).await? {
@@ -94,12 +96,12 @@ pub async fn walk<V: Visitor>(store: &Store, config: &ExperimentConfig, visitor:
         return Ok(w);
     }
     let retrieve = plan::retrieve_stage(store, config, corpus.version, indexed.version, &encoders).await?;
-    if visit(&mut w, &retrieve).await?.is_none() {
+    if visit(&retrieve).await?.is_none() {
         return Ok(w);
     }
     w.retrieve = outcomes(store, &retrieve).await?;
     let score = plan::score_stage(store, config, &retrieve).await?;
-    if visit(&mut w, &score).await?.is_some() {
+    if visit(&score).await?.is_some() {
         let metrics = outcomes(store, &score).await?;
         w.score = Some((score, metrics));
     }

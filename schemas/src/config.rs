@@ -277,6 +277,12 @@ impl ExperimentConfig {
                 if s.max_len < 32 {
                     return bad(format!("train.{name}.max_len"), "must be at least 32");
                 }
+                // The window holds the question (reader) or the title (phrase encoder), three special
+                // tokens and at least one piece of the passage.
+                let (what, pieces) = if name == "reader" { ("question_pieces", s.question_pieces) } else { ("title_tokens", s.title_tokens) };
+                if s.max_len <= pieces + 3 {
+                    return bad(format!("train.{name}.{what}"), &format!("must be below max_len - 3 ({})", s.max_len - 3));
+                }
                 if t.squad_train.is_none() || t.squad_dev.is_none() {
                     return bad("train.squad_train".into(), &format!("[train.{name}] needs both train.squad_train and train.squad_dev"));
                 }
@@ -313,6 +319,9 @@ impl ExperimentConfig {
             }
             if q.epochs == 0 || q.candidates == 0 || q.optim.batch_size == 0 {
                 return bad(field("epochs"), "epochs, candidates and optim.batch_size must be at least 1");
+            }
+            if q.distill.window <= q.distill.question_pieces + 3 {
+                return bad(field("distill.window"), &format!("must be above distill.question_pieces + 3 ({})", q.distill.question_pieces + 3));
             }
         }
         if self.questions.is_none() && self.encode.is_none() {
@@ -443,6 +452,10 @@ sentence_encoder = "query+context"
         assert!(e.contains("qsft[0].terms"), "{e}");
         let e = bad("qsft_dev = \"nq/dev.jsonl\"\n", "");
         assert!(e.contains("train.qsft_train"), "{e}");
+        let e = bad("[train.phrase]\n", "[train.phrase]\nmax_len = 40\ntitle_tokens = 37\n");
+        assert!(e.contains("train.phrase.title_tokens") && e.contains("max_len - 3"), "{e}");
+        let e = bad("start_from = \"trained\"", "start_from = \"trained\"\ndistill = { window = 60 }");
+        assert!(e.contains("qsft[0].distill.window"), "{e}");
         let e = bad("squad_dev = \"s/dev.jsonl\"\n", "");
         assert!(e.contains("train.squad_train") && e.contains("[train.phrase]"), "{e}");
         // Without reader or phrase training, QSFT needs no SQuAD.

@@ -2,8 +2,9 @@
 //! the experiment configuration, and the Arrow schemas of every table written. This crate does no I/O
 //! (no files, environment or clock), so both sides (and users' own tools) can depend on it cheaply.
 //!
-//! Its modules import each other in one direction only: `settings`, `retrieval` and `train` are leaves;
-//! `job` builds on them; `config`, `outcome`, `event` and `record` on `job`; `tables` on `outcome`.
+//! Its modules import each other in one direction only: `settings`, `retrieval` and `record` are
+//! leaves; `train` builds on `settings`; `job` on those; `config`, `outcome` and `event` on `job`;
+//! `tables` on `outcome`.
 
 pub mod config;
 pub mod event;

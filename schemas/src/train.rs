@@ -83,11 +83,12 @@ pub struct SupervisedSettings {
     /// `train.reader` only: the longest answer the reader predicts, in pieces.
     #[serde(default = "default_max_answer", skip_serializing_if = "is_default_max_answer")]
     pub max_answer: usize,
-    /// `train.phrase` only: title pieces in the phrase encoder's inputs, as `encode.title_tokens` cuts them.
+    /// `train.phrase` only: title pieces in the phrase encoder's training inputs (set it to the corpus
+    /// encoding's `encode.title_tokens`, whose default it shares).
     #[serde(default = "default_title_tokens", skip_serializing_if = "is_default_title_tokens")]
     pub title_tokens: usize,
     /// `train.phrase` only: questions are cut to this many tokens for the query encoders, `[CLS]` and
-    /// `[SEP]` included, as `search.query_len` cuts them.
+    /// `[SEP]` included (set it to the retrieval's `search.query_len`, whose default it shares).
     #[serde(default = "default_query_len", skip_serializing_if = "is_default_query_len")]
     pub query_len: usize,
     #[serde(default)]
@@ -215,7 +216,8 @@ pub struct DistillSettings {
     /// `train.phrase` only: the weight of the distillation term (QSFT weighs it in `terms`).
     #[serde(default = "default_weight")]
     pub weight: f64,
-    /// Question pieces in the teacher's inputs: those it was trained with (`train.reader.question_pieces`).
+    /// Question pieces in the teacher's inputs: set it to those the teacher was trained with
+    /// (`train.reader.question_pieces`, whose default it shares).
     #[serde(default = "default_question_pieces", skip_serializing_if = "is_default_question_pieces")]
     pub question_pieces: usize,
     /// QSFT only: the teacher reads the gold paragraph's first window of this many tokens, question and

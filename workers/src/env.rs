@@ -1,5 +1,5 @@
 //! The one place the data plane reads its process environment, once: model and cache folders, the job
-//! device, the AWS_* store settings and fault injection. Everything else in the crate takes these as
+//! device, the AWS_* store settings, the scratch folder and fault injection. Everything else in the crate takes these as
 //! values from here, so what a worker depends on outside its job messages is listed in one file.
 
 use std::path::PathBuf;
@@ -14,8 +14,10 @@ pub struct Env {
     pub checkpoint_cache: PathBuf,
     /// `$PHRASESWEEP_DEVICE`: `cpu`, `cuda` or `cuda:N` (absent: the build's default).
     pub device: Option<String>,
-    /// `$PHRASESWEEP_FAULT_PAUSE_MS`, for the crash tests (see [`crate::fault`]).
+    /// `$PHRASESWEEP_FAULT_PAUSE_MS`, for the crash tests (see `fault.rs`).
     pub fault_pause_ms: Option<u64>,
+    /// Where local scratch files go (`$TMPDIR`, else `/tmp`).
+    pub temp_dir: PathBuf,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -37,6 +39,7 @@ pub fn get() -> &'static Env {
             checkpoint_cache: var("PHRASESWEEP_CACHE").map(PathBuf::from).unwrap_or_else(|| home.join(".cache/phrasesweep/checkpoints")),
             device: var("PHRASESWEEP_DEVICE"),
             fault_pause_ms: var("PHRASESWEEP_FAULT_PAUSE_MS").and_then(|v| v.parse().ok()),
+            temp_dir: std::env::temp_dir(),
         }
     })
 }

@@ -250,8 +250,6 @@ impl Store {
     }
 }
 
-/// Reads a byte range of an input file: a local path, `file://…` or an `s3://` object (with the
-/// credentials and endpoint of `like`, the run's store).
 /// An input a job pinned by sha256 when it was planned (a data file, a shard of one, a model's weights)
 /// is no longer what was planned. Retrying cannot help: the job fails as an input error, at once.
 #[derive(Debug, thiserror::Error)]
@@ -276,6 +274,8 @@ pub async fn read_pinned(like: &Store, uri: &str, range: Option<std::ops::Range<
     Ok(bytes)
 }
 
+/// Reads a byte range of an input file: a local path, `file://…` or an `s3://` object (with the
+/// credentials and endpoint of `like`, the run's store).
 pub async fn read_input_range(like: &Store, uri: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
     let (objects, path) = input_object(like, uri)?;
     Ok(objects.get_range(&path, range).await.with_context(|| format!("cannot read {uri}"))?.to_vec())

@@ -42,7 +42,7 @@ pub struct Scratch(PathBuf);
 
 impl Scratch {
     pub fn new() -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!("phrasesweep-train-{}", uuid::Uuid::new_v4()));
+        let dir = crate::env::get().temp_dir.join(format!("phrasesweep-train-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir)?;
         Ok(Self(dir))
     }
