@@ -33,6 +33,26 @@ pub struct EncodeSettings {
     /// the coordinator reads it (jobs carry their row range), so it is not part of a job's identity.
     #[serde(default = "default_job_paragraphs", skip_serializing)]
     pub job_paragraphs: usize,
+    /// The float type the encoder computes in. `f16` is for CUDA workers (`Cuda<f16>`: half the memory
+    /// and the GPU's half-precision matmuls); the vectors are stored as f32 either way. Left out of the
+    /// job's JSON at its default, so configs that do not set it keep their job ids.
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
+}
+
+/// The float type a model computes in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+}
+
+impl Precision {
+    pub fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
 }
 
 impl Default for EncodeSettings {
@@ -45,6 +65,7 @@ impl Default for EncodeSettings {
             filter_threshold: None,
             batch_size: default_batch_size(),
             job_paragraphs: default_job_paragraphs(),
+            precision: Precision::F32,
         }
     }
 }
@@ -160,3 +181,19 @@ fn default_query_len() -> usize {
     64
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `precision` is left out of the JSON at its default (job ids hash it) and read when set.
+    #[test]
+    fn precision_defaults_to_f32_and_keeps_job_json() {
+        let default = serde_json::to_value(EncodeSettings::default()).unwrap();
+        assert!(default.get("precision").is_none(), "{default}");
+        let half: EncodeSettings = serde_json::from_value(serde_json::json!({ "precision": "f16" })).unwrap();
+        assert_eq!(half.precision, Precision::F16);
+        assert_eq!(serde_json::to_value(&half).unwrap()["precision"], "f16");
+        assert!(serde_json::from_value::<EncodeSettings>(serde_json::json!({ "precision": "f8" })).is_err());
+    }
+}

@@ -6,6 +6,7 @@ use super::JobError;
 use crate::text::corpus::{CORPUS_COLUMNS, CorpusRow, corpus_rows};
 use crate::io::lance::{open_dataset, write_uncommitted_stream};
 use crate::model::device::{Job, job_device};
+use burn::tensor::backend::Backend;
 use crate::model::encoders::{EncodedParagraph, ParagraphInput, encode_paragraphs};
 use crate::model::registry::{load_phrase_encoder, local_model};
 use crate::progress::RateLog;
@@ -20,6 +21,7 @@ use arrow_schema::{ArrowError, Field};
 use futures::TryStreamExt;
 use phrasesweep_schemas::job::{EncodeConfig, EncodeInputs};
 use phrasesweep_schemas::outcome::EncodeOutcome;
+use phrasesweep_schemas::settings::Precision;
 use phrasesweep_schemas::tables::phrases_schema;
 use std::sync::Arc;
 use tracing::info;
@@ -35,9 +37,21 @@ struct Paragraph {
 }
 
 pub async fn run(store: &Store, inputs: &EncodeInputs, config: &EncodeConfig) -> Result<EncodeOutcome, JobError> {
+    match config.settings.precision {
+        Precision::F32 => encode_on::<Job>(store, inputs, config, job_device()?).await,
+        #[cfg(feature = "cuda")]
+        Precision::F16 => encode_on::<crate::model::device::GpuHalf>(store, inputs, config, job_device()?).await,
+        #[cfg(not(feature = "cuda"))]
+        Precision::F16 => Err(JobError::Input(
+            "encode.precision = \"f16\" runs on CUDA workers (built with --features cuda); this worker is a CPU build".into(),
+        )),
+    }
+}
+
+/// The encode job on backend `B`.
+async fn encode_on<B: Backend>(store: &Store, inputs: &EncodeInputs, config: &EncodeConfig, device: B::Device) -> Result<EncodeOutcome, JobError> {
     let paragraphs = read_fragment(store, inputs).await?;
-    let device = job_device()?;
-    let (model, text) = load_phrase_encoder::<Job>(&local_model(store, &config.model).await?, &device)?;
+    let (model, text) = load_phrase_encoder::<B>(&local_model(store, &config.model).await?, &device)?;
     let dim = model.bert.embeddings.word_embeddings.weight.dims()[1];
     let settings = config.settings.clone();
     let schema = phrases_schema(dim);
@@ -141,4 +155,26 @@ fn phrase_batch(
     ];
     debug_assert!(columns.iter().all(|c| c.len() == n));
     RecordBatch::try_new(schema.clone(), columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// f16 is a CUDA path: a CPU worker refuses it as an input error (with the reason), at once.
+    #[cfg(not(feature = "cuda"))]
+    #[tokio::test]
+    async fn half_precision_is_refused_by_a_cpu_worker() {
+        use phrasesweep_schemas::job::{DatasetVersion, ModelRef};
+        use phrasesweep_schemas::settings::EncodeSettings;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::at(dir.path().to_str().unwrap()).unwrap();
+        let inputs = EncodeInputs { corpus: DatasetVersion { dataset: "corpus.lance".into(), version: 1 }, fragment: 0, rows: None };
+        let settings = EncodeSettings { precision: Precision::F16, ..Default::default() };
+        let config = EncodeConfig { dataset: "phrases.lance".into(), model: ModelRef { path: "default".into(), sha256: "0".into() }, settings };
+        match run(&store, &inputs, &config).await {
+            Err(JobError::Input(e)) => assert!(e.contains("CUDA") && e.contains("f16"), "{e}"),
+            other => panic!("expected an input error, got {other:?}"),
+        }
+    }
 }

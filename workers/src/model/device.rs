@@ -10,6 +10,9 @@ pub type CpuTrain = burn::backend::Autodiff<Cpu>;
 pub type Gpu = burn::backend::Cuda;
 #[cfg(feature = "cuda")]
 pub type GpuTrain = burn::backend::Autodiff<Gpu>;
+/// CUDA in half precision, for encoding with `encode.precision = "f16"`.
+#[cfg(feature = "cuda")]
+pub type GpuHalf = burn::backend::Cuda<burn::tensor::f16>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceSpec {
