@@ -51,11 +51,10 @@ pub async fn read_outcomes<'a, T: DeserializeOwned>(store: &Store, stage: &str, 
 /// Walks the stages of `config` in order, as far as `visitor` lets it.
 pub async fn walk<V: Visitor>(store: &Store, config: &ExperimentConfig, visitor: &mut V) -> Result<Walked> {
     let mut w = Walked::default();
-    let mut visit = async |stage: &Stage| visitor.visit(stage).await;
-    let Some(corpus) = visit(&plan::ingest_stage(store, config).await?).await? else { return Ok(w) };
+    let Some(corpus) = visitor.visit(&plan::ingest_stage(store, config).await?).await? else { return Ok(w) };
     let mut teacher = None;
     if let Some(stage) = plan::reader_stage(store, config).await? {
-        if visit(&stage).await?.is_none() {
+        if visitor.visit(&stage).await?.is_none() {
             return Ok(w);
         }
         let out: TrainOutcome = outcomes(store, &stage).await?.remove(0);
@@ -63,7 +62,7 @@ pub async fn walk<V: Visitor>(store: &Store, config: &ExperimentConfig, visitor:
         w.reader = Some(out);
     }
     if let Some(stage) = plan::phrase_stage(store, config, teacher.as_ref()).await? {
-        if visit(&stage).await?.is_none() {
+        if visitor.visit(&stage).await?.is_none() {
             return Ok(w);
         }
         w.phrase = Some(outcomes::<TrainOutcome>(store, &stage).await?.remove(0));
@@ -74,15 +73,15 @@ pub async fn walk<V: Visitor>(store: &Store, config: &ExperimentConfig, visitor:
     let trained = |role| w.phrase.as_ref().and_then(|p| p.checkpoints.get(&role).cloned());
     let (phrase_model, query) = (trained(Role::Phrase), trained(Role::Query));
     let model = plan::phrase_model(config, phrase_model.as_ref())?;
-    let Some(phrases) = visit(&plan::encode_stage(store, config, corpus.version, &model).await?).await? else { return Ok(w) };
-    let Some(indexed) = visit(&plan::index_stage(store, config, phrases.version)).await? else { return Ok(w) };
+    let Some(phrases) = visitor.visit(&plan::encode_stage(store, config, corpus.version, &model).await?).await? else { return Ok(w) };
+    let Some(indexed) = visitor.visit(&plan::index_stage(store, config, phrases.version)).await? else { return Ok(w) };
 
     // QSFT: all runs' epoch e as one stage (parallel across workers), each from its run's epoch e - 1.
     let mut encoders = plan::query_encoders(config, query.as_ref())?;
     let mut runs = QsftRuns::new(config, &encoders)?;
     for epoch in 1..=QsftRuns::epochs(config) {
         let stage = plan::qsft_stage(store, config, epoch, &runs.starts, teacher.as_ref(), corpus.version, indexed.version).await?;
-        if visit(&stage).await?.is_none() {
+        if visitor.visit(&stage).await?.is_none() {
             return Ok(w);
         }
         for out in outcomes::<QsftOutcome>(store, &stage).await? {
@@ -96,12 +95,12 @@ pub async fn walk<V: Visitor>(store: &Store, config: &ExperimentConfig, visitor:
         return Ok(w);
     }
     let retrieve = plan::retrieve_stage(store, config, corpus.version, indexed.version, &encoders).await?;
-    if visit(&retrieve).await?.is_none() {
+    if visitor.visit(&retrieve).await?.is_none() {
         return Ok(w);
     }
     w.retrieve = outcomes(store, &retrieve).await?;
     let score = plan::score_stage(store, config, &retrieve).await?;
-    if visit(&score).await?.is_some() {
+    if visitor.visit(&score).await?.is_some() {
         let metrics = outcomes(store, &score).await?;
         w.score = Some((score, metrics));
     }
