@@ -7,7 +7,7 @@ mod common;
 use burn::module::Param;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
-use phrasesweep_schemas::train::{DistillSettings, LossTerm, OptimSettings, QsftRun};
+use phrasesweep_schemas::train::{DistillSettings, LossTerm, OptimSettings, QsftRun, SupervisedSettings};
 use phrasesweep_workers::model::bert::BertModel;
 use phrasesweep_workers::model::device::CpuTrain;
 use phrasesweep_workers::model::encoders::{PhraseEncoder, QueryEncoder, Reader};
@@ -201,7 +201,7 @@ fn reader_steps_lower_its_loss() {
     let device = Default::default();
     let text = text();
     let reader = Reader::<B>::from_pretrained(&model_dir(), &device).unwrap();
-    let rows: Vec<_> = squad_examples(3).iter().filter_map(|e| reader_row(&text, e, 128).unwrap().map(|r| r.0)).collect();
+    let rows: Vec<_> = squad_examples(3).iter().filter_map(|e| reader_row(&text, e, &SupervisedSettings { max_len: 128, ..Default::default() }).unwrap().map(|r| r.0)).collect();
     assert_eq!(rows.len(), 3);
     let before: f32 = reader_loss(&reader, &text, &rows, &device).into_scalar();
     let mut trainer = Trainer::new(&reader, &OptimSettings { lr: 1e-4, ..Default::default() });
@@ -224,10 +224,10 @@ fn phrase_steps_lower_their_loss_with_distillation() {
         query: QueryEncoder::from_pretrained(&dir, &device).unwrap(),
     };
     let reader = Reader::<phrasesweep_workers::model::device::Cpu>::from_pretrained(&dir, &device).unwrap();
-    let mut rows: Vec<_> = squad_examples(3).iter().filter_map(|e| phrase_row(&text, e, 128).unwrap()).collect();
+    let mut rows: Vec<_> = squad_examples(3).iter().filter_map(|e| phrase_row(&text, e, &SupervisedSettings { max_len: 128, ..Default::default() }).unwrap()).collect();
     assert_eq!(rows.len(), 3);
     let distill = DistillSettings { temperature: 2.0, ..Default::default() };
-    phrasesweep_workers::train::phrase::add_teacher(&reader, &text, &mut rows, 2.0, &device).unwrap();
+    phrasesweep_workers::train::phrase::add_teacher(&reader, &text, &mut rows, &DistillSettings { temperature: 2.0, ..Default::default() }, &device).unwrap();
     let loss = phrase_loss(&models, &text, &rows, Some(&distill), &device).unwrap();
     let before: f32 = loss.total.into_scalar();
     assert!(loss.distill.is_some_and(|d| d > 0.0) && loss.filter > 0.0);

@@ -11,10 +11,10 @@ use crate::model::device::{Job, JobTrain, job_device};
 use crate::model::encoders::Reader;
 use crate::model::registry::{PHRASE_KIND, QUERY_KIND, READER_KIND, load_phrase_encoder, load_query_encoder, load_reader, local_model, model_ref, put_checkpoint};
 use crate::text::questions::{Question, parse_questions};
-use crate::train::phrase::{self, PhraseModels, PhraseRow, PhraseShape, phrase_loss};
+use crate::train::phrase::{self, PhraseModels, PhraseRow, phrase_loss, phrase_row};
 use crate::train::qsft::{self, QsftBatch, QsftQuestion, qsft_loss};
 use crate::train::rc::{Example, parse_nq_gold, parse_squad};
-use crate::train::reader::{self, ReaderRow, ReaderShape, reader_loss};
+use crate::train::reader::{self, ReaderRow, reader_loss, reader_row};
 use crate::train::resume::{Scratch, StepLoss, Trained, batch_rows, drop_partial, epoch_batches, partial_dir, run_steps, start_evaluation, subset};
 use anyhow::Result;
 use burn::module::{AutodiffModule, Module};
@@ -30,11 +30,10 @@ pub async fn train_reader(store: &Store, inputs: &SupervisedInputs, config: &Sup
     let s = &config.settings;
     let (train, dev, start) = supervised_inputs(store, inputs, s).await?;
     let device = job_device()?;
-    let shape = ReaderShape::new(s);
     let partial = partial_dir(&config.output);
     let (model, text) = load_reader::<JobTrain>(&start, &device)?;
     let before = start_evaluation(store, &partial, async {
-        let (em, f1) = reader::evaluate(&model.valid(), &text, &dev, &shape, &device)?;
+        let (em, f1) = reader::evaluate(&model.valid(), &text, &dev, s, &device)?;
         Ok(serde_json::json!({ "em": em, "f1": f1, "questions": dev.len() }))
     })
     .await?;
@@ -46,12 +45,12 @@ pub async fn train_reader(store: &Store, inputs: &SupervisedInputs, config: &Sup
         model,
         &s.optim,
         epoch_batches(&train, examples_per_epoch(s, &train), s.epochs, &s.optim),
-        |batch| ready(batch_rows(&batch, |ex| Ok(shape.row(&text, ex)?.map(|r| r.0)))),
+        |batch| ready(batch_rows(&batch, |ex| Ok(reader_row(&text, ex, s)?.map(|r| r.0)))),
         |m, rows: Vec<ReaderRow>| Ok(Some(StepLoss::new(reader_loss(m, &text, &rows, &device)))),
     )
     .await?;
     let model = trained.model.valid();
-    let (em, f1) = reader::evaluate(&model, &text, &dev, &shape, &device)?;
+    let (em, f1) = reader::evaluate(&model, &text, &dev, s, &device)?;
     info!(em, f1, "reader after training on SQuAD dev");
     let after = serde_json::json!({ "em": em, "f1": f1, "questions": dev.len() });
     let checkpoint = publish(store, &model, READER_KIND, Path::new(&start.path), &config.output, Role::Reader).await?;
@@ -63,7 +62,6 @@ pub async fn train_phrase(store: &Store, inputs: &SupervisedInputs, config: &Sup
     let s = &config.settings;
     let (train, dev, start) = supervised_inputs(store, inputs, s).await?;
     let device = job_device()?;
-    let shape = PhraseShape::new(s);
     let partial = partial_dir(&config.output);
     let (phrase, text) = load_phrase_encoder::<JobTrain>(&start, &device)?;
     // The query encoders start from the pretrained folder (that of a phrase checkpoint, if given one).
@@ -75,7 +73,7 @@ pub async fn train_phrase(store: &Store, inputs: &SupervisedInputs, config: &Sup
     };
     let distill = s.distill.clone().filter(|_| teacher.is_some());
     let before: phrase::PhraseEval = start_evaluation(store, &partial, async {
-        phrase::evaluate(&phrase.valid(), &query.valid(), &text, &dev, &shape, s.filter_threshold, &device)
+        phrase::evaluate(&phrase.valid(), &query.valid(), &text, &dev, s, &device)
     })
     .await?;
     info!(em = before.em, kept = before.kept, "phrase encoder before training on SQuAD dev");
@@ -86,17 +84,17 @@ pub async fn train_phrase(store: &Store, inputs: &SupervisedInputs, config: &Sup
         PhraseModels { phrase, query },
         &s.optim,
         epoch_batches(&train, examples_per_epoch(s, &train), s.epochs, &s.optim),
-        |batch| ready(batch_rows(&batch, |ex| shape.row(&text, ex))),
+        |batch| ready(batch_rows(&batch, |ex| phrase_row(&text, ex, s))),
         |m, mut rows: Vec<PhraseRow>| {
             if let (Some(t), Some(d)) = (&teacher, &distill) {
-                phrase::add_teacher_with(t, &text, &mut rows, d, &device)?;
+                phrase::add_teacher(t, &text, &mut rows, d, &device)?;
             }
             Ok(Some(StepLoss::new(phrase_loss(m, &text, &rows, distill.as_ref(), &device)?.total)))
         },
     )
     .await?;
     let models = trained.model.valid();
-    let after = phrase::evaluate(&models.phrase, &models.query, &text, &dev, &shape, s.filter_threshold, &device)?;
+    let after = phrase::evaluate(&models.phrase, &models.query, &text, &dev, s, &device)?;
     info!(em = after.em, kept = after.kept, "phrase encoder after training on SQuAD dev");
     let base = Path::new(&start.path);
     let checkpoints = BTreeMap::from([

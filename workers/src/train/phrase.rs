@@ -16,41 +16,6 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use phrasesweep_schemas::train::{DistillSettings, SupervisedSettings};
 
-/// How the phrase model's inputs are cut: `max_len`, `title_tokens` and `query_len` of `[train.phrase]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PhraseShape {
-    /// Model window of the phrase encoder in tokens, special tokens included.
-    pub max_len: usize,
-    /// Title pieces in phrase encoder inputs, as at encoding time.
-    pub title_tokens: usize,
-    /// Question length for the query encoders, as at search time.
-    pub query_len: usize,
-}
-
-impl PhraseShape {
-    pub fn new(s: &SupervisedSettings) -> Self {
-        Self { max_len: s.max_len, title_tokens: s.title_tokens, query_len: s.query_len }
-    }
-
-    /// One training row of `ex`, or `None` when no window of its paragraph holds its answer.
-    pub fn row(&self, text: &TextEncoder, ex: &Example) -> Result<Option<PhraseRow>> {
-        let mut title = text.pieces(&ex.title)?.ids;
-        title.truncate(self.title_tokens);
-        let Some(f) = feature(text, ex, self.max_len - 3 - title.len())? else { return Ok(None) };
-        let offset = title.len() + 2;
-        Ok(Some(PhraseRow {
-            paragraph: text.pair(&title, f.ids()),
-            question: text.single(&ex.question, self.query_len)?,
-            offset,
-            len: f.ids().len(),
-            answer: (offset + f.answer.0, offset + f.answer.1),
-            window: f.ids().to_vec(),
-            question_text: ex.question.clone(),
-            teacher: None,
-        }))
-    }
-}
-
 /// Both sides of the phrase model, so one optimiser trains them together.
 #[derive(Module, Debug)]
 pub struct PhraseModels<B: Backend> {
@@ -72,9 +37,23 @@ pub struct PhraseRow {
     pub teacher: Option<(Vec<f32>, Vec<f32>)>,
 }
 
-/// [`PhraseShape::row`] in a `max_len` window, the other settings at their defaults.
-pub fn phrase_row(text: &TextEncoder, ex: &Example, max_len: usize) -> Result<Option<PhraseRow>> {
-    PhraseShape::new(&SupervisedSettings { max_len, ..Default::default() }).row(text, ex)
+/// One training row of `ex` in the window of `s.max_len` (title cut to `s.title_tokens`, question to
+/// `s.query_len`), or `None` when no window of its paragraph holds its answer.
+pub fn phrase_row(text: &TextEncoder, ex: &Example, s: &SupervisedSettings) -> Result<Option<PhraseRow>> {
+    let mut title = text.pieces(&ex.title)?.ids;
+    title.truncate(s.title_tokens);
+    let Some(f) = feature(text, ex, s.max_len - 3 - title.len())? else { return Ok(None) };
+    let offset = title.len() + 2;
+    Ok(Some(PhraseRow {
+        paragraph: text.pair(&title, f.ids()),
+        question: text.single(&ex.question, s.query_len)?,
+        offset,
+        len: f.ids().len(),
+        answer: (offset + f.answer.0, offset + f.answer.1),
+        window: f.ids().to_vec(),
+        question_text: ex.question.clone(),
+        teacher: None,
+    }))
 }
 
 /// The loss of one batch and its parts, for the log.
@@ -87,16 +66,11 @@ pub struct PhraseLoss<B: Backend> {
 
 /// Fills each row's teacher distributions from the reader, which reads the questions and softens its
 /// distributions as `settings` say.
-pub fn add_teacher_with<B: Backend>(reader: &Reader<B>, text: &TextEncoder, rows: &mut [PhraseRow], settings: &DistillSettings, device: &B::Device) -> Result<()> {
+pub fn add_teacher<B: Backend>(reader: &Reader<B>, text: &TextEncoder, rows: &mut [PhraseRow], settings: &DistillSettings, device: &B::Device) -> Result<()> {
     for r in rows {
         r.teacher = Some(teacher_probs(reader, text, &r.question_text, settings.question_pieces, &r.window, settings.temperature as f32, device)?);
     }
     Ok(())
-}
-
-/// [`add_teacher_with`] at `temperature`, the other distillation settings at their defaults.
-pub fn add_teacher<B: Backend>(reader: &Reader<B>, text: &TextEncoder, rows: &mut [PhraseRow], temperature: f32, device: &B::Device) -> Result<()> {
-    add_teacher_with(reader, text, rows, &DistillSettings { temperature: temperature as f64, ..Default::default() }, device)
 }
 
 /// Loss of a batch. With `distill_settings`, rows carry the reader's distributions and the loss pulls toward them.
@@ -182,13 +156,12 @@ pub fn evaluate<B: Backend>(
     query: &QueryEncoder<B>,
     text: &TextEncoder,
     examples: &[Example],
-    shape: &PhraseShape,
-    threshold: f32,
+    s: &SupervisedSettings,
     device: &B::Device,
 ) -> Result<PhraseEval> {
     let settings = phrasesweep_schemas::settings::EncodeSettings {
-        max_len: shape.max_len,
-        title_tokens: shape.title_tokens,
+        max_len: s.max_len,
+        title_tokens: s.title_tokens,
         filter_threshold: None,
         batch_size: 8,
         ..Default::default()
@@ -200,7 +173,7 @@ pub fn evaluate<B: Backend>(
         let inputs: Vec<ParagraphInput> = chunk.iter().map(|e| ParagraphInput { title: &e.title, text: &e.context, sentences: &[] }).collect();
         let encoded: Vec<EncodedParagraph> = encode_paragraphs(phrase, text, &inputs, &settings, device)?;
         let questions: Vec<&str> = chunk.iter().map(|e| e.question.as_str()).collect();
-        let queries = encode_queries(query, text, &questions, shape.query_len, 16, device)?;
+        let queries = encode_queries(query, text, &questions, s.query_len, 16, device)?;
         for ((ex, enc), (qs, qe)) in chunk.iter().zip(&encoded).zip(&queries) {
             let d = qs.len();
             let dot = |q: &[f32], i: usize| -> f32 { q.iter().zip(&enc.vectors[i * d..(i + 1) * d]).map(|(a, b)| a * b).sum() };
@@ -211,7 +184,7 @@ pub fn evaluate<B: Backend>(
                 em += super::rc::em_f1(&pred, &ex.answers).0;
             }
             tokens += enc.tokens.len();
-            kept += enc.tokens.iter().filter(|t| t.start_logit.max(t.end_logit) >= threshold).count();
+            kept += enc.tokens.iter().filter(|t| t.start_logit.max(t.end_logit) >= s.filter_threshold).count();
         }
     }
     Ok(PhraseEval { em: 100.0 * em / examples.len().max(1) as f64, kept: kept as f64 / tokens.max(1) as f64 })

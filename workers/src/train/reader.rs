@@ -11,36 +11,6 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use phrasesweep_schemas::train::SupervisedSettings;
 
-/// How the reader's inputs are cut and its answers bounded: `max_len`, `question_pieces` and
-/// `max_answer` of `[train.reader]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReaderShape {
-    /// Model window in tokens, special tokens included.
-    pub max_len: usize,
-    /// Question pieces kept.
-    pub question_pieces: usize,
-    /// Longest predicted answer, in pieces.
-    pub max_answer: usize,
-}
-
-impl ReaderShape {
-    pub fn new(s: &SupervisedSettings) -> Self {
-        Self { max_len: s.max_len, question_pieces: s.question_pieces, max_answer: s.max_answer }
-    }
-
-    /// One training row of `ex` (with the window it cut), or `None` when no window holds its answer.
-    pub fn row(&self, text: &TextEncoder, ex: &Example) -> Result<Option<(ReaderRow, Featured)>> {
-        let q = question_ids(text, &ex.question, self.question_pieces)?;
-        let capacity = self.max_len - 3 - q.len();
-        let Some(f) = feature(text, ex, capacity)? else { return Ok(None) };
-        let offset = q.len() + 2;
-        let row = text.pair(&q, f.ids());
-        let len = f.ids().len();
-        let answer = (offset + f.answer.0, offset + f.answer.1);
-        Ok(Some((ReaderRow { row, offset, len, answer }, f)))
-    }
-}
-
 /// One training row: the input, where the paragraph starts and how long it is, and the answer's row
 /// positions.
 pub struct ReaderRow {
@@ -50,9 +20,17 @@ pub struct ReaderRow {
     pub answer: (usize, usize),
 }
 
-/// [`ReaderShape::row`] in a `max_len` window, the other settings at their defaults.
-pub fn reader_row(text: &TextEncoder, ex: &Example, max_len: usize) -> Result<Option<(ReaderRow, Featured)>> {
-    ReaderShape::new(&SupervisedSettings { max_len, ..Default::default() }).row(text, ex)
+/// One training row of `ex` (with the window it cut), in the reader's window of `s.max_len` with the
+/// question cut to `s.question_pieces`; `None` when no window holds its answer.
+pub fn reader_row(text: &TextEncoder, ex: &Example, s: &SupervisedSettings) -> Result<Option<(ReaderRow, Featured)>> {
+    let q = question_ids(text, &ex.question, s.question_pieces)?;
+    let capacity = s.max_len - 3 - q.len();
+    let Some(f) = feature(text, ex, capacity)? else { return Ok(None) };
+    let offset = q.len() + 2;
+    let row = text.pair(&q, f.ids());
+    let len = f.ids().len();
+    let answer = (offset + f.answer.0, offset + f.answer.1);
+    Ok(Some((ReaderRow { row, offset, len, answer }, f)))
 }
 
 /// Cross-entropy of the start and of the end position over each row's paragraph tokens, averaged.
@@ -68,12 +46,12 @@ pub fn reader_loss<B: Backend>(model: &Reader<B>, text: &TextEncoder, rows: &[Re
     (ls + le).div_scalar(2.0)
 }
 
-/// The reader's answer: the best span of at most `shape.max_answer` pieces over every window of the
+/// The reader's answer: the best span of at most `settings.max_answer` pieces over every window of the
 /// paragraph.
-pub fn predict<B: Backend>(model: &Reader<B>, text: &TextEncoder, ex: &Example, shape: &ReaderShape, device: &B::Device) -> Result<String> {
-    let q = question_ids(text, &ex.question, shape.question_pieces)?;
+pub fn predict<B: Backend>(model: &Reader<B>, text: &TextEncoder, ex: &Example, settings: &SupervisedSettings, device: &B::Device) -> Result<String> {
+    let q = question_ids(text, &ex.question, settings.question_pieces)?;
     let pieces = text.pieces(&ex.context)?;
-    let ws = prediction_windows(pieces.ids.len(), shape.max_len - 3 - q.len());
+    let ws = prediction_windows(pieces.ids.len(), settings.max_len - 3 - q.len());
     let rows: Vec<Row> = ws.iter().map(|&(a, b)| text.pair(&q, &pieces.ids[a..b])).collect();
     let (start, end) = model.forward(text.batch::<B>(&rows, 0, device));
     let [_, s] = start.dims();
@@ -83,7 +61,7 @@ pub fn predict<B: Backend>(model: &Reader<B>, text: &TextEncoder, ex: &Example, 
     let mut best: Option<(f32, usize, usize)> = None;
     for (w, &(a, b)) in ws.iter().enumerate() {
         for i in 0..b - a {
-            for j in i..(i + shape.max_answer).min(b - a) {
+            for j in i..(i + settings.max_answer).min(b - a) {
                 let score = start[w * s + offset + i] + end[w * s + offset + j];
                 if best.is_none_or(|(x, _, _)| score > x) {
                     best = Some((score, a + i, a + j));
@@ -95,12 +73,12 @@ pub fn predict<B: Backend>(model: &Reader<B>, text: &TextEncoder, ex: &Example, 
 }
 
 /// SQuAD exact match and F1 (percent) over `examples`.
-pub fn evaluate<B: Backend>(model: &Reader<B>, text: &TextEncoder, examples: &[Example], shape: &ReaderShape, device: &B::Device) -> Result<(f64, f64)> {
+pub fn evaluate<B: Backend>(model: &Reader<B>, text: &TextEncoder, examples: &[Example], s: &SupervisedSettings, device: &B::Device) -> Result<(f64, f64)> {
     let (mut em, mut f1) = (0.0, 0.0);
     let mut log = crate::progress::RateLog::new("evaluate the reader", examples.len() as u64, "questions");
     for ex in examples {
         log.add(1);
-        let (e, f) = em_f1(&predict(model, text, ex, shape, device)?, &ex.answers);
+        let (e, f) = em_f1(&predict(model, text, ex, s, device)?, &ex.answers);
         em += e;
         f1 += f;
     }
