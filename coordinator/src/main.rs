@@ -96,6 +96,7 @@ impl From<UnitArg> for Unit {
 
 /// A store named on the command line; endpoint and credentials come from the AWS_* environment.
 fn main() -> std::process::ExitCode {
+    phrasesweep_workers::env::give_lance_every_core();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

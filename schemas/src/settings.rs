@@ -149,7 +149,11 @@ fn default_max_iters() -> usize {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SearchSettings {
-    /// IVF partitions probed per query.
+    /// How a job's questions meet the phrase vectors: one exact scan for all of them, or a search per
+    /// question through the IVF index.
+    #[serde(default)]
+    pub method: SearchMethod,
+    /// IVF partitions probed per query (`method = "ivf"` and `phrasesweep search`).
     #[serde(default = "default_nprobes")]
     pub nprobes: usize,
     /// Candidates re-ranked with exact vectors, as a multiple of the hits asked for (0: no refine).
@@ -163,8 +167,22 @@ pub struct SearchSettings {
 
 impl Default for SearchSettings {
     fn default() -> Self {
-        Self { nprobes: default_nprobes(), refine: default_refine(), query_len: default_query_len() }
+        Self { method: SearchMethod::default(), nprobes: default_nprobes(), refine: default_refine(), query_len: default_query_len() }
     }
+}
+
+/// How a batch of questions is searched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMethod {
+    /// Every phrase vector read once per job and scored against all its questions with one matrix
+    /// product per batch: exact, and on a CPU faster than per-question IVF search for any job of more
+    /// than a few questions (docs/benchmarks.md, "Batch scan").
+    #[default]
+    Scan,
+    /// A search per question through the IVF index (`nprobes`, `refine`): for indexes too large to read
+    /// once per job.
+    Ivf,
 }
 
 /// With the default SQ index on the development benchmark's 2.2 M vectors (1,490 partitions), recall@100

@@ -43,3 +43,14 @@ pub fn get() -> &'static Env {
         }
     })
 }
+
+/// Lets Lance compute on every core: it keeps two cores for I/O and, on a machine with two, computes on
+/// one thread unless `LANCE_CPU_THREADS` says otherwise (it reads the variable when its pool starts).
+/// Call before any thread starts; a value already set is kept.
+pub fn give_lance_every_core() {
+    if var("LANCE_CPU_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // SAFETY: called at the top of `main`, before the process has other threads.
+        unsafe { std::env::set_var("LANCE_CPU_THREADS", cores.to_string()) };
+    }
+}

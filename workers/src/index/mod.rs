@@ -2,5 +2,6 @@
 //! hits, and the BM25 baseline. Depends on `io`, `text` and `model`.
 
 pub mod bm25;
+pub mod scan;
 pub mod search;
 pub mod units;

@@ -5,29 +5,19 @@
 use crate::text::corpus::{CORPUS_COLUMNS, CorpusRow, corpus_rows};
 use crate::io::lance::open_dataset;
 use crate::model::encoders::MAX_SPAN;
+use crate::index::scan::{Anchor, BATCH_ROWS, Candidates, Queries, ScanStats, scan};
 use crate::index::units::{Hit, Unit, dedup};
+use crate::progress::RateLog;
 use crate::io::store::Store;
 use anyhow::{Context, Result};
 use arrow::array::{AsArray, Float32Array, RecordBatch};
 use arrow::datatypes::{Float32Type, UInt32Type, UInt64Type};
 use futures::TryStreamExt;
 use lance::Dataset;
-use phrasesweep_schemas::settings::SearchSettings;
+use phrasesweep_schemas::settings::{SearchMethod, SearchSettings};
 use phrasesweep_schemas::job::DatasetVersion;
 use phrasesweep_schemas::tables::phrases;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, LazyLock};
-
-/// Completed spans of recent searches, without their vectors, by [`PhraseIndex::search_key`]. A sweep
-/// runs many retrievals of one query encoder over the same questions (each unit, static and dynamic, with
-/// and without opt), and a worker that runs several of them searches each question once per hit count.
-static SEARCHES: LazyLock<moka::sync::Cache<[u8; 32], Arc<Vec<Span>>>> = LazyLock::new(|| {
-    moka::sync::Cache::builder()
-        .weigher(|_, spans: &Arc<Vec<Span>>| (spans.len() * size_of::<Span>()).try_into().unwrap_or(u32::MAX))
-        .max_capacity(256 << 20)
-        .build()
-});
 
 /// A committed phrase index and the corpus it was encoded from, opened for search.
 pub struct PhraseIndex {
@@ -106,7 +96,7 @@ impl PhraseIndex {
     /// Row addresses of the `k` tokens with the largest inner product with `q`.
     pub async fn nearest(&self, q: &[f32], k: usize, exact: bool) -> Result<Vec<u64>> {
         let mut scan = self.phrases.scan();
-        scan.project(&[phrases::TOKEN, "_distance"])?;
+        scan.project(&["_distance"])?;
         scan.nearest(phrases::VECTOR, &Float32Array::from(q.to_vec()), k)?;
         scan.distance_metric(lance_linalg::distance::MetricType::Dot);
         if exact {
@@ -177,20 +167,19 @@ impl PhraseIndex {
         (frag << 32 | lo)..=(frag << 32 | hi)
     }
 
-    /// The best spans for a query: `k` start hits and `k` end hits, each completed, best first, each span
-    /// once.
-    pub async fn spans(&self, q_start: &[f32], q_end: &[f32], k: usize, exact: bool) -> Result<Vec<Span>> {
-        let starts = self.nearest(q_start, k, exact).await?;
-        let ends = self.nearest(q_end, k, exact).await?;
+    /// The `k` start hits and `k` end hits of one query through Lance's nearest-neighbour search (the
+    /// IVF index, or every vector when `exact`), each completed into its span with one read of the rows
+    /// around them. Start and end are searched concurrently.
+    pub async fn candidates(&self, q_start: &[f32], q_end: &[f32], k: usize, exact: bool) -> Result<Candidates> {
+        let (starts, ends) = futures::try_join!(self.nearest(q_start, k, exact), self.nearest(q_end, k, exact))?;
         let mut needed = BTreeSet::new();
         for &a in starts.iter().chain(&ends) {
             needed.extend(self.neighbourhood(a));
         }
         let needed: Vec<u64> = needed.into_iter().collect();
         let tokens = self.tokens(&needed).await?;
-        let mut spans = Vec::with_capacity(2 * k);
-        let mut complete = |anchor: u64, is_start: bool| {
-            let Some(a) = tokens.get(&anchor) else { return };
+        let complete = |anchor: u64, is_start: bool| -> Option<Anchor> {
+            let a = tokens.get(&anchor)?;
             let mut best: Option<(f32, &Token)> = None;
             for addr in self.neighbourhood(anchor) {
                 let Some(t) = tokens.get(&addr) else { continue };
@@ -207,45 +196,56 @@ impl PhraseIndex {
                     }
                 }
             }
-            if let Some((other, t)) = best {
-                let (s, e) = if is_start { (a, t) } else { (t, a) };
-                let anchor_score = if is_start { dot(q_start, &a.vector) } else { dot(q_end, &a.vector) };
-                spans.push(Span {
-                    corpus_row: a.corpus_row,
-                    score: anchor_score + other,
-                    char_start: s.start,
-                    char_end: e.end,
-                    first_sentence: s.sentence,
-                    last_sentence: e.sentence,
-                    start_token: s.token,
-                    end_token: e.token,
-                    start_vector: s.vector.clone(),
-                    end_vector: e.vector.clone(),
-                });
-            }
+            let (other, t) = best?;
+            let (s, e) = if is_start { (a, t) } else { (t, a) };
+            let score = if is_start { dot(q_start, &a.vector) } else { dot(q_end, &a.vector) };
+            let span = Span {
+                corpus_row: a.corpus_row,
+                score: score + other,
+                char_start: s.start,
+                char_end: e.end,
+                first_sentence: s.sentence,
+                last_sentence: e.sentence,
+                start_token: s.token,
+                end_token: e.token,
+                start_vector: s.vector.clone(),
+                end_vector: e.vector.clone(),
+            };
+            Some(Anchor { score, addr: anchor, span })
         };
-        for &a in &starts {
-            complete(a, true);
-        }
-        for &a in &ends {
-            complete(a, false);
-        }
-        spans.sort_by(|a, b| b.score.total_cmp(&a.score));
-        let mut seen = std::collections::HashSet::new();
-        spans.retain(|s| seen.insert((s.corpus_row, s.start_token, s.end_token)));
-        Ok(spans)
+        Ok(Candidates {
+            starts: starts.iter().filter_map(|&a| complete(a, true)).collect(),
+            ends: ends.iter().filter_map(|&a| complete(a, false)).collect(),
+        })
     }
 
-    /// Everything the spans of a search depend on: the index version, the search settings, the query.
-    fn search_key(&self, q_start: &[f32], q_end: &[f32], hits: usize) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(self.phrases.uri());
-        h.update(self.phrases.version().version.to_le_bytes());
-        h.update([self.settings.nprobes as u64, self.settings.refine as u64, hits as u64].map(u64::to_le_bytes).concat());
-        for x in q_start.iter().chain(q_end) {
-            h.update(x.to_le_bytes());
+    /// The best spans for a query: `k` start hits and `k` end hits, each completed, best first, each span
+    /// once.
+    pub async fn spans(&self, q_start: &[f32], q_end: &[f32], k: usize, exact: bool) -> Result<Vec<Span>> {
+        Ok(self.candidates(q_start, q_end, k, exact).await?.spans(k))
+    }
+
+    /// Every query's `k` start and `k` end hits in one exact pass over all phrase vectors (see
+    /// [`scan`](crate::index::scan)).
+    pub async fn scan(&self, queries: &Queries, k: usize, keep_vectors: bool) -> Result<(Vec<Candidates>, ScanStats)> {
+        scan(&self.phrases, None, queries, k, keep_vectors, BATCH_ROWS).await
+    }
+
+    /// The same search, by the job's method: one scan for all queries, or a search per query through
+    /// the IVF index.
+    pub async fn batch(&self, queries: &[(Vec<f32>, Vec<f32>)], k: usize, keep_vectors: bool) -> Result<Vec<Candidates>> {
+        match self.settings.method {
+            SearchMethod::Scan => Ok(self.scan(&Queries::new(queries), k, keep_vectors).await?.0),
+            SearchMethod::Ivf => {
+                let mut out = Vec::with_capacity(queries.len());
+                let mut log = RateLog::new("search through the IVF index", queries.len() as u64, "queries");
+                for (qs, qe) in queries {
+                    out.push(self.candidates(qs, qe, k, false).await?);
+                    log.add(1);
+                }
+                Ok(out)
+            }
         }
-        h.finalize().into()
     }
 
     /// Corpus paragraphs by row address.
@@ -259,31 +259,25 @@ impl PhraseIndex {
         Ok(unique.into_iter().zip(corpus_rows(&batch)?).collect())
     }
 
-    /// The top `k` pieces of evidence of `unit` for one query. Units other than phrases search `2k` hits
-    /// and keep `k` after deduplication.
+    /// The top `k` pieces of evidence of `unit` for one query, through the IVF index.
     pub async fn search(&self, q_start: &[f32], q_end: &[f32], unit: Unit, k: usize, encoder: &str) -> Result<Vec<Hit>> {
-        let hits_k = if unit == Unit::Phrase { k } else { 2 * k };
-        let key = self.search_key(q_start, q_end, hits_k);
-        let spans = match SEARCHES.get(&key) {
-            Some(spans) => spans,
-            None => {
-                let mut spans = self.spans(q_start, q_end, hits_k, false).await?;
-                for s in &mut spans {
-                    (s.start_vector, s.end_vector) = (Vec::new(), Vec::new());
-                }
-                let spans = Arc::new(spans);
-                SEARCHES.insert(key, spans.clone());
-                spans
-            }
-        };
-        let rows: Vec<u64> = spans.iter().map(|s| s.corpus_row).collect();
-        let paragraphs = self.paragraphs(&rows).await?;
-        let hits = spans
-            .iter()
-            .filter_map(|s| paragraphs.get(&s.corpus_row).map(|p| span_hit(s, p, encoder).as_unit(unit, &p.text)))
-            .collect();
-        Ok(dedup(hits, k))
+        let candidates = self.candidates(q_start, q_end, hits_for(unit, k), false).await?;
+        let spans = candidates.spans(hits_for(unit, k));
+        let paragraphs = self.paragraphs(&spans.iter().map(|s| s.corpus_row).collect::<Vec<_>>()).await?;
+        Ok(hits(&spans, &paragraphs, unit, k, encoder))
     }
+}
+
+/// Start and end hits a search of `k` units reads: `k` for phrases, `2k` for the coarser units (their
+/// spans collapse into fewer units after deduplication).
+pub fn hits_for(unit: Unit, k: usize) -> usize {
+    if unit == Unit::Phrase { k } else { 2 * k }
+}
+
+/// Spans (best first) as the top `k` hits of `unit`, each unit once.
+pub fn hits(spans: &[Span], paragraphs: &HashMap<u64, CorpusRow>, unit: Unit, k: usize, encoder: &str) -> Vec<Hit> {
+    let hits = spans.iter().filter_map(|s| paragraphs.get(&s.corpus_row).map(|p| span_hit(s, p, encoder).as_unit(unit, &p.text))).collect();
+    dedup(hits, k)
 }
 
 /// A span as a phrase hit, with its sentence(s) filled in.

@@ -10,15 +10,19 @@ use crate::io::parquet::write_parquet;
 use crate::progress::RateLog;
 use crate::text::questions::{Question, parse_questions};
 use crate::index::units::{Hit, Mode, Unit, drop_contained_phrases, dynamic_merge, static_merge};
-use crate::index::search::PhraseIndex;
+use crate::index::scan::Candidates;
+use crate::index::search::{PhraseIndex, hits, hits_for};
+use crate::text::corpus::CorpusRow;
 use crate::io::store::Store;
 use anyhow::{Context, Result};
 use arrow::array::{ArrayRef, Float32Array, RecordBatch, StringArray, UInt32Array};
 use phrasesweep_schemas::job::{LineShard, RetrieveConfig, RetrieveInputs};
 use phrasesweep_schemas::outcome::RetrieveOutcome;
 use phrasesweep_schemas::tables::results_schema;
+use phrasesweep_schemas::settings::SearchMethod;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use tracing::info;
 
 /// Queries per forward pass of a query encoder.
@@ -54,7 +58,7 @@ pub async fn run(store: &Store, inputs: &RetrieveInputs, config: &RetrieveConfig
             let dense = Dense::open(store, inputs, config, &texts).await?;
             recall_at_100 = dense.recall_at_100;
             for i in 0..texts.len() {
-                per_question.push(apply_opt(*opt, dense.search(i, encoder, *unit).await?));
+                per_question.push(apply_opt(*opt, dense.search(i, encoder, *unit)));
                 log.add(1);
             }
         }
@@ -62,8 +66,8 @@ pub async fn run(store: &Store, inputs: &RetrieveInputs, config: &RetrieveConfig
             let dense = Dense::open(store, inputs, config, &texts).await?;
             recall_at_100 = dense.recall_at_100;
             for i in 0..texts.len() {
-                let phrases = apply_opt(*opt, dense.search(i, phrase_encoder, Unit::Phrase).await?);
-                let sentences = dense.search(i, sentence_encoder, Unit::Sentence).await?;
+                let phrases = apply_opt(*opt, dense.search(i, phrase_encoder, Unit::Phrase));
+                let sentences = dense.search(i, sentence_encoder, Unit::Sentence);
                 per_question.push(match r.mode {
                     Mode::Static { .. } => static_merge(phrases, sentences),
                     _ => dynamic_merge(phrases, sentences, r.k),
@@ -89,33 +93,48 @@ pub async fn run(store: &Store, inputs: &RetrieveInputs, config: &RetrieveConfig
     Ok(out)
 }
 
-/// The phrase index, and every question's start and end vectors from each query encoder of a dense mode.
+/// Candidates of recent jobs by [`Dense::key`]: a sweep runs many retrievals with the same query encoders
+/// over the same question shard (each unit, static and dynamic, with and without opt), and a worker
+/// that runs several of them searches once. Concurrent jobs with the same key wait for the first one's
+/// search rather than repeating it.
+type Searched = Arc<tokio::sync::OnceCell<Arc<Vec<Candidates>>>>;
+static SEARCHES: LazyLock<moka::sync::Cache<[u8; 32], Searched>> = LazyLock::new(|| moka::sync::Cache::new(16));
+
+/// The phrase index, and every question's candidates from each query encoder of a dense mode, searched
+/// together (one scan for all of them) with the corpus paragraphs they lie in.
 struct Dense {
-    index: PhraseIndex,
-    vectors: HashMap<String, Vec<(Vec<f32>, Vec<f32>)>>,
+    /// Candidates of question `i` by encoder `e`: `candidates[offset[e] + i]`.
+    candidates: Arc<Vec<Candidates>>,
+    offset: HashMap<String, usize>,
+    paragraphs: HashMap<u64, CorpusRow>,
     k: usize,
-    /// Mean recall@100 of start hits, index vs exact search, when the job measures it.
+    /// Mean recall@100 of start hits, IVF index vs exact search, when the job measures it.
     recall_at_100: Option<f64>,
 }
 
 impl Dense {
     async fn open(store: &Store, inputs: &RetrieveInputs, config: &RetrieveConfig, texts: &[&str]) -> Result<Self> {
         let index = PhraseIndex::open(store, &inputs.phrases, &inputs.corpus, &config.search).await?;
-        let encoders = config.retrieval.encoders();
-        let mut vectors: HashMap<String, Vec<(Vec<f32>, Vec<f32>)>> = HashMap::new();
+        let mut encoders = config.retrieval.encoders();
+        encoders.sort();
+        encoders.dedup();
+        let (mut queries, mut offset) = (Vec::new(), HashMap::new());
         for name in &encoders {
-            if vectors.contains_key(name) {
-                continue;
-            }
             let model_ref = config.encoders.get(name).with_context(|| format!("the job names no model for encoder `{name}`"))?;
             let device = job_device()?;
             let (model, text) = load_query_encoder::<Job>(&local_model(store, model_ref).await?, &device)?;
-            let v = encode_queries(&model, &text, texts, config.search.query_len, QUERY_BATCH, &device)?;
-            vectors.insert(name.clone(), v);
+            offset.insert(name.clone(), queries.len());
+            queries.extend(encode_queries(&model, &text, texts, config.search.query_len, QUERY_BATCH, &device)?);
         }
+        let k = config.retrieval.k;
+        let hits = hits_for(Unit::Sentence, k);
+        let cell = SEARCHES.get_with(Self::key(inputs, config, hits, &queries), Default::default);
+        let candidates = cell.get_or_try_init(|| async { index.batch(&queries, hits, false).await.map(Arc::new) }).await?.clone();
+        let rows: Vec<u64> = candidates.iter().flat_map(|c| c.spans(hits)).map(|s| s.corpus_row).collect();
+        let paragraphs = index.paragraphs(&rows).await?;
         let mut recall_at_100 = None;
-        if let (true, Some(first)) = (config.measure_recall, encoders.first()) {
-            let sample = &vectors[first][..texts.len().min(RECALL_SAMPLE)];
+        if config.measure_recall && config.search.method == SearchMethod::Ivf {
+            let sample = &queries[..texts.len().min(RECALL_SAMPLE)];
             let mut sum = 0.0;
             for (qs, _) in sample {
                 sum += index.recall_at(qs, 100).await?;
@@ -124,13 +143,26 @@ impl Dense {
             info!(recall_at_100 = recall, questions = sample.len(), nprobes = config.search.nprobes, refine = config.search.refine, "index recall against exact search");
             recall_at_100 = Some(recall);
         }
-        Ok(Self { index, vectors, k: config.retrieval.k, recall_at_100 })
+        Ok(Self { candidates, offset, paragraphs, k, recall_at_100 })
+    }
+
+    /// Everything a job's candidates depend on: the index version, the search settings, the hit count and
+    /// the query vectors.
+    fn key(inputs: &RetrieveInputs, config: &RetrieveConfig, hits: usize, queries: &[(Vec<f32>, Vec<f32>)]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(format!("{}@{}", inputs.phrases.dataset, inputs.phrases.version));
+        h.update(serde_json::to_vec(&config.search).unwrap_or_default());
+        h.update((hits as u64).to_le_bytes());
+        for (qs, qe) in queries {
+            qs.iter().chain(qe).for_each(|x| h.update(x.to_le_bytes()));
+        }
+        h.finalize().into()
     }
 
     /// Question `i`'s top-k units of one kind, by one query encoder.
-    async fn search(&self, i: usize, encoder: &str, unit: Unit) -> Result<Vec<Hit>> {
-        let (qs, qe) = &self.vectors[encoder][i];
-        self.index.search(qs, qe, unit, self.k, encoder).await
+    fn search(&self, i: usize, encoder: &str, unit: Unit) -> Vec<Hit> {
+        let spans = self.candidates[self.offset[encoder] + i].spans(hits_for(unit, self.k));
+        hits(&spans, &self.paragraphs, unit, self.k, encoder)
     }
 }
 

@@ -131,18 +131,21 @@ pub async fn qsft_epoch(store: &Store, inputs: &QsftInputs, config: &QsftConfig)
         info!(run = run.name, em = b.em, sentence_mar = b.sentence_mar, "qsft start evaluated on dev");
     }
 
-    // Each step retrieves its questions' candidates with the frozen encoders (and the teacher's view of
-    // them), then scores the trainable copy against them.
-    let retrieve = {
-        let (index, frozen, text, teacher, device) = (&index, &frozen, &text, teacher.as_ref(), &device);
-        move |batch| async move {
-            let mut items = qsft::candidates(index, frozen, text, batch, run.candidates, query_len, device).await?;
-            if let Some(t) = teacher {
-                for q in &mut items {
-                    qsft::add_teacher(t, text, q, &run.distill, device)?;
-                }
-            }
-            anyhow::Ok(Some(items))
+    // The frozen encoders retrieve every training question's candidates in one search at the start; each
+    // step adds the teacher's view of its questions, then scores the trainable copy against them.
+    let searched = std::time::Instant::now();
+    let items = qsft::candidates(&index, &frozen, &text, &train, run.candidates, query_len, &device).await?;
+    let search_seconds = searched.elapsed().as_secs_f64();
+    info!(run = run.name, questions = items.len(), seconds = search_seconds, "qsft candidates retrieved");
+    let prepare = {
+        let (text, teacher, device) = (&text, teacher.as_ref(), &device);
+        move |batch: &[QsftQuestion]| {
+            let mut items = batch.to_vec();
+            let teached = match teacher {
+                Some(t) => items.iter_mut().try_for_each(|q| qsft::add_teacher(t, text, q, &run.distill, device)),
+                None => Ok(()),
+            };
+            ready(teached.map(|()| Some(items)))
         }
     };
     let trained = run_steps(
@@ -151,8 +154,8 @@ pub async fn qsft_epoch(store: &Store, inputs: &QsftInputs, config: &QsftConfig)
         &format!("qsft {} epoch {}", run.name, config.epoch),
         model,
         o,
-        train.chunks(o.batch_size).collect::<Vec<&[Question]>>(),
-        retrieve,
+        items.chunks(o.batch_size).collect::<Vec<&[QsftQuestion]>>(),
+        prepare,
         |m, items: Vec<QsftQuestion>| {
             let tensors = QsftBatch::<JobTrain>::new(&text, &items, query_len, &device)?;
             Ok(qsft_loss(m, &tensors, run, distill_on).map(|l| StepLoss { total: l.total, terms: l.terms.into_iter().map(|(t, v)| (t.as_str(), v)).collect() }))
@@ -176,8 +179,8 @@ pub async fn qsft_epoch(store: &Store, inputs: &QsftInputs, config: &QsftConfig)
         terms: trained.term_means(),
         dev: dev_after,
         dev_before,
-        seconds: trained.seconds,
-        seconds_per_1000_questions: per_1000(trained.seconds, train.len()),
+        seconds: trained.seconds + search_seconds,
+        seconds_per_1000_questions: per_1000(trained.seconds + search_seconds, train.len()),
         resumed_at: trained.resumed_at,
     })
 }

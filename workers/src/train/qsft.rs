@@ -8,10 +8,9 @@ use crate::eval::metrics::{self, MarMode, exact_match};
 use crate::model::bert::BertInput;
 use crate::model::encoders::{QueryEncoder, Reader, encode_queries};
 use crate::model::text::TextEncoder;
-use crate::progress::RateLog;
 use crate::text::questions::Question;
 use crate::index::units::{Unit, dedup};
-use crate::index::search::{PhraseIndex, span_hit};
+use crate::index::search::{PhraseIndex, Span, span_hit};
 use anyhow::Result;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
@@ -33,8 +32,8 @@ pub struct QsftQuestion {
     pub teacher: Option<(Vec<f32>, Vec<f32>, Vec<bool>)>,
 }
 
-/// Retrieves the candidates of `questions` with the frozen encoders: `k` start and `k` end hits,
-/// completed into spans (at most `2k`, each once).
+/// Retrieves the candidates of `questions` with the frozen encoders, all in one search (one scan of the
+/// index by default): `k` start and `k` end hits, completed into spans (at most `2k`, each once).
 pub async fn candidates<B: Backend>(
     index: &PhraseIndex,
     frozen: &QueryEncoder<B>,
@@ -46,12 +45,11 @@ pub async fn candidates<B: Backend>(
 ) -> Result<Vec<QsftQuestion>> {
     let texts: Vec<&str> = questions.iter().map(|q| q.question.as_str()).collect();
     let vectors = encode_queries(frozen, text, &texts, query_len, 16, device)?;
+    let found = index.batch(&vectors, k, true).await?;
+    let spans: Vec<Vec<Span>> = found.iter().map(|c| c.spans(k)).collect();
+    let paragraphs = index.paragraphs(&spans.iter().flatten().map(|s| s.corpus_row).collect::<Vec<_>>()).await?;
     let mut out = Vec::with_capacity(questions.len());
-    for (q, (qs, qe)) in questions.iter().zip(&vectors) {
-        let mut spans = index.spans(qs, qe, k, false).await?;
-        spans.truncate(2 * k);
-        let rows: Vec<u64> = spans.iter().map(|s| s.corpus_row).collect();
-        let paragraphs = index.paragraphs(&rows).await?;
+    for (q, spans) in questions.iter().zip(spans) {
         let mut item = QsftQuestion { question: q.question.clone(), gold: Gold::from(q), candidates: Vec::new(), start_vectors: Vec::new(), end_vectors: Vec::new(), teacher: None };
         for s in &spans {
             let Some(p) = paragraphs.get(&s.corpus_row) else { continue };
@@ -194,11 +192,10 @@ pub async fn evaluate<B: Backend>(index: &PhraseIndex, encoder: &QueryEncoder<B>
     let texts: Vec<&str> = questions.iter().map(|q| q.question.as_str()).collect();
     let vectors = encode_queries(encoder, text, &texts, query_len, 16, device)?;
     let (mut em, mut strict, mut seed) = (0.0, Vec::new(), Vec::new());
-    let mut log = RateLog::new("evaluate on dev", questions.len() as u64, "questions");
-    for (q, (qs, qe)) in questions.iter().zip(&vectors) {
-        log.add(1);
-        let spans = index.spans(qs, qe, 200, false).await?;
-        let paragraphs = index.paragraphs(&spans.iter().map(|s| s.corpus_row).collect::<Vec<_>>()).await?;
+    let found = index.batch(&vectors, 200, false).await?;
+    let spans: Vec<Vec<Span>> = found.iter().map(|c| c.spans(200)).collect();
+    let paragraphs = index.paragraphs(&spans.iter().flatten().map(|s| s.corpus_row).collect::<Vec<_>>()).await?;
+    for (q, spans) in questions.iter().zip(&spans) {
         let hits: Vec<_> = spans.iter().filter_map(|s| paragraphs.get(&s.corpus_row).map(|p| (span_hit(s, p, "eval"), p))).collect();
         if let Some((top, _)) = hits.first() {
             em += exact_match(&top.phrase, &q.answers) as u8 as f64;
