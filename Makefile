@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/phrasesweep/target
 export PHRASESWEEP_STATE ?= $(HOME)/.cache/phrasesweep/services
 CARGO ?= cargo
 
-.PHONY: setup build demo eval-dev train-demo train-cpu qsft-cpu qsft-trained services services-stop test check-cuda bench
+.PHONY: setup build demo eval-dev train-demo train-cpu qsft-cpu qsft-trained services services-stop test check-cuda bench bench-search
 
 setup:
 	infra/setup.sh
@@ -66,3 +66,7 @@ check-cuda:
 ## burn vs PyTorch encoder throughput (not a test; numbers go to docs/benchmarks.md).
 bench: setup
 	scripts/bench.sh
+
+## Search speed: per-question IVF vs the batch scan vs faiss on the dev phrase index (`make eval-dev` first).
+bench-search: setup
+	scripts/bench_search.sh

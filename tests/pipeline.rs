@@ -92,26 +92,38 @@ fn pipeline_on_the_farm_and_embedded_scores_every_retrieval_and_finds_a_copied_p
     // The farm: a coordinator and two workers over RabbitMQ, storing on S3. Searching over S3 (moto) is
     // request-bound, so the farm runs two of the five retrievals.
     // Its encode jobs are capped at 40 paragraphs: of the fixture's three fragments (147 paragraphs), the
-    // two larger are split in two.
+    // two larger are split in two. Its scan jobs take one fragment each: five per question shard, merged
+    // by the retrieve jobs. Worker w2 is killed in its first scan job, after writing the job's output and
+    // before recording it; w3 comes in its place.
     let farm_extra = pipeline_extra(&data("fixture/questions.jsonl"), Some(&["dynamic-opt", "bm25-paragraph"]))
-        .replace("model = \"default\"", "model = \"default\"\njob_paragraphs = 40");
+        .replace("model = \"default\"", "model = \"default\"\njob_paragraphs = 40")
+        + "\n[search]\nscan_rows_per_job = 1\n";
     let name = unique("pipeline");
     let queue = format!("{name}.jobs");
     let uri = format!("s3://phrasesweep/{name}");
     let broker = format!("[broker]\nurl = \"{amqp}\"\nqueue = \"{queue}\"\n{farm_extra}");
     let farm_config = write_config(dir.path(), &name, &uri, &docs, &broker);
-    let (w1, w2) = (Proc::spawn(&mut worker(&queue, "w1", &s3)), Proc::spawn(&mut worker(&queue, "w2", &s3)));
+    let w1 = Proc::spawn(&mut worker(&queue, "w1", &s3));
+    let mut w2 = Proc::spawn(worker(&queue, "w2", &s3).env("PHRASESWEEP_FAULT_PAUSE_MS", "120000").env("PHRASESWEEP_FAULT_JOB", "scan"));
     let mut coord = Proc::spawn(bin().args(["coordinator", farm_config.to_str().unwrap()]).envs(&s3));
+    w2.wait_for_log("fault injection: pausing", LIMIT);
+    unsafe { libc::kill(w2.child.id() as i32, libc::SIGKILL) };
+    w2.child.wait().unwrap();
+    let w3 = Proc::spawn(&mut worker(&queue, "w3", &s3));
     assert!(coord.wait(LIMIT).success(), "coordinator failed:\n{}", coord.log());
     let farm = table_rows(&coord.log());
     let farm_names: Vec<&str> = farm.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(farm_names, ["dynamic-opt", "bm25-paragraph"], "{}", coord.log());
-    assert!(w1.log().contains("finished job") && w2.log().contains("finished job"), "both workers take jobs");
+    assert!(coord.log().contains("planned stage stage=scan jobs=10"), "2 shards × 5 fragments:\n{}", coord.log());
+    let logs = format!("{}{}", w1.log(), w3.log());
+    let retried: Vec<&str> = logs.lines().filter(|l| l.contains("started job") && l.contains("attempt=2")).collect();
+    assert!(retried.len() == 1 && retried[0].contains("what=scan"), "the killed scan job, and only it, is redone:\n{logs}");
+    assert!(w1.log().contains("finished job") && w3.log().contains("finished job"), "both workers take jobs");
     let res = run_bounded(bin().args(["results", &uri]).envs(&s3), LIMIT);
     assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
     assert_eq!(table_rows(&String::from_utf8_lossy(&res.stdout)), farm, "results reads the table back from S3");
     let secret = &s3["AWS_SECRET_ACCESS_KEY"];
-    for (who, log) in [("coordinator", coord.log()), ("w1", w1.log()), ("w2", w2.log())] {
+    for (who, log) in [("coordinator", coord.log()), ("w1", w1.log()), ("w2", w2.log()), ("w3", w3.log())] {
         assert!(!log.contains(secret.as_str()), "{who} logged the S3 secret");
     }
 
@@ -130,6 +142,7 @@ fn pipeline_on_the_farm_and_embedded_scores_every_retrieval_and_finds_a_copied_p
     let row = |rows: &[(String, f64, f64)], name: &str| rows.iter().find(|r| r.0 == name).cloned().unwrap();
     assert!(row(&rows, "bm25-paragraph").2 > 0.3, "BM25 over a corpus holding every gold paragraph finds answers: {stdout}");
     assert_eq!(row(&farm, "bm25-paragraph"), row(&rows, "bm25-paragraph"), "BM25 is deterministic: farm and embedded agree");
+    assert_eq!(row(&farm, "dynamic-opt"), row(&rows, "dynamic-opt"), "the farm's ten merged scan jobs equal the embedded run's one scan per shard");
     let encode = |log: &str, what: &str| -> u64 {
         let line = log.lines().find(|l| l.contains(what) && l.contains("stage=encode")).unwrap_or_else(|| panic!("no `{what}` line for encode:\n{log}"));
         let field = if what == "planned stage" { "jobs=" } else { "rows=" };

@@ -9,7 +9,7 @@ use phrasesweep_schemas::record::{self, CORPUS_DATASET, Failed, METRICS_FILE, PH
 use phrasesweep_workers::io::store::now_unix;
 use phrasesweep_schemas::tables::{corpus_schema, metrics_schema, phrases_schema};
 use phrasesweep_schemas::{ExperimentConfig, JobEnvelope, JobOutcome, JobSpec};
-use phrasesweep_schemas::outcome::{EncodeOutcome, IndexOutcome, IngestOutcome, Metrics, RetrieveOutcome};
+use phrasesweep_schemas::outcome::{EncodeOutcome, IndexOutcome, IngestOutcome, Metrics, RetrieveOutcome, ScanOutcome};
 use phrasesweep_workers::eval::table::metrics_batch;
 use phrasesweep_workers::io::lance::commit_fragments;
 use phrasesweep_workers::io::parquet::write_parquet;
@@ -253,6 +253,7 @@ async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str, committed: 
             info!(action = out.action, rows = out.rows, partitions = out.partitions, quantizer = ?out.quantizer, sub_vectors = out.sub_vectors, seconds = out.seconds, "index");
             (store.dataset_uri(PHRASES_DATASET), out.version, out.rows)
         }
+        StageKind::Candidates => (String::new(), 0, read_outcomes::<ScanOutcome>(store, &name, new_jobs).await?.iter().map(|o| o.rows).sum()),
         StageKind::Evidence => (String::new(), 0, read_outcomes::<RetrieveOutcome>(store, &name, new_jobs).await?.iter().map(|o| o.rows).sum()),
         StageKind::Metrics | StageKind::Reader | StageKind::PhraseModel | StageKind::Qsft { .. } => (String::new(), 0, 0),
     };

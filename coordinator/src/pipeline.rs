@@ -94,7 +94,11 @@ pub async fn walk<V: Visitor>(store: &Store, config: &ExperimentConfig, visitor:
     if config.questions.is_none() || config.retrieval.is_empty() {
         return Ok(w);
     }
-    let retrieve = plan::retrieve_stage(store, config, corpus.version, indexed.version, &encoders).await?;
+    let scan = plan::scan_stage(store, config, indexed.version, &encoders).await?;
+    if visitor.visit(&scan).await?.is_none() {
+        return Ok(w);
+    }
+    let retrieve = plan::retrieve_stage(store, config, corpus.version, indexed.version, &encoders, &scan).await?;
     if visitor.visit(&retrieve).await?.is_none() {
         return Ok(w);
     }

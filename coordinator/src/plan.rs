@@ -5,8 +5,9 @@
 use anyhow::{Context, Result};
 use phrasesweep_schemas::job::{
     DatasetVersion, EncodeConfig, EncodeInputs, IngestConfig, InputFile, ModelRef, QsftConfig, QsftInputs, RetrieveConfig,
-    RetrieveInputs, ScoreConfig, ScoreInputs, SupervisedConfig, SupervisedInputs,
+    RetrieveInputs, ScanConfig, ScanInputs, ScoreConfig, ScoreInputs, SupervisedConfig, SupervisedInputs,
 };
+use phrasesweep_schemas::settings::SearchMethod;
 use phrasesweep_schemas::record::{self, CORPUS_DATASET, PHRASES_DATASET, StageCommit, StageKind};
 use phrasesweep_schemas::train::{LossTerm, SupervisedSettings, TRAINED_ENCODER};
 use phrasesweep_schemas::outcome::QsftOutcome;
@@ -159,13 +160,81 @@ impl QsftRuns {
     }
 }
 
-/// Every retrieval × every question shard. `models` holds every query encoder name the retrievals use.
+/// Where a scan job writes: named by its encoder, question shard and a hash of the job.
+fn scan_path(encoder: &str, shard: u32, digest: &str) -> String {
+    format!("scans/{encoder}/shard-{shard:05}-{}.json", &digest[..12])
+}
+
+/// Ranges of consecutive fragments of `(id, rows)` with at most `most` rows each (a larger fragment is a
+/// range of its own).
+fn fragment_ranges(fragments: &[(u64, u64)], most: u64) -> Vec<Vec<u64>> {
+    let mut ranges: Vec<(Vec<u64>, u64)> = Vec::new();
+    for &(id, rows) in fragments {
+        match ranges.last_mut() {
+            Some((ids, sum)) if *sum + rows <= most => {
+                ids.push(id);
+                *sum += rows;
+            }
+            _ => ranges.push((vec![id], rows)),
+        }
+    }
+    ranges.into_iter().map(|(ids, _)| ids).collect()
+}
+
+/// With `[search] method = "scan"`: every question shard × every query encoder of a dense retrieval ×
+/// every range of `scan_rows_per_job` phrase vectors, each keeping the most hits any retrieval of that
+/// encoder reads. Workers scan the ranges of one shard in parallel; retrieve jobs merge them.
+pub async fn scan_stage(store: &Store, config: &ExperimentConfig, phrases_version: u64, models: &BTreeMap<String, ModelRef>) -> Result<Stage> {
+    let (Some(questions), SearchMethod::Scan) = (&config.questions, config.search.method) else {
+        return Ok(stage(store, config, StageKind::Candidates, Vec::new()));
+    };
+    let mut hits: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &config.retrieval {
+        for name in r.encoders() {
+            let h = hits.entry(name).or_default();
+            *h = (*h).max(2 * r.k);
+        }
+    }
+    if hits.is_empty() {
+        return Ok(stage(store, config, StageKind::Candidates, Vec::new()));
+    }
+    let shards = plan_shards(store, &questions.path, questions.shard_questions, &[]).await?;
+    let phrases = open_dataset(store, PHRASES_DATASET).await?.checkout_version(phrases_version).await?;
+    let fragments: Vec<(u64, u64)> = phrases.get_fragments().iter().map(|f| (f.id() as u64, f.metadata().physical_rows.unwrap_or(0) as u64)).collect();
+    let ranges = fragment_ranges(&fragments, config.search.scan_rows_per_job.max(1));
+    let mut specs = Vec::new();
+    for shard in &shards {
+        for (name, &hits) in &hits {
+            let model = models.get(name).with_context(|| format!("query encoder `{name}` is not trained yet"))?;
+            for range in &ranges {
+                let mut spec = JobSpec::Scan {
+                    inputs: ScanInputs {
+                        questions: shard.clone(),
+                        phrases: DatasetVersion { dataset: PHRASES_DATASET.into(), version: phrases_version },
+                        fragments: range.clone(),
+                    },
+                    config: ScanConfig { encoder: name.clone(), model: model.clone(), hits, query_len: config.search.query_len, output: String::new() },
+                };
+                let digest = hex::encode(Sha256::digest(serde_json::to_vec(&spec)?));
+                if let JobSpec::Scan { config, .. } = &mut spec {
+                    config.output = scan_path(name, shard.shard, &digest);
+                }
+                specs.push(spec);
+            }
+        }
+    }
+    Ok(stage(store, config, StageKind::Candidates, specs))
+}
+
+/// Every retrieval × every question shard, each reading the scan stage's outputs for its shard and
+/// encoders (none when the retrieve jobs search themselves).
 pub async fn retrieve_stage(
     store: &Store,
     config: &ExperimentConfig,
     corpus_version: u64,
     phrases_version: u64,
     models: &BTreeMap<String, ModelRef>,
+    scan: &Stage,
 ) -> Result<Stage> {
     let Some(questions) = &config.questions else { return Ok(stage(store, config, StageKind::Evidence, Vec::new())) };
     let shards = plan_shards(store, &questions.path, questions.shard_questions, &[]).await?;
@@ -186,10 +255,22 @@ pub async fn retrieve_stage(
                 // Exact search reads every vector: measured on a sample of the first shard only.
                 measure_recall: Some(i) == recall_run && j == 0,
             };
+            let scans = encoders
+                .keys()
+                .map(|name| {
+                    let outputs = scan.jobs.iter().filter_map(|j| match &j.spec {
+                        JobSpec::Scan { inputs, config } if inputs.questions.shard == shard.shard && config.encoder == *name => Some(config.output.clone()),
+                        _ => None,
+                    });
+                    (name.clone(), outputs.collect::<Vec<_>>())
+                })
+                .filter(|(_, outputs)| !outputs.is_empty())
+                .collect();
             let inputs = RetrieveInputs {
                 questions: shard.clone(),
                 phrases: DatasetVersion { dataset: PHRASES_DATASET.into(), version: phrases_version },
                 corpus: DatasetVersion { dataset: CORPUS_DATASET.into(), version: corpus_version },
+                scans,
             };
             // The output path holds a hash of everything else, so a changed config never overwrites
             // the evidence of another.
@@ -315,7 +396,15 @@ pub async fn qsft_stage(
 
 #[cfg(test)]
 mod tests {
-    use super::row_ranges;
+    use super::{fragment_ranges, row_ranges};
+
+    #[test]
+    fn fragments_group_into_consecutive_ranges_of_bounded_rows() {
+        let f = [(0, 40), (1, 50), (2, 30), (3, 200), (5, 10)];
+        assert_eq!(fragment_ranges(&f, 100), [vec![0, 1], vec![2], vec![3], vec![5]]);
+        assert_eq!(fragment_ranges(&f, 1000), [vec![0, 1, 2, 3, 5]]);
+        assert!(fragment_ranges(&[], 10).is_empty());
+    }
 
     #[test]
     fn large_fragments_split_into_contiguous_bounded_ranges() {

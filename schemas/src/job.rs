@@ -118,12 +118,51 @@ pub struct EncodeConfig {
     pub settings: EncodeSettings,
 }
 
+/// One shard of questions, one query encoder, one range of the phrase index's fragments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanInputs {
+    pub questions: LineShard,
+    pub phrases: DatasetVersion,
+    /// Ids of the fragments to scan, in order.
+    pub fragments: Vec<u64>,
+}
+
+impl ScanInputs {
+    /// "fragments 3..5", for labels and logs.
+    pub fn part(&self) -> String {
+        match (self.fragments.first(), self.fragments.last()) {
+            (Some(a), Some(b)) if a != b => format!("fragments {a}..={b}"),
+            (Some(a), _) => format!("fragment {a}"),
+            _ => "no fragments".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanConfig {
+    /// The query encoder's name in the config, and its model.
+    pub encoder: String,
+    pub model: ModelRef,
+    /// Start and end hits kept per question: the most any retrieval of this encoder reads.
+    pub hits: usize,
+    pub query_len: usize,
+    /// JSON file (relative to the store root) that receives every question's top hits in the range.
+    pub output: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetrieveInputs {
     pub questions: LineShard,
     pub phrases: DatasetVersion,
     pub corpus: DatasetVersion,
+    /// Per query encoder, the scan stage's outputs for this question shard, one per fragment range:
+    /// the job merges them rather than searching. Empty when the job searches itself
+    /// (`[search] method = "ivf"`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scans: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +264,8 @@ pub enum JobSpec {
     Encode { inputs: EncodeInputs, config: EncodeConfig },
     /// The vector index of a committed `phrases` version (built, or brought up to date).
     Index { inputs: DatasetVersion, config: IndexSettings },
+    /// A shard of questions × one query encoder × a range of phrase fragments → the top hits, as JSON.
+    Scan { inputs: ScanInputs, config: ScanConfig },
     /// A shard of questions × one retrieval → ranked evidence as Parquet.
     Retrieve { inputs: RetrieveInputs, config: RetrieveConfig },
     /// Every shard of one retrieval → metrics as Parquet.
@@ -243,6 +284,7 @@ impl JobSpec {
             JobSpec::Ingest { .. } => "ingest",
             JobSpec::Encode { .. } => "encode",
             JobSpec::Index { .. } => "index",
+            JobSpec::Scan { .. } => "scan",
             JobSpec::Retrieve { .. } => "retrieve",
             JobSpec::Score { .. } => "score",
             JobSpec::TrainReader { .. } => "train-reader",
@@ -257,6 +299,9 @@ impl JobSpec {
             JobSpec::Ingest { inputs, .. } => format!("ingest shard {} ({} docs)", inputs.shard, inputs.records),
             JobSpec::Encode { inputs, .. } => format!("encode corpus {}", inputs.part()),
             JobSpec::Index { inputs, .. } => format!("index {} version {}", inputs.dataset, inputs.version),
+            JobSpec::Scan { inputs, config } => {
+                format!("scan {} for question shard {}, {}", config.encoder, inputs.questions.shard, inputs.part())
+            }
             JobSpec::Retrieve { inputs, config } => {
                 format!("retrieve {} for question shard {}", config.retrieval.name, inputs.questions.shard)
             }

@@ -50,6 +50,16 @@ fn pq() -> Quantizer {
     Quantizer::Pq
 }
 
+/// What a scan job leaves in its record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScanOutcome {
+    pub questions: u64,
+    /// Phrase vectors scanned.
+    pub rows: u64,
+    pub seconds: f64,
+    pub output: String,
+}
+
 /// What a retrieve job leaves in its record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RetrieveOutcome {

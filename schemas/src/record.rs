@@ -92,6 +92,8 @@ pub enum StageKind {
     Phrases,
     /// The phrase index: a version of `phrases.lance` written by the index job itself.
     Index,
+    /// Every question shard's top hits per query encoder, per range of phrase fragments (JSON).
+    Candidates,
     /// Parquet files of ranked evidence.
     Evidence,
     /// Parquet files of metrics.
@@ -111,6 +113,7 @@ impl StageKind {
             StageKind::Corpus => "ingest".into(),
             StageKind::Phrases => "encode".into(),
             StageKind::Index => "index".into(),
+            StageKind::Candidates => "scan".into(),
             StageKind::Evidence => "retrieve".into(),
             StageKind::Metrics => "score".into(),
             StageKind::Reader => "train-reader".into(),

@@ -159,6 +159,12 @@ pub struct SearchSettings {
     /// Candidates re-ranked with exact vectors, as a multiple of the hits asked for (0: no refine).
     #[serde(default = "default_refine")]
     pub refine: u32,
+    /// Most phrase vectors one scan job reads: a larger index is scanned by several jobs per question
+    /// shard and encoder (one per range of fragments, run in parallel by the workers), whose top hits
+    /// the retrieve jobs merge. Only the coordinator reads it (scan jobs carry their fragments), so it is
+    /// not part of a job's identity.
+    #[serde(default = "default_scan_rows_per_job", skip_serializing)]
+    pub scan_rows_per_job: u64,
     /// Questions are cut to this many tokens, `[CLS]` and `[SEP]` included (DensePhrases pads to 64;
     /// padding is masked, so only the cut changes the vectors).
     #[serde(default = "default_query_len")]
@@ -167,7 +173,13 @@ pub struct SearchSettings {
 
 impl Default for SearchSettings {
     fn default() -> Self {
-        Self { method: SearchMethod::default(), nprobes: default_nprobes(), refine: default_refine(), query_len: default_query_len() }
+        Self {
+            method: SearchMethod::default(),
+            nprobes: default_nprobes(),
+            refine: default_refine(),
+            scan_rows_per_job: default_scan_rows_per_job(),
+            query_len: default_query_len(),
+        }
     }
 }
 
@@ -194,6 +206,11 @@ fn default_nprobes() -> usize {
 }
 fn default_refine() -> u32 {
     3
+}
+/// About 1.5 GB of f32 vectors at d = 384: on a 2-core worker a scan job of 100 questions then takes
+/// about 5 s (docs/benchmarks.md, "Batch scan"), and the dev index's 2.2 M vectors split in three jobs.
+fn default_scan_rows_per_job() -> u64 {
+    1_000_000
 }
 fn default_query_len() -> usize {
     64

@@ -16,6 +16,8 @@ pub struct Env {
     pub device: Option<String>,
     /// `$PHRASESWEEP_FAULT_PAUSE_MS`, for the crash tests (see `fault.rs`).
     pub fault_pause_ms: Option<u64>,
+    /// `$PHRASESWEEP_FAULT_JOB`: the job kind the pause applies to (absent: every kind that pauses).
+    pub fault_job: Option<String>,
     /// Where local scratch files go (`$TMPDIR`, else `/tmp`).
     pub temp_dir: PathBuf,
 }
@@ -39,6 +41,7 @@ pub fn get() -> &'static Env {
             checkpoint_cache: var("PHRASESWEEP_CACHE").map(PathBuf::from).unwrap_or_else(|| home.join(".cache/phrasesweep/checkpoints")),
             device: var("PHRASESWEEP_DEVICE"),
             fault_pause_ms: var("PHRASESWEEP_FAULT_PAUSE_MS").and_then(|v| v.parse().ok()),
+            fault_job: var("PHRASESWEEP_FAULT_JOB"),
             temp_dir: std::env::temp_dir(),
         }
     })

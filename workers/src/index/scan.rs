@@ -13,6 +13,7 @@ use futures::TryStreamExt;
 use lance::Dataset;
 use lance::table::format::Fragment;
 use phrasesweep_schemas::tables::phrases;
+use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use crate::progress::RateLog;
 use std::collections::{BinaryHeap, HashSet};
@@ -51,7 +52,7 @@ impl Queries {
 }
 
 /// A start (or end) hit: its own inner product, its row address, and the span it completes into.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Anchor {
     pub score: f32,
     pub addr: u64,
@@ -86,7 +87,7 @@ impl Ord for Worst {
 }
 
 /// One query's top-K start hits and top-K end hits, each completed into its span, best first.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Candidates {
     pub starts: Vec<Anchor>,
     pub ends: Vec<Anchor>,

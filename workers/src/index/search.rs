@@ -40,7 +40,7 @@ struct Token {
 }
 
 /// A completed span: tokens `start..=end` of one paragraph.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Span {
     pub corpus_row: u64,
     pub score: f32,
@@ -50,8 +50,11 @@ pub struct Span {
     pub last_sentence: u32,
     pub start_token: u32,
     pub end_token: u32,
-    /// The stored vectors of the first and last token (QSFT scores candidates with them).
+    /// The stored vectors of the first and last token (QSFT scores candidates with them); empty when
+    /// the search did not keep them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub start_vector: Vec<f32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub end_vector: Vec<f32>,
 }
 

@@ -29,7 +29,7 @@ pub async fn run(store: &Store, shard: &LineShard, config: &IngestConfig) -> Res
         write_uncommitted(store, &config.dataset, batches).await?
     };
     info!(shard = shard.shard, docs = docs.len(), paragraphs, "ingested shard");
-    crate::fault::pause_after_write();
+    crate::fault::pause_after_write("ingest");
     Ok(IngestOutcome { docs: docs.len() as u64, paragraphs, fragments })
 }
 

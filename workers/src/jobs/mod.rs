@@ -4,6 +4,7 @@ pub mod encode;
 pub mod index;
 pub mod ingest;
 pub mod retrieve;
+pub mod scan;
 pub mod score;
 pub mod train;
 
@@ -52,6 +53,7 @@ pub async fn execute(store: &Store, spec: &JobSpec) -> Result<serde_json::Value,
         JobSpec::Ingest { inputs, config } => record(ingest::run(store, inputs, config).await?),
         JobSpec::Encode { inputs, config } => record(encode::run(store, inputs, config).await?),
         JobSpec::Index { inputs, config } => record(index::run(store, inputs, config).await?),
+        JobSpec::Scan { inputs, config } => record(scan::run(store, inputs, config).await?),
         JobSpec::Retrieve { inputs, config } => record(retrieve::run(store, inputs, config).await?),
         JobSpec::Score { inputs, config } => record(score::run(store, inputs, config).await?),
         JobSpec::TrainReader { inputs, config } => record(train::train_reader(store, inputs, config).await?),

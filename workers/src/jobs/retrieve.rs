@@ -26,7 +26,7 @@ use std::sync::{Arc, LazyLock};
 use tracing::info;
 
 /// Queries per forward pass of a query encoder.
-const QUERY_BATCH: usize = 32;
+pub const QUERY_BATCH: usize = 32;
 
 /// Questions whose start hits are compared with exact search when a job measures the index's recall:
 /// an exact search reads every vector (3–7 s per question over the 2.2 M of the dev corpus here).
@@ -118,32 +118,62 @@ impl Dense {
         let mut encoders = config.retrieval.encoders();
         encoders.sort();
         encoders.dedup();
-        let (mut queries, mut offset) = (Vec::new(), HashMap::new());
-        for name in &encoders {
-            let model_ref = config.encoders.get(name).with_context(|| format!("the job names no model for encoder `{name}`"))?;
-            let device = job_device()?;
-            let (model, text) = load_query_encoder::<Job>(&local_model(store, model_ref).await?, &device)?;
-            offset.insert(name.clone(), queries.len());
-            queries.extend(encode_queries(&model, &text, texts, config.search.query_len, QUERY_BATCH, &device)?);
-        }
         let k = config.retrieval.k;
         let hits = hits_for(Unit::Sentence, k);
-        let cell = SEARCHES.get_with(Self::key(inputs, config, hits, &queries), Default::default);
-        let candidates = cell.get_or_try_init(|| async { index.batch(&queries, hits, false).await.map(Arc::new) }).await?.clone();
+        let mut recall_at_100 = None;
+        let (candidates, offset) = if !inputs.scans.is_empty() {
+            Self::merge_scans(store, &encoders, &inputs.scans, texts.len(), hits).await?
+        } else {
+            let (mut queries, mut offset) = (Vec::new(), HashMap::new());
+            for name in &encoders {
+                let model_ref = config.encoders.get(name).with_context(|| format!("the job names no model for encoder `{name}`"))?;
+                let device = job_device()?;
+                let (model, text) = load_query_encoder::<Job>(&local_model(store, model_ref).await?, &device)?;
+                offset.insert(name.clone(), queries.len());
+                queries.extend(encode_queries(&model, &text, texts, config.search.query_len, QUERY_BATCH, &device)?);
+            }
+            let cell = SEARCHES.get_with(Self::key(inputs, config, hits, &queries), Default::default);
+            let candidates = cell.get_or_try_init(|| async { index.batch(&queries, hits, false).await.map(Arc::new) }).await?.clone();
+            if config.measure_recall && config.search.method == SearchMethod::Ivf {
+                let sample = &queries[..texts.len().min(RECALL_SAMPLE)];
+                let mut sum = 0.0;
+                for (qs, _) in sample {
+                    sum += index.recall_at(qs, 100).await?;
+                }
+                let recall = sum / sample.len().max(1) as f64;
+                info!(recall_at_100 = recall, questions = sample.len(), nprobes = config.search.nprobes, refine = config.search.refine, "index recall against exact search");
+                recall_at_100 = Some(recall);
+            }
+            (candidates, offset)
+        };
         let rows: Vec<u64> = candidates.iter().flat_map(|c| c.spans(hits)).map(|s| s.corpus_row).collect();
         let paragraphs = index.paragraphs(&rows).await?;
-        let mut recall_at_100 = None;
-        if config.measure_recall && config.search.method == SearchMethod::Ivf {
-            let sample = &queries[..texts.len().min(RECALL_SAMPLE)];
-            let mut sum = 0.0;
-            for (qs, _) in sample {
-                sum += index.recall_at(qs, 100).await?;
-            }
-            let recall = sum / sample.len().max(1) as f64;
-            info!(recall_at_100 = recall, questions = sample.len(), nprobes = config.search.nprobes, refine = config.search.refine, "index recall against exact search");
-            recall_at_100 = Some(recall);
-        }
         Ok(Self { candidates, offset, paragraphs, k, recall_at_100 })
+    }
+
+    /// The scan stage's top hits of each encoder, every fragment range merged, for `questions` questions.
+    async fn merge_scans(
+        store: &Store,
+        encoders: &[String],
+        scans: &std::collections::BTreeMap<String, Vec<String>>,
+        questions: usize,
+        hits: usize,
+    ) -> Result<(Arc<Vec<Candidates>>, HashMap<String, usize>)> {
+        let (mut all, mut offset) = (Vec::new(), HashMap::new());
+        for name in encoders {
+            let paths = scans.get(name).with_context(|| format!("no scan of encoder `{name}` for this shard"))?;
+            let mut parts: Vec<std::vec::IntoIter<Candidates>> = Vec::new();
+            for path in paths {
+                let part: Vec<Candidates> = store.get_json(path).await?.with_context(|| format!("the scan output {path} is missing"))?;
+                anyhow::ensure!(part.len() == questions, "{path} holds {} questions, the shard {questions}", part.len());
+                parts.push(part.into_iter());
+            }
+            offset.insert(name.clone(), all.len());
+            for _ in 0..questions {
+                all.push(Candidates::merge(parts.iter_mut().filter_map(Iterator::next), hits));
+            }
+        }
+        Ok((Arc::new(all), offset))
     }
 
     /// Everything a job's candidates depend on: the index version, the search settings, the hit count and

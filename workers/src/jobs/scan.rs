@@ -1,0 +1,40 @@
+//! `scan`: one shard of questions × one query encoder × a range of phrase fragments → every question's
+//! top start and end hits in that range, completed into spans, as JSON for the retrieve jobs to merge.
+//! A range is a job of its own so that the workers of a farm scan one shard's ranges in parallel, and a
+//! killed scan job is redone alone.
+
+use super::JobError;
+use super::retrieve::{QUERY_BATCH, read_questions};
+use crate::index::scan::{BATCH_ROWS, Candidates, Queries, scan};
+use crate::io::lance::open_dataset;
+use crate::io::store::Store;
+use crate::model::device::{Job, job_device};
+use crate::model::encoders::encode_queries;
+use crate::model::registry::{load_query_encoder, local_model};
+use anyhow::Context;
+use phrasesweep_schemas::job::{ScanConfig, ScanInputs};
+use phrasesweep_schemas::outcome::ScanOutcome;
+use tracing::info;
+
+pub async fn run(store: &Store, inputs: &ScanInputs, config: &ScanConfig) -> Result<ScanOutcome, JobError> {
+    let started = std::time::Instant::now();
+    let questions = read_questions(store, &inputs.questions).await?;
+    let texts: Vec<&str> = questions.iter().map(|q| q.question.as_str()).collect();
+    let device = job_device()?;
+    let (model, text) = load_query_encoder::<Job>(&local_model(store, &config.model).await?, &device)?;
+    let queries = Queries::new(&encode_queries(&model, &text, &texts, config.query_len, QUERY_BATCH, &device)?);
+    let v = &inputs.phrases;
+    let ds = open_dataset(store, &v.dataset).await?;
+    let ds = ds.checkout_version(v.version).await.with_context(|| format!("{} has no version {}", v.dataset, v.version))?;
+    let fragments = inputs
+        .fragments
+        .iter()
+        .map(|&id| ds.get_fragment(id as usize).map(|f| f.metadata().clone()).with_context(|| format!("{}@{} has no fragment {id}", v.dataset, v.version)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (found, stats): (Vec<Candidates>, _) = scan(&ds, Some(fragments), &queries, config.hits, false, BATCH_ROWS).await?;
+    store.put_json(&config.output, &found).await?;
+    crate::fault::pause_after_write("scan");
+    let seconds = started.elapsed().as_secs_f64();
+    info!(encoder = config.encoder, shard = inputs.questions.shard, part = inputs.part(), rows = stats.rows, seconds, "scanned");
+    Ok(ScanOutcome { questions: questions.len() as u64, rows: stats.rows, seconds, output: config.output.clone() })
+}
