@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/phrasesweep/target
 export PHRASESWEEP_STATE ?= $(HOME)/.cache/phrasesweep/services
 CARGO ?= cargo
 
-.PHONY: setup build demo eval-dev train-demo train-cpu qsft-cpu qsft-trained services services-stop test check-cuda bench bench-search
+.PHONY: setup build demo eval-dev train-demo train-cpu qsft-cpu qsft-trained services services-stop test check-cuda bench bench-search bench-farm
 
 setup:
 	infra/setup.sh
@@ -70,3 +70,7 @@ bench: setup
 ## Search speed: per-question IVF vs the batch scan vs faiss on the dev phrase index (`make eval-dev` first).
 bench-search: setup
 	scripts/bench_search.sh
+
+## The demo sweep embedded vs on RabbitMQ + S3 with three workers, on this machine.
+bench-farm: services
+	scripts/bench_farm.sh

@@ -243,7 +243,11 @@ async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str, committed: 
             } else {
                 let outs: Vec<EncodeOutcome> = read_outcomes(store, &name, new_jobs).await?;
                 let dim = outs.last().map_or(0, |o| o.dim);
-                (PHRASES_DATASET, phrases_schema(dim), outs.into_iter().flat_map(|o| o.fragments).collect())
+                let dtype = stage.jobs.iter().find_map(|j| match &j.spec {
+                    JobSpec::Encode { config, .. } => Some(config.settings.dtype),
+                    _ => None,
+                });
+                (PHRASES_DATASET, phrases_schema(dim, dtype.unwrap_or_default()), outs.into_iter().flat_map(|o| o.fragments).collect())
             };
             let ds = commit_fragments(store, dataset, &schema, fragments, properties, append).await?;
             (store.dataset_uri(dataset), ds.version().version, ds.count_rows(None).await? as u64)

@@ -38,9 +38,13 @@ pub struct EncodeSettings {
     /// job's JSON at its default, so configs that do not set it keep their job ids.
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
+    /// The float type the phrase vectors are stored in: `f16` halves the bytes stored and scanned (the
+    /// scan computes in f32 either way). Left out of the job's JSON at its default.
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub dtype: Precision,
 }
 
-/// The float type a model computes in.
+/// The float type a model computes in, or vectors are stored in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
@@ -66,6 +70,7 @@ impl Default for EncodeSettings {
             batch_size: default_batch_size(),
             job_paragraphs: default_job_paragraphs(),
             precision: Precision::F32,
+            dtype: Precision::F32,
         }
     }
 }

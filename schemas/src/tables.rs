@@ -1,6 +1,7 @@
 //! Arrow schemas of the tables phrasesweep writes. Character offsets are Unicode scalar values (Python's
 //! `str` indexing), half-open `[start, end)`.
 
+use crate::settings::Precision;
 use arrow_schema::{DataType, Field, Schema};
 use std::sync::Arc;
 
@@ -38,9 +39,14 @@ pub mod phrases {
     pub const VECTOR: &str = "vector";
 }
 
-/// One row per kept token of the corpus: its vector is both its start and its end vector.
-pub fn phrases_schema(dim: usize) -> Arc<Schema> {
-    let item = Arc::new(Field::new("item", DataType::Float32, true));
+/// One row per kept token of the corpus: its vector is both its start and its end vector, stored as
+/// `dtype`.
+pub fn phrases_schema(dim: usize, dtype: Precision) -> Arc<Schema> {
+    let float = match dtype {
+        Precision::F32 => DataType::Float32,
+        Precision::F16 => DataType::Float16,
+    };
+    let item = Arc::new(Field::new("item", float, true));
     Arc::new(Schema::new(vec![
         Field::new(phrases::DOC_ID, DataType::Utf8, false),
         Field::new(phrases::PARAGRAPH, DataType::UInt32, false),

@@ -7,8 +7,8 @@
 use crate::index::search::Span;
 use crate::model::encoders::MAX_SPAN;
 use anyhow::{Context, Result};
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Float32Type, UInt32Type, UInt64Type};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{Float16Type, Float32Type, UInt32Type, UInt64Type};
 use futures::TryStreamExt;
 use lance::Dataset;
 use lance::table::format::Fragment;
@@ -168,6 +168,17 @@ pub async fn scan(
     Ok((found, stats))
 }
 
+/// The values of a vector column as f32: f32 vectors as they are, f16 ones converted into `buf`.
+pub fn f32_values<'a>(values: &'a ArrayRef, buf: &'a mut Vec<f32>) -> Result<&'a [f32]> {
+    if let Some(v) = values.as_primitive_opt::<Float32Type>() {
+        return Ok(v.values());
+    }
+    let v = values.as_primitive_opt::<Float16Type>().with_context(|| format!("phrase vectors of type {}", values.data_type()))?;
+    buf.clear();
+    buf.extend(v.values().iter().map(|x| x.to_f32()));
+    Ok(buf)
+}
+
 /// Rows within `REACH` of each other can be one span.
 const REACH: usize = MAX_SPAN - 1;
 
@@ -227,13 +238,15 @@ struct Scan<'q> {
     /// Per score column, the score a row must beat to enter its heap.
     bar: Vec<f32>,
     stats: ScanStats,
+    /// A batch's f16 vectors as f32.
+    converted: Vec<f32>,
 }
 
 impl<'q> Scan<'q> {
     fn new(queries: &'q Queries, k: usize, keep_vectors: bool) -> Self {
         let cols = 2 * queries.n;
         let bar = vec![if k == 0 { f32::INFINITY } else { f32::NEG_INFINITY }; cols];
-        Self { queries, k, keep_vectors, window: Window::default(), heaps: (0..cols).map(|_| BinaryHeap::new()).collect(), bar, stats: ScanStats::default() }
+        Self { queries, k, keep_vectors, window: Window::default(), heaps: (0..cols).map(|_| BinaryHeap::new()).collect(), bar, stats: ScanStats::default(), converted: Vec::new() }
     }
 
     fn cols(&self) -> usize {
@@ -246,7 +259,7 @@ impl<'q> Scan<'q> {
         let (d, cols) = (self.queries.d, self.cols());
         let vectors = get(phrases::VECTOR)?.as_fixed_size_list();
         anyhow::ensure!(vectors.value_length() as usize == d, "phrase vectors have {} dimensions, the queries {d}", vectors.value_length());
-        let values = vectors.values().as_primitive_opt::<Float32Type>().context("phrase vectors are not f32")?.values();
+        let values = f32_values(vectors.values(), &mut self.converted)?;
         anyhow::ensure!(values.len() == rows * d && vectors.null_count() == 0, "phrase vectors are sliced or hold nulls");
         let w = &mut self.window;
         w.addr.extend_from_slice(get("_rowaddr")?.as_primitive::<UInt64Type>().values());

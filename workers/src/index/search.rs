@@ -5,13 +5,13 @@
 use crate::text::corpus::{CORPUS_COLUMNS, CorpusRow, corpus_rows};
 use crate::io::lance::open_dataset;
 use crate::model::encoders::MAX_SPAN;
-use crate::index::scan::{Anchor, BATCH_ROWS, Candidates, Queries, ScanStats, scan};
+use crate::index::scan::{Anchor, BATCH_ROWS, Candidates, Queries, ScanStats, f32_values, scan};
 use crate::index::units::{Hit, Unit, dedup};
 use crate::progress::RateLog;
 use crate::io::store::Store;
 use anyhow::{Context, Result};
 use arrow::array::{AsArray, Float32Array, RecordBatch};
-use arrow::datatypes::{Float32Type, UInt32Type, UInt64Type};
+use arrow::datatypes::{UInt32Type, UInt64Type};
 use futures::TryStreamExt;
 use lance::Dataset;
 use phrasesweep_schemas::settings::{SearchMethod, SearchSettings};
@@ -142,6 +142,7 @@ impl PhraseIndex {
         let vectors = get(phrases::VECTOR)?.as_fixed_size_list().clone();
         anyhow::ensure!(batch.num_rows() == addrs.len(), "asked for {} phrase rows, got {}", addrs.len(), batch.num_rows());
         let mut out = HashMap::with_capacity(addrs.len());
+        let mut buf = Vec::new();
         for (i, &addr) in addrs.iter().enumerate() {
             let v = vectors.value(i);
             out.insert(
@@ -152,7 +153,7 @@ impl PhraseIndex {
                     sentence: sent.value(i),
                     start: cs.value(i),
                     end: ce.value(i),
-                    vector: v.as_primitive::<Float32Type>().values().to_vec(),
+                    vector: f32_values(&v, &mut buf)?.to_vec(),
                 },
             );
         }

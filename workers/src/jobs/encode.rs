@@ -13,16 +13,16 @@ use crate::progress::RateLog;
 use crate::io::store::Store;
 use anyhow::{Context, Result};
 use arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, RecordBatch, RecordBatchIterator, StringArray,
+    Array, ArrayRef, AsArray, FixedSizeListArray, Float16Array, Float32Array, RecordBatch, RecordBatchIterator, StringArray,
     UInt32Array, UInt64Array,
 };
-use arrow::datatypes::UInt64Type;
-use arrow_schema::{ArrowError, Field};
+use arrow::datatypes::{ArrowPrimitiveType, Float16Type, UInt64Type};
+use arrow_schema::ArrowError;
 use futures::TryStreamExt;
 use phrasesweep_schemas::job::{EncodeConfig, EncodeInputs};
 use phrasesweep_schemas::outcome::EncodeOutcome;
 use phrasesweep_schemas::settings::Precision;
-use phrasesweep_schemas::tables::phrases_schema;
+use phrasesweep_schemas::tables::{phrases, phrases_schema};
 use std::sync::Arc;
 use tracing::info;
 
@@ -54,7 +54,7 @@ async fn encode_on<B: Backend>(store: &Store, inputs: &EncodeInputs, config: &En
     let (model, text) = load_phrase_encoder::<B>(&local_model(store, &config.model).await?, &device)?;
     let dim = model.bert.embeddings.word_embeddings.weight.dims()[1];
     let settings = config.settings.clone();
-    let schema = phrases_schema(dim);
+    let schema = phrases_schema(dim, settings.dtype);
     let total = paragraphs.len() as u64;
     let counts = Arc::new(std::sync::Mutex::new((0u64, 0u64)));
     let started = std::time::Instant::now();
@@ -141,8 +141,14 @@ fn phrase_batch(
         }
         values.extend_from_slice(&e.vectors);
     }
-    let item = Arc::new(Field::new("item", arrow_schema::DataType::Float32, true));
-    let vectors = FixedSizeListArray::try_new(item, dim as i32, Arc::new(Float32Array::from(values)), None)?;
+    let vectors = match schema.field_with_name(phrases::VECTOR)?.data_type() {
+        arrow_schema::DataType::FixedSizeList(item, _) if *item.data_type() == arrow_schema::DataType::Float16 => {
+            let half = Float16Array::from_iter_values(values.into_iter().map(<Float16Type as ArrowPrimitiveType>::Native::from_f32));
+            FixedSizeListArray::try_new(item.clone(), dim as i32, Arc::new(half), None)?
+        }
+        arrow_schema::DataType::FixedSizeList(item, _) => FixedSizeListArray::try_new(item.clone(), dim as i32, Arc::new(Float32Array::from(values)), None)?,
+        other => return Err(ArrowError::SchemaError(format!("phrase vectors of type {other}"))),
+    };
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(doc)),
         Arc::new(UInt32Array::from(para)),
