@@ -14,9 +14,10 @@ tag="bench-farm-$(date +%s)"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/configs"
+shared="$(cd ../shared && pwd)"
 # The demo config, its relative paths made absolute, with another store (and broker).
-sed -e "s|^uri = .*|uri = \"$work/embedded\"|" -e "s|\"../../shared|\"$PWD/../shared|" configs/demo.toml > "$work/configs/embedded.toml"
-sed -e "s|^uri = .*|uri = \"s3://phrasesweep/$tag\"|" -e "s|\"../../shared|\"$PWD/../shared|" configs/demo.toml > "$work/configs/farm.toml"
+sed -e "s|^uri = .*|uri = \"$work/embedded\"|" -e "s|\"../../shared|\"$shared|" configs/demo.toml > "$work/configs/embedded.toml"
+sed -e "s|^uri = .*|uri = \"s3://phrasesweep/$tag\"|" -e "s|\"../../shared|\"$shared|" configs/demo.toml > "$work/configs/farm.toml"
 printf '\n[broker]\nurl = "%s"\nqueue = "%s.jobs"\n' "$amqp" "$tag" >> "$work/configs/farm.toml"
 
 # Seconds from the first "planned stage stage=scan" to "committed stage stage=retrieve" of a log.
@@ -33,14 +34,14 @@ PY
 }
 
 start=$(date +%s.%N)
-"$bin" run "$work/configs/embedded.toml" > "$work/embedded.out" 2> "$work/embedded.log"
+"$bin" run "$work/configs/embedded.toml" > "$work/embedded.out" 2> "$work/embedded.log" || { tail -20 "$work/embedded.log"; exit 1; }
 embedded=$(python3 -c "print($(date +%s.%N) - $start)")
 for w in 1 2 3; do
   "$bin" worker --broker "$amqp" --queue "$tag.jobs" --name "bench-w$w" > "$work/w$w.log" 2>&1 &
   pids+=($!)
 done
 start=$(date +%s.%N)
-"$bin" coordinator "$work/configs/farm.toml" > "$work/farm.out" 2> "$work/farm.log"
+"$bin" coordinator "$work/configs/farm.toml" > "$work/farm.out" 2> "$work/farm.log" || { tail -20 "$work/farm.log"; exit 1; }
 farm=$(python3 -c "print($(date +%s.%N) - $start)")
 er=$(retrieve_seconds "$work/embedded.log")
 fr=$(retrieve_seconds "$work/farm.log")

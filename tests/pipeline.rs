@@ -1,4 +1,4 @@
-//! End-to-end: the whole pipeline on the fixture (ingest → encode → index → retrieve → score), embedded
+//! End-to-end: the whole pipeline on the fixture (ingest → encode → index → scan → retrieve → score), embedded
 //! and on the farm (RabbitMQ + S3), the exact-match sanity check of the search path, and results.
 
 mod support;

@@ -13,7 +13,8 @@ use lance::io::{ObjectStoreParams, StorageOptionsAccessor};
 use lance::table::format::Fragment;
 use phrasesweep_schemas::outcome::Fragments;
 use std::collections::HashMap;
-use std::sync::Arc;
+use lance::session::Session;
+use std::sync::{Arc, LazyLock};
 
 /// Lance's fragments as a job outcome records them (opaque JSON to the contracts crate).
 fn recorded(fragments: Vec<Fragment>) -> Result<Fragments> {
@@ -108,9 +109,14 @@ pub async fn fragment_origins(ds: &Dataset) -> Result<HashMap<u64, u64>> {
     Ok(origins)
 }
 
+/// One Lance session per process: its caches (index partitions, file metadata) outlive a job, so the
+/// jobs a worker runs one after another over the same index do not read them again.
+static SESSION: LazyLock<Arc<Session>> = LazyLock::new(|| Arc::new(Session::default()));
+
 pub async fn open_dataset(store: &Store, dataset: &str) -> Result<Dataset> {
     let uri = store.dataset_uri(dataset);
     DatasetBuilder::from_uri(&uri)
+        .with_session(SESSION.clone())
         .with_storage_options(store.lance_options())
         .load()
         .await
