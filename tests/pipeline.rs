@@ -248,7 +248,7 @@ fn scan_equals_exact_search(store: &std::path::Path, questions: &std::path::Path
         }
         let mut ivf_recall = 0.0;
         for (i, ((qs, qe), found)) in vectors.iter().zip(&whole).enumerate() {
-            let exact = index.candidates(qs, qe, K, true).await.unwrap();
+            let exact = index.candidates(qs, qe, K, true, true).await.unwrap();
             // Compared as sets: Lance's exact search and the scan's matrix product round differently, so
             // hits of equal score may swap places.
             let addrs = |c: &Candidates| {
@@ -266,7 +266,7 @@ fn scan_equals_exact_search(store: &std::path::Path, questions: &std::path::Path
                 assert_eq!((&x.start_vector, &x.end_vector), (&y.start_vector, &y.end_vector), "question {i}: span vectors");
             }
             let starts = |c: &Candidates| c.starts.iter().map(|a| a.addr).collect::<Vec<_>>();
-            ivf_recall += recall(&starts(&exact), &starts(&index.candidates(qs, qe, K, false).await.unwrap()));
+            ivf_recall += recall(&starts(&exact), &starts(&index.candidates(qs, qe, K, false, false).await.unwrap()));
         }
         let ivf_recall = ivf_recall / vectors.len() as f64;
         assert!(ivf_recall >= 0.95, "IVF recall@{K} of start hits {ivf_recall}");

@@ -105,7 +105,7 @@ async fn main() -> Result<()> {
     let (mut ivf_seconds, mut ivf_recall) = (0.0, 0.0);
     for (q, exact) in queries.iter().zip(&exact_starts).take(ivf_n) {
         let started = Instant::now();
-        let c = index.candidates(&q.0, &q.1, HITS, false).await?;
+        let c = index.candidates(&q.0, &q.1, HITS, false, false).await?;
         ivf_seconds += started.elapsed().as_secs_f64();
         ivf_recall += recall(exact, &c.starts.iter().take(DEPTH).map(|a| a.addr).collect::<Vec<_>>());
     }

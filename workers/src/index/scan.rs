@@ -24,6 +24,15 @@ use tracing::info;
 /// batch's vectors and scores stay in cache-friendly tens of megabytes.
 pub const BATCH_ROWS: usize = 16_384;
 
+/// Most queries one pass scores: bounds a batch's score matrix (`BATCH_ROWS × 2 × queries` floats, 256 MB)
+/// and, with `keep_vectors`, the spans' vectors a pass holds (about 1 GB at K = 100, d = 384). More
+/// queries are scanned in several passes.
+pub fn queries_per_pass(k: usize, d: usize, keep_vectors: bool) -> usize {
+    let by_scores = (256 << 20) / (BATCH_ROWS * 2 * 4);
+    let by_vectors = if keep_vectors { (1 << 30) / (2 * k * 2 * d * 4).max(1) } else { usize::MAX };
+    by_scores.min(by_vectors).max(1)
+}
+
 /// The query vectors of one scan: `len()` queries' q_start and q_end, `d` floats each.
 #[derive(Debug, Clone, Default)]
 pub struct Queries {
@@ -48,6 +57,15 @@ impl Queries {
 
     pub fn is_empty(&self) -> bool {
         self.n == 0
+    }
+
+    /// Queries `range` of these.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Self {
+        let (d, n) = (self.d, self.n);
+        let mut matrix = Vec::with_capacity(2 * range.len() * d);
+        matrix.extend_from_slice(&self.matrix[range.start * d..range.end * d]);
+        matrix.extend_from_slice(&self.matrix[(n + range.start) * d..(n + range.end) * d]);
+        Self { d, matrix, n: range.len() }
     }
 }
 
@@ -142,6 +160,9 @@ pub async fn scan(
     keep_vectors: bool,
     batch_rows: usize,
 ) -> Result<(Vec<Candidates>, ScanStats)> {
+    if queries.is_empty() || k == 0 {
+        return Ok((vec![Candidates::default(); queries.len()], ScanStats::default()));
+    }
     let total: u64 = match &fragments {
         Some(f) => f.iter().map(|f| f.physical_rows.unwrap_or(0) as u64).sum(),
         None => dataset.get_fragments().iter().map(|f| f.metadata().physical_rows.unwrap_or(0) as u64).sum(),
@@ -306,8 +327,10 @@ impl<'q> Scan<'q> {
             let row = &self.window.scores[i * cols..(i + 1) * cols];
             for (c0, (chunk, bar)) in row.chunks(LANES).zip(self.bar.chunks(LANES)).enumerate() {
                 // Most rows beat no bar: test a chunk at once (vectorised), then find which.
-                if chunk.iter().zip(bar).fold(false, |any, (s, b)| any | (s > b)) {
-                    beaten.extend(chunk.iter().zip(bar).enumerate().filter(|(_, (s, b))| s > b).map(|(j, _)| c0 * LANES + j));
+                // `>=`: a row that ties the worst kept hit goes in and the heap drops the later address,
+                // whatever order fragments come in.
+                if chunk.iter().zip(bar).fold(false, |any, (s, b)| any | (s >= b)) {
+                    beaten.extend(chunk.iter().zip(bar).enumerate().filter(|(_, (s, b))| s >= b).map(|(j, _)| c0 * LANES + j));
                 }
             }
             for col in beaten.drain(..) {

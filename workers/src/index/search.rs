@@ -5,7 +5,7 @@
 use crate::text::corpus::{CORPUS_COLUMNS, CorpusRow, corpus_rows};
 use crate::io::lance::open_dataset;
 use crate::model::encoders::MAX_SPAN;
-use crate::index::scan::{Anchor, BATCH_ROWS, Candidates, Queries, ScanStats, f32_values, scan};
+use crate::index::scan::{Anchor, BATCH_ROWS, Candidates, Queries, ScanStats, f32_values, queries_per_pass, scan};
 use crate::index::units::{Hit, Unit, dedup};
 use crate::progress::RateLog;
 use crate::io::store::Store;
@@ -174,7 +174,7 @@ impl PhraseIndex {
     /// The `k` start hits and `k` end hits of one query through Lance's nearest-neighbour search (the
     /// IVF index, or every vector when `exact`), each completed into its span with one read of the rows
     /// around them. Start and end are searched concurrently.
-    pub async fn candidates(&self, q_start: &[f32], q_end: &[f32], k: usize, exact: bool) -> Result<Candidates> {
+    pub async fn candidates(&self, q_start: &[f32], q_end: &[f32], k: usize, exact: bool, keep_vectors: bool) -> Result<Candidates> {
         let (starts, ends) = futures::try_join!(self.nearest(q_start, k, exact), self.nearest(q_end, k, exact))?;
         let mut needed = BTreeSet::new();
         for &a in starts.iter().chain(&ends) {
@@ -212,8 +212,8 @@ impl PhraseIndex {
                 last_sentence: e.sentence,
                 start_token: s.token,
                 end_token: e.token,
-                start_vector: s.vector.clone(),
-                end_vector: e.vector.clone(),
+                start_vector: if keep_vectors { s.vector.clone() } else { Vec::new() },
+                end_vector: if keep_vectors { e.vector.clone() } else { Vec::new() },
             };
             Some(Anchor { score, addr: anchor, span })
         };
@@ -221,12 +221,6 @@ impl PhraseIndex {
             starts: starts.iter().filter_map(|&a| complete(a, true)).collect(),
             ends: ends.iter().filter_map(|&a| complete(a, false)).collect(),
         })
-    }
-
-    /// The best spans for a query: `k` start hits and `k` end hits, each completed, best first, each span
-    /// once.
-    pub async fn spans(&self, q_start: &[f32], q_end: &[f32], k: usize, exact: bool) -> Result<Vec<Span>> {
-        Ok(self.candidates(q_start, q_end, k, exact).await?.spans(k))
     }
 
     /// Every query's `k` start and `k` end hits in one exact pass over all phrase vectors (see
@@ -239,12 +233,20 @@ impl PhraseIndex {
     /// the IVF index.
     pub async fn batch(&self, queries: &[(Vec<f32>, Vec<f32>)], k: usize, keep_vectors: bool) -> Result<Vec<Candidates>> {
         match self.settings.method {
-            SearchMethod::Scan => Ok(self.scan(&Queries::new(queries), k, keep_vectors).await?.0),
+            SearchMethod::Scan => {
+                let all = Queries::new(queries);
+                let mut out = Vec::with_capacity(queries.len());
+                let pass = queries_per_pass(k, all.d, keep_vectors);
+                for start in (0..all.len()).step_by(pass) {
+                    out.extend(self.scan(&all.slice(start..(start + pass).min(all.len())), k, keep_vectors).await?.0);
+                }
+                Ok(out)
+            }
             SearchMethod::Ivf => {
                 let mut out = Vec::with_capacity(queries.len());
                 let mut log = RateLog::new("search through the IVF index", queries.len() as u64, "queries");
                 for (qs, qe) in queries {
-                    out.push(self.candidates(qs, qe, k, false).await?);
+                    out.push(self.candidates(qs, qe, k, false, keep_vectors).await?);
                     log.add(1);
                 }
                 Ok(out)
@@ -265,7 +267,7 @@ impl PhraseIndex {
 
     /// The top `k` pieces of evidence of `unit` for one query, through the IVF index.
     pub async fn search(&self, q_start: &[f32], q_end: &[f32], unit: Unit, k: usize, encoder: &str) -> Result<Vec<Hit>> {
-        let candidates = self.candidates(q_start, q_end, hits_for(unit, k), false).await?;
+        let candidates = self.candidates(q_start, q_end, hits_for(unit, k), false, false).await?;
         let spans = candidates.spans(hits_for(unit, k));
         let paragraphs = self.paragraphs(&spans.iter().map(|s| s.corpus_row).collect::<Vec<_>>()).await?;
         Ok(hits(&spans, &paragraphs, unit, k, encoder))

@@ -146,7 +146,7 @@ impl Dense {
             }
             (candidates, offset)
         };
-        let rows: Vec<u64> = candidates.iter().flat_map(|c| c.spans(hits)).map(|s| s.corpus_row).collect();
+        let rows: Vec<u64> = candidates.iter().flat_map(|c| c.starts.iter().chain(&c.ends)).map(|a| a.span.corpus_row).collect();
         let paragraphs = index.paragraphs(&rows).await?;
         Ok(Self { candidates, offset, paragraphs, k, recall_at_100 })
     }

@@ -131,21 +131,33 @@ pub async fn qsft_epoch(store: &Store, inputs: &QsftInputs, config: &QsftConfig)
         info!(run = run.name, em = b.em, sentence_mar = b.sentence_mar, "qsft start evaluated on dev");
     }
 
-    // The frozen encoders retrieve every training question's candidates in one search at the start; each
-    // step adds the teacher's view of its questions, then scores the trainable copy against them.
-    let searched = std::time::Instant::now();
-    let items = qsft::candidates(&index, &frozen, &text, &train, run.candidates, query_len, &device).await?;
-    let search_seconds = searched.elapsed().as_secs_f64();
-    info!(run = run.name, questions = items.len(), seconds = search_seconds, "qsft candidates retrieved");
+    // The frozen encoders retrieve the candidates of a block of steps' questions in one search (one scan
+    // for up to `qsft::BLOCK_QUESTIONS`: memory stays bounded, and a resumed epoch searches only the
+    // blocks it has left); each step adds the teacher's view of its questions, then scores the trainable
+    // copy against them.
+    let per_block = (qsft::BLOCK_QUESTIONS / o.batch_size).max(1) * o.batch_size;
+    let blocks: Vec<&[Question]> = train.chunks(per_block).collect();
+    let steps: Vec<(usize, std::ops::Range<usize>)> = blocks
+        .iter()
+        .enumerate()
+        .flat_map(|(b, block)| (0..block.len()).step_by(o.batch_size).map(move |at| (b, at..(at + o.batch_size).min(block.len()))))
+        .collect();
+    let searched: tokio::sync::Mutex<Option<(usize, Vec<QsftQuestion>)>> = Default::default();
     let prepare = {
-        let (text, teacher, device) = (&text, teacher.as_ref(), &device);
-        move |batch: &[QsftQuestion]| {
-            let mut items = batch.to_vec();
-            let teached = match teacher {
-                Some(t) => items.iter_mut().try_for_each(|q| qsft::add_teacher(t, text, q, &run.distill, device)),
-                None => Ok(()),
-            };
-            ready(teached.map(|()| Some(items)))
+        let (index, frozen, text, teacher, device, blocks, searched) = (&index, &frozen, &text, teacher.as_ref(), &device, &blocks, &searched);
+        move |(block, range): (usize, std::ops::Range<usize>)| async move {
+            let mut cache = searched.lock().await;
+            if cache.as_ref().is_none_or(|(b, _)| *b != block) {
+                let started = std::time::Instant::now();
+                let items = qsft::candidates(index, frozen, text, blocks[block], run.candidates, query_len, device).await?;
+                info!(run = run.name, block, questions = items.len(), seconds = started.elapsed().as_secs_f64(), "qsft candidates retrieved");
+                *cache = Some((block, items));
+            }
+            let mut items = cache.as_ref().map(|(_, items)| items[range].to_vec()).unwrap_or_default();
+            if let Some(t) = teacher {
+                items.iter_mut().try_for_each(|q| qsft::add_teacher(t, text, q, &run.distill, device))?;
+            }
+            anyhow::Ok(Some(items))
         }
     };
     let trained = run_steps(
@@ -154,7 +166,7 @@ pub async fn qsft_epoch(store: &Store, inputs: &QsftInputs, config: &QsftConfig)
         &format!("qsft {} epoch {}", run.name, config.epoch),
         model,
         o,
-        items.chunks(o.batch_size).collect::<Vec<&[QsftQuestion]>>(),
+        steps,
         prepare,
         |m, items: Vec<QsftQuestion>| {
             let tensors = QsftBatch::<JobTrain>::new(&text, &items, query_len, &device)?;
@@ -179,8 +191,8 @@ pub async fn qsft_epoch(store: &Store, inputs: &QsftInputs, config: &QsftConfig)
         terms: trained.term_means(),
         dev: dev_after,
         dev_before,
-        seconds: trained.seconds + search_seconds,
-        seconds_per_1000_questions: per_1000(trained.seconds + search_seconds, train.len()),
+        seconds: trained.seconds,
+        seconds_per_1000_questions: per_1000(trained.seconds, train.len()),
         resumed_at: trained.resumed_at,
     })
 }

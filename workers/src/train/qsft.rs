@@ -32,6 +32,10 @@ pub struct QsftQuestion {
     pub teacher: Option<(Vec<f32>, Vec<f32>, Vec<bool>)>,
 }
 
+/// Training questions whose candidates one search retrieves at a time (with their vectors, about 0.6 GB at
+/// 100 + 100 candidates and d = 384).
+pub const BLOCK_QUESTIONS: usize = 1024;
+
 /// Retrieves the candidates of `questions` with the frozen encoders, all in one search (one scan of the
 /// index by default): `k` start and `k` end hits, completed into spans (at most `2k`, each once).
 pub async fn candidates<B: Backend>(
