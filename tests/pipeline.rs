@@ -139,6 +139,17 @@ fn pipeline_on_the_farm_and_embedded_scores_every_retrieval_and_finds_a_copied_p
     for (name, seed, strict) in &rows {
         assert!((0.0..=1.0).contains(seed) && (0.0..=1.0).contains(strict), "{name}: {seed} {strict}");
     }
+    // Each retrieval exported as the study's run file and scored from it gives the table's mAR.
+    let runs = dir.path().join("runs");
+    let export = run_bounded(bin().args(["results", store.to_str().unwrap(), "--export-runs", runs.to_str().unwrap()]), LIMIT);
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    for (name, seed, strict) in &rows {
+        let file = runs.join(format!("{name}.tsv"));
+        let scored = run_bounded(bin().args(["score", file.to_str().unwrap(), data("fixture/questions.jsonl").to_str().unwrap()]), LIMIT);
+        assert!(scored.status.success(), "{}", String::from_utf8_lossy(&scored.stderr));
+        let got = table_rows(&String::from_utf8_lossy(&scored.stdout));
+        assert_eq!((got[0].1, got[0].2), (*seed, *strict), "{name}: its run file scores as its score job");
+    }
     let row = |rows: &[(String, f64, f64)], name: &str| rows.iter().find(|r| r.0 == name).cloned().unwrap();
     assert!(row(&rows, "bm25-paragraph").2 > 0.3, "BM25 over a corpus holding every gold paragraph finds answers: {stdout}");
     assert_eq!(row(&farm, "bm25-paragraph"), row(&rows, "bm25-paragraph"), "BM25 is deterministic: farm and embedded agree");
@@ -348,6 +359,7 @@ max_questions = 8
 eval_questions = 8
 candidates = 10
 optim = {{ batch_size = 4 }}
+distill = {{ start_epoch = 1 }}
 
 [[retrieval]]
 name = "dynamic-qsft"
@@ -372,6 +384,8 @@ k = 20
         assert!(stdout.contains(line), "missing `{line}`:\n{stdout}");
     }
     assert!(table_rows(&stdout).iter().any(|(r, seed, _)| r == "dynamic-qsft" && *seed > 0.0), "{stdout}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(log.matches("continuing from the optimiser of the epoch before").count(), 1, "epoch 2 of `query` continues epoch 1's AdamW:\n{log}");
     // Checkpoints live on the store, named by the job that wrote them.
     for kind in ["reader", "phrase", "qsft/query/epoch-2", "qsft/context+distill/epoch-1"] {
         let found = std::fs::read_dir(store.join("models").join(std::path::Path::new(kind).parent().unwrap_or(std::path::Path::new(""))))
@@ -395,7 +409,8 @@ k = 20
 /// Job ids are content hashes of what a job does: a refactor that changes how a job is serialised would
 /// silently rerun every finished sweep. `configs/demo.toml` (verbatim) must plan exactly the jobs
 /// recorded in `tests/fixtures/demo-job-ids.txt` (recorded before the pipeline-graph refactor; the retrieve
-/// and score ids again when `[search] method` joined the retrieve jobs). The store, the data and the
+/// and score ids again when `[search] method` joined the retrieve jobs; the scan, retrieve and score ids
+/// again when k became the study's 200 and questions lost their trailing `?`). The store, the data and the
 /// default model are reached through links at a fixed place, so
 /// that the absolute paths the jobs hold are the same on every machine. `PHRASESWEEP_RECORD_JOB_IDS=1`
 /// rewrites the list, for a change that is meant to change ids.

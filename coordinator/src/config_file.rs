@@ -56,12 +56,13 @@ mod tests {
         let configs = dir.path().join("configs");
         std::fs::create_dir(&configs).unwrap();
         let file = configs.join("c.toml");
-        std::fs::write(&file, "name = \"t\"\n[store]\nuri = \"out\"\n[corpus]\npath = \"../data/./docs.jsonl\"\n[encoders]\nbase = \"default\"\nmine = \"m/x\"\n").unwrap();
+        std::fs::write(&file, "name = \"t\"\n[store]\nuri = \"out\"\n[corpus]\npath = \"../data/./docs.jsonl\"\n[encoders]\nbase = \"default\"\nmine = \"m/x\"\ndp = \"densephrases:../dp\"\n").unwrap();
         let c = load(&file).unwrap();
         assert_eq!(c.corpus.path, dir.path().join("data/docs.jsonl").to_string_lossy());
         assert_eq!(c.store.uri, configs.join("out").to_string_lossy());
         assert_eq!(c.encoders["base"], "default", "the default model is a name, not a path");
         assert_eq!(c.encoders["mine"], configs.join("m/x").to_string_lossy());
+        assert_eq!(c.encoders["dp"], format!("densephrases:{}", dir.path().join("dp").display()), "a DensePhrases folder, resolved");
         let e = load(&configs.join("missing.toml")).unwrap_err();
         assert!(e.to_string().contains("missing.toml") && e.to_string().contains("cannot read"), "{e}");
     }

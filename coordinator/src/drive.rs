@@ -89,6 +89,21 @@ pub async fn drive<Q: JobQueue>(queue: &Q, store: &Store, config: &ExperimentCon
     Ok(report)
 }
 
+/// The metrics file's key for the retrieve outputs each retrieval was scored on.
+pub const RESULT_FILES_KEY: &str = "phrasesweep.result_files";
+
+/// Each retrieval's retrieve outputs, as its score job read them.
+fn result_files(score: &Stage) -> BTreeMap<String, Vec<String>> {
+    score
+        .jobs
+        .iter()
+        .filter_map(|j| match &j.spec {
+            JobSpec::Score { inputs, config } => Some((config.retrieval.name.clone(), inputs.results.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Writes the metrics of every retrieval of this run to `metrics.parquet` at the store root, with the
 /// config (secrets are never serialised) as provenance.
 async fn write_metrics(store: &Store, config: &ExperimentConfig, score: &Stage, rows: &[Metrics], recall: Option<f64>) -> Result<()> {
@@ -96,6 +111,7 @@ async fn write_metrics(store: &Store, config: &ExperimentConfig, score: &Stage, 
         ("phrasesweep.run".to_string(), config.name.clone()),
         ("phrasesweep.config".to_string(), toml::to_string(config).unwrap_or_default()),
         ("phrasesweep.score_jobs".to_string(), score.jobs.iter().map(|j| j.id.0.clone()).collect::<Vec<_>>().join(",")),
+        (RESULT_FILES_KEY.to_string(), serde_json::to_string(&result_files(score)).unwrap_or_default()),
         ("phrasesweep.version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
         ("phrasesweep.index_recall_at_100".to_string(), recall.map(|r| format!("{r:.4}")).unwrap_or_default()),
         ("phrasesweep.at_unix".to_string(), now_unix().to_string()),

@@ -72,7 +72,13 @@ enum Command {
     Results {
         /// The run's store (path, file:// or s3://).
         uri: String,
+        /// Also write each retrieval's evidence as a run file of the reference study
+        /// (`DIR/<retrieval>.tsv`: `qid \t repr(texts) \t repr(meta)` per question).
+        #[arg(long, value_name = "DIR")]
+        export_runs: Option<PathBuf>,
     },
+    /// Score a run file in the reference study's format against a questions file, in every mAR form.
+    Score { runfile: PathBuf, questions: PathBuf },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -186,9 +192,18 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Results { uri } => {
+        Command::Results { uri, export_runs } => {
             let store = Store::at(&uri)?;
             print!("{}", results::table(&results::read_metrics(&store).await?));
+            if let Some(dir) = export_runs {
+                for file in results::export_runs(&store, &dir).await? {
+                    eprintln!("wrote {}", file.display());
+                }
+            }
+            Ok(())
+        }
+        Command::Score { runfile, questions } => {
+            print!("{}", results::table(&[results::score_run_file(&runfile, &questions)?]));
             Ok(())
         }
         Command::Status { config } => {

@@ -73,14 +73,15 @@ pub async fn walk<V: Visitor>(store: &Store, config: &ExperimentConfig, visitor:
     let trained = |role| w.phrase.as_ref().and_then(|p| p.checkpoints.get(&role).cloned());
     let (phrase_model, query) = (trained(Role::Phrase), trained(Role::Query));
     let model = plan::phrase_model(config, phrase_model.as_ref())?;
-    let Some(phrases) = visitor.visit(&plan::encode_stage(store, config, corpus.version, &model).await?).await? else { return Ok(w) };
+    let calibrated = w.phrase.as_ref().and_then(|p| p.after["calibrated"]["threshold"].as_f64()).map(|t| t as f32);
+    let Some(phrases) = visitor.visit(&plan::encode_stage(store, config, corpus.version, &model, calibrated).await?).await? else { return Ok(w) };
     let Some(indexed) = visitor.visit(&plan::index_stage(store, config, phrases.version)).await? else { return Ok(w) };
 
     // QSFT: all runs' epoch e as one stage (parallel across workers), each from its run's epoch e - 1.
     let mut encoders = plan::query_encoders(config, query.as_ref())?;
     let mut runs = QsftRuns::new(config, &encoders)?;
     for epoch in 1..=QsftRuns::epochs(config) {
-        let stage = plan::qsft_stage(store, config, epoch, &runs.starts, teacher.as_ref(), corpus.version, indexed.version).await?;
+        let stage = plan::qsft_stage(store, config, epoch, &runs, teacher.as_ref(), corpus.version, indexed.version).await?;
         if visitor.visit(&stage).await?.is_none() {
             return Ok(w);
         }
@@ -94,7 +95,7 @@ pub async fn walk<V: Visitor>(store: &Store, config: &ExperimentConfig, visitor:
     if config.questions.is_none() || config.retrieval.is_empty() {
         return Ok(w);
     }
-    let scan = plan::scan_stage(store, config, indexed.version, &encoders).await?;
+    let scan = plan::scan_stage(store, config, corpus.version, indexed.version, &encoders).await?;
     if visitor.visit(&scan).await?.is_none() {
         return Ok(w);
     }

@@ -9,7 +9,7 @@ use phrasesweep_schemas::job::{
 };
 use phrasesweep_schemas::settings::SearchMethod;
 use phrasesweep_schemas::record::{self, CORPUS_DATASET, PHRASES_DATASET, StageCommit, StageKind};
-use phrasesweep_schemas::train::{LossTerm, SupervisedSettings, TRAINED_ENCODER};
+use phrasesweep_schemas::train::{EpochSelect, LossTerm, SupervisedSettings, TRAINED_ENCODER};
 use phrasesweep_schemas::outcome::QsftOutcome;
 use phrasesweep_schemas::{ExperimentConfig, JobEnvelope, JobSpec};
 use phrasesweep_workers::text::corpus::plan_shards;
@@ -69,9 +69,12 @@ pub fn phrase_model(config: &ExperimentConfig, trained: Option<&ModelRef>) -> Re
     }
 }
 
-pub async fn encode_stage(store: &Store, config: &ExperimentConfig, corpus_version: u64, model: &ModelRef) -> Result<Stage> {
+/// Encode jobs for every corpus fragment. `calibrated`: the filter threshold `train-phrase` chose for its
+/// target keep ratio, used when `[encode] filter_threshold` is not set.
+pub async fn encode_stage(store: &Store, config: &ExperimentConfig, corpus_version: u64, model: &ModelRef, calibrated: Option<f32>) -> Result<Stage> {
     let ds = open_dataset(store, CORPUS_DATASET).await?.checkout_version(corpus_version).await?;
-    let settings = config.encode_settings();
+    let mut settings = config.encode_settings();
+    settings.filter_threshold = settings.filter_threshold.or(calibrated);
     let config_of = EncodeConfig { dataset: PHRASES_DATASET.into(), model: model.clone(), settings: settings.clone() };
     // Each fragment is pinned to the version that added it, so a grown corpus re-encodes nothing old.
     let origins = fragment_origins(&ds).await?;
@@ -122,11 +125,13 @@ pub fn query_encoders(config: &ExperimentConfig, trained: Option<&ModelRef>) -> 
     Ok(encoders)
 }
 
-/// Where each QSFT run stands between epochs: the checkpoint its next epoch starts from, and its best
-/// epoch so far by dev sentence mAR (the one retrievals use).
+/// Where each QSFT run stands between epochs: the checkpoint and optimiser its next epoch continues
+/// from, and its best epoch so far by the run's `select` measure on dev (the one retrievals use).
 pub struct QsftRuns {
     pub starts: BTreeMap<String, ModelRef>,
+    optimisers: BTreeMap<String, String>,
     best: BTreeMap<String, (f64, ModelRef)>,
+    select: BTreeMap<String, EpochSelect>,
 }
 
 impl QsftRuns {
@@ -139,7 +144,8 @@ impl QsftRuns {
                 Ok((run.name.clone(), start.clone()))
             })
             .collect::<Result<_>>()?;
-        Ok(Self { starts, best: BTreeMap::new() })
+        let select = config.qsft.iter().map(|run| (run.name.clone(), run.select)).collect();
+        Ok(Self { starts, optimisers: BTreeMap::new(), best: BTreeMap::new(), select })
     }
 
     /// The most epochs any run has.
@@ -149,8 +155,13 @@ impl QsftRuns {
 
     pub fn record(&mut self, out: &QsftOutcome) {
         self.starts.insert(out.run.clone(), out.checkpoint.clone());
-        if self.best.get(&out.run).is_none_or(|(m, _)| out.dev.sentence_mar > *m) {
-            self.best.insert(out.run.clone(), (out.dev.sentence_mar, out.checkpoint.clone()));
+        if let Some(o) = &out.optimiser {
+            self.optimisers.insert(out.run.clone(), o.clone());
+        }
+        let measure = out.dev.measure(self.select.get(&out.run).copied().unwrap_or_default());
+        // Ties keep the earlier epoch.
+        if self.best.get(&out.run).is_none_or(|(m, _)| measure > *m) {
+            self.best.insert(out.run.clone(), (measure, out.checkpoint.clone()));
         }
     }
 
@@ -184,7 +195,7 @@ fn fragment_ranges(fragments: &[(u64, u64)], most: u64) -> Vec<Vec<u64>> {
 /// With `[search] method = "scan"`: every question shard × every query encoder of a dense retrieval ×
 /// every range of `scan_rows_per_job` phrase vectors, each keeping the most hits any retrieval of that
 /// encoder reads. Workers scan the ranges of one shard in parallel; retrieve jobs merge them.
-pub async fn scan_stage(store: &Store, config: &ExperimentConfig, phrases_version: u64, models: &BTreeMap<String, ModelRef>) -> Result<Stage> {
+pub async fn scan_stage(store: &Store, config: &ExperimentConfig, corpus_version: u64, phrases_version: u64, models: &BTreeMap<String, ModelRef>) -> Result<Stage> {
     let (Some(questions), SearchMethod::Scan) = (&config.questions, config.search.method) else {
         return Ok(stage(store, config, StageKind::Candidates, Vec::new()));
     };
@@ -210,10 +221,18 @@ pub async fn scan_stage(store: &Store, config: &ExperimentConfig, phrases_versio
                 let mut spec = JobSpec::Scan {
                     inputs: ScanInputs {
                         questions: shard.clone(),
+                        corpus: DatasetVersion { dataset: CORPUS_DATASET.into(), version: corpus_version },
                         phrases: DatasetVersion { dataset: PHRASES_DATASET.into(), version: phrases_version },
                         fragments: range.clone(),
                     },
-                    config: ScanConfig { encoder: name.clone(), model: model.clone(), hits, query_len: config.search.query_len, output: String::new() },
+                    config: ScanConfig {
+                        encoder: name.clone(),
+                        model: model.clone(),
+                        hits,
+                        query_len: config.search.query_len,
+                        question: config.search.question,
+                        output: String::new(),
+                    },
                 };
                 let digest = hex::encode(Sha256::digest(serde_json::to_vec(&spec)?));
                 if let JobSpec::Scan { config, .. } = &mut spec {
@@ -370,7 +389,7 @@ pub async fn qsft_stage(
     store: &Store,
     config: &ExperimentConfig,
     epoch: u32,
-    starts: &BTreeMap<String, ModelRef>,
+    runs: &QsftRuns,
     teacher: Option<&ModelRef>,
     corpus_version: u64,
     phrases_version: u64,
@@ -385,8 +404,9 @@ pub async fn qsft_stage(
             dev: dev.clone(),
             phrases: DatasetVersion { dataset: PHRASES_DATASET.into(), version: phrases_version },
             corpus: DatasetVersion { dataset: CORPUS_DATASET.into(), version: corpus_version },
-            start: starts.get(&run.name).cloned().with_context(|| format!("qsft run `{}` has no starting point", run.name))?,
+            start: runs.starts.get(&run.name).cloned().with_context(|| format!("qsft run `{}` has no starting point", run.name))?,
             teacher: if run.terms.contains_key(&LossTerm::Distill) { teacher.cloned() } else { None },
+            optimiser: runs.optimisers.get(&run.name).cloned(),
         };
         let config = QsftConfig { run: run.clone(), epoch, search: config.search.clone(), output: String::new() };
         specs.push(with_output(JobSpec::QsftEpoch { inputs, config }, &format!("models/qsft/{}/epoch-{epoch}", run.name))?);
@@ -396,7 +416,51 @@ pub async fn qsft_stage(
 
 #[cfg(test)]
 mod tests {
-    use super::{fragment_ranges, row_ranges};
+    use super::{QsftRuns, fragment_ranges, row_ranges};
+    use phrasesweep_schemas::job::ModelRef;
+    use phrasesweep_schemas::outcome::{QsftOutcome, RetrievalEval};
+    use phrasesweep_schemas::train::EpochSelect;
+    use std::collections::BTreeMap;
+
+    /// Epoch 1 has the better EM, epoch 2 the better sentence mAR: the run's `select` decides, EM (the
+    /// study's) by default; epoch 2 continues from epoch 1's optimiser.
+    #[test]
+    fn a_qsft_run_keeps_the_epoch_its_select_measure_prefers() {
+        let epoch = |e: u32, em: f64, mar: f64| QsftOutcome {
+            run: "q".into(),
+            epoch: e,
+            checkpoint: ModelRef { path: format!("epoch-{e}"), sha256: String::new() },
+            steps: 1,
+            questions: 1,
+            loss_first: None,
+            loss_last: None,
+            terms: BTreeMap::new(),
+            dev: RetrievalEval { questions: 10, em, sentence_mar: mar, sentence_mar_seed: mar },
+            dev_before: None,
+            seconds: 0.0,
+            seconds_per_1000_questions: 0.0,
+            resumed_at: None,
+            optimiser: Some(format!("epoch-{e}/optimiser")),
+            last_lr: 0.0,
+        };
+        let chosen = |select: EpochSelect| {
+            let mut runs = QsftRuns {
+                starts: BTreeMap::new(),
+                optimisers: BTreeMap::new(),
+                best: BTreeMap::new(),
+                select: BTreeMap::from([("q".to_string(), select)]),
+            };
+            runs.record(&epoch(1, 0.3, 0.5));
+            assert_eq!(runs.optimisers["q"], "epoch-1/optimiser");
+            runs.record(&epoch(2, 0.2, 0.6));
+            let mut encoders = BTreeMap::new();
+            runs.into_encoders(&mut encoders);
+            encoders["q"].path.clone()
+        };
+        assert_eq!(chosen(EpochSelect::default()), "epoch-1");
+        assert_eq!(chosen(EpochSelect::MarStrict), "epoch-2");
+        assert_eq!(chosen(EpochSelect::MarSeed), "epoch-2");
+    }
 
     #[test]
     fn fragments_group_into_consecutive_ranges_of_bounded_rows() {

@@ -1,12 +1,22 @@
-//! `phrasesweep results`: the metrics table of a run, read back from `metrics.parquet` on its store.
+//! `phrasesweep results`: the metrics table of a run, read back from `metrics.parquet` on its store, and
+//! its retrievals exported as the reference study's run files; `phrasesweep score`: a run file scored.
 
-use phrasesweep_schemas::record::METRICS_FILE;
+use crate::drive::RESULT_FILES_KEY;
 use anyhow::{Context, Result};
+use arrow::array::AsArray;
+use arrow::datatypes::{Float32Type, UInt32Type};
 use phrasesweep_schemas::outcome::Metrics;
+use phrasesweep_schemas::record::METRICS_FILE;
+use phrasesweep_schemas::tables::results;
+use phrasesweep_workers::eval::runfile::{self, MetaValue};
 use phrasesweep_workers::eval::table::metrics_from_batch;
 use phrasesweep_workers::io::parquet::read_parquet;
 use phrasesweep_workers::io::store::Store;
+use phrasesweep_workers::jobs::score::score_run_lines;
+use phrasesweep_workers::text::questions::parse_questions;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
 
 pub async fn read_metrics(store: &Store) -> Result<Vec<Metrics>> {
     let (batches, _) = read_parquet(store, METRICS_FILE).await.context("no results yet: run the sweep first")?;
@@ -22,16 +32,99 @@ pub fn table(rows: &[Metrics]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "{:<24} {:<14} {:>5} {:>8} {:>10} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>7}",
-        "retrieval", "mode", "n", "mAR", "mAR-strict", "R@500w", "R@1kw", "R@3kw", "R@1", "R@10", "EM", "words"
+        "{:<24} {:<14} {:>5} {:>8} {:>10} {:>10} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>7}",
+        "retrieval", "mode", "n", "mAR", "mAR-strict", "mAR-mentor", "R@500w", "R@1kw", "R@3kw", "R@1", "R@10", "EM", "words"
     );
     for m in rows {
         let _ = writeln!(
             t,
-            "{:<24} {:<14} {:>5} {:>8.4} {:>10.4} {:>7.3} {:>7.3} {:>7.3} {:>6.3} {:>6.3} {:>6.3} {:>7.0}",
-            m.retrieval, m.mode, m.questions, m.mar_seed, m.mar_strict, m.recall_500w, m.recall_1000w, m.recall_3000w,
+            "{:<24} {:<14} {:>5} {:>8.4} {:>10.4} {:>10.4} {:>7.3} {:>7.3} {:>7.3} {:>6.3} {:>6.3} {:>6.3} {:>7.0}",
+            m.retrieval, m.mode, m.questions, m.mar_seed, m.mar_strict, m.mar_mentor, m.recall_500w, m.recall_1000w, m.recall_3000w,
             m.recall_at_1, m.recall_at_10, m.em_top_phrase, m.mean_words
         );
     }
     t
+}
+
+/// Writes one run file per retrieval of the store's last run into `dir` (`<retrieval>.tsv`): a line per
+/// question with evidence, `qid \t [texts] \t {meta}`, the meta holding the retrieval, each text's unit,
+/// score and query encoder. Returns the files written.
+pub async fn export_runs(store: &Store, dir: &Path) -> Result<Vec<PathBuf>> {
+    let (_, metadata) = read_parquet(store, METRICS_FILE).await.context("no results yet: run the sweep first")?;
+    let files = metadata.iter().find(|(k, _)| k == RESULT_FILES_KEY).map(|(_, v)| v.as_str()).with_context(|| {
+        format!("{} predates run-file export (no `{RESULT_FILES_KEY}`): run the sweep again", store.dataset_uri(METRICS_FILE))
+    })?;
+    let files: BTreeMap<String, Vec<String>> = serde_json::from_str(files).with_context(|| format!("`{RESULT_FILES_KEY}` of {METRICS_FILE}"))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut written = Vec::new();
+    for (retrieval, parts) in &files {
+        let mut out = String::new();
+        for (qid, rows) in ranked_rows(store, parts).await? {
+            let texts: Vec<String> = rows.iter().map(|r| r.text.clone()).collect();
+            let meta = [
+                ("retrieval", MetaValue::Text(retrieval.clone())),
+                ("units", MetaValue::Texts(rows.iter().map(|r| r.unit.clone()).collect())),
+                ("scores", MetaValue::Numbers(rows.iter().map(|r| r.score as f64).collect())),
+                ("encoders", MetaValue::Texts(rows.iter().map(|r| r.encoder.clone()).collect())),
+            ];
+            out.push_str(&runfile::format_line(&qid, &texts, &meta)?);
+            out.push('\n');
+        }
+        let path = dir.join(format!("{retrieval}.tsv"));
+        // Written whole, then renamed: a reader never sees half a file.
+        let part = path.with_extension("tsv.part");
+        std::fs::write(&part, out).with_context(|| format!("cannot write {}", part.display()))?;
+        std::fs::rename(&part, &path)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+struct Row {
+    rank: u32,
+    unit: String,
+    text: String,
+    score: f32,
+    encoder: String,
+}
+
+/// The rows of retrieve outputs by question, in rank order, questions in the order they first appear.
+async fn ranked_rows(store: &Store, files: &[String]) -> Result<Vec<(String, Vec<Row>)>> {
+    let (mut order, mut by_id): (Vec<String>, HashMap<String, Vec<Row>>) = Default::default();
+    for f in files {
+        let (batches, _) = read_parquet(store, f).await?;
+        for b in batches {
+            let col = |n: &str| b.column_by_name(n).with_context(|| format!("{f}: column {n} is missing"));
+            let (ids, texts, units, encoders) = (col(results::QUESTION_ID)?, col(results::TEXT)?, col(results::UNIT)?, col(results::ENCODER)?);
+            let (ids, texts, units, encoders) = (ids.as_string::<i32>(), texts.as_string::<i32>(), units.as_string::<i32>(), encoders.as_string::<i32>());
+            let ranks = col(results::RANK)?.as_primitive::<UInt32Type>().clone();
+            let scores = col(results::SCORE)?.as_primitive::<Float32Type>().clone();
+            for i in 0..b.num_rows() {
+                let id = ids.value(i).to_string();
+                let rows = by_id.entry(id.clone()).or_insert_with(|| {
+                    order.push(id);
+                    Vec::new()
+                });
+                rows.push(Row { rank: ranks.value(i), unit: units.value(i).into(), text: texts.value(i).into(), score: scores.value(i), encoder: encoders.value(i).into() });
+            }
+        }
+    }
+    Ok(order
+        .into_iter()
+        .map(|id| {
+            let mut rows = by_id.remove(&id).unwrap_or_default();
+            rows.sort_by_key(|r| r.rank);
+            (id, rows)
+        })
+        .collect())
+}
+
+/// Scores the run file `run` against the questions file `questions` (one JSON question per line, with
+/// its answers) in every mAR form; a question without a line has no evidence.
+pub fn score_run_file(run: &Path, questions: &Path) -> Result<Metrics> {
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    let questions = parse_questions(&questions.display().to_string(), 1, &read(questions)?)?;
+    let text = String::from_utf8(read(run)?).with_context(|| format!("{} is not UTF-8", run.display()))?;
+    let name = run.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    Ok(score_run_lines(&name, &questions, runfile::parse(&run.display().to_string(), &text)?))
 }

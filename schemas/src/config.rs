@@ -2,7 +2,7 @@
 //! settings. Errors name the file, the field and the problem.
 
 use crate::job::StoreLocation;
-use crate::settings::{DEFAULT_MODEL, EncodeSettings, IndexSettings, SearchSettings};
+use crate::settings::{DEFAULT_MODEL, DENSEPHRASES_PREFIX, EncodeSettings, IndexSettings, SearchSettings};
 use crate::retrieval::RetrievalConfig;
 use crate::train::{LossTerm, QsftRun, TRAINED_ENCODER, TrainConfig};
 use serde::{Deserialize, Serialize};
@@ -338,7 +338,11 @@ impl ExperimentConfig {
         if let Some(q) = &mut self.questions {
             q.path = resolve(&q.path);
         }
-        let model = |m: &str| if m == DEFAULT_MODEL { m.to_string() } else { resolve(m) };
+        let model = |m: &str| match m.strip_prefix(DENSEPHRASES_PREFIX) {
+            _ if m == DEFAULT_MODEL => m.to_string(),
+            Some(folder) => format!("{DENSEPHRASES_PREFIX}{}", resolve(folder)),
+            None => resolve(m),
+        };
         if let Some(e) = &mut self.encode {
             e.model = model(&e.model);
         }

@@ -1,7 +1,7 @@
 //! Job messages. A job's id is a content hash of what it does, so the same work always has the same id:
 //! that is what makes a finished sweep rerun for free and a redelivered message harmless.
 
-use crate::settings::{EncodeSettings, IndexSettings, SearchSettings};
+use crate::settings::{EncodeSettings, IndexSettings, QuestionText, SearchSettings};
 use crate::retrieval::RetrievalConfig;
 use crate::train::{QsftRun, SupervisedSettings};
 use serde::{Deserialize, Serialize};
@@ -123,6 +123,8 @@ pub struct EncodeConfig {
 #[serde(deny_unknown_fields)]
 pub struct ScanInputs {
     pub questions: LineShard,
+    /// The corpus the phrases came from (its casing truecases questions).
+    pub corpus: DatasetVersion,
     pub phrases: DatasetVersion,
     /// Ids of the fragments to scan, in order.
     pub fragments: Vec<u64>,
@@ -148,6 +150,7 @@ pub struct ScanConfig {
     /// Start and end hits kept per question: the most any retrieval of this encoder reads.
     pub hits: usize,
     pub query_len: usize,
+    pub question: QuestionText,
     /// JSON file (relative to the store root) that receives every question's top hits in the range.
     pub output: String,
 }
@@ -240,6 +243,10 @@ pub struct QsftInputs {
     pub start: ModelRef,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher: Option<ModelRef>,
+    /// From epoch 2: the folder where epoch e − 1 left its optimiser (AdamW's moments and step counts,
+    /// with the weights they belong to), so one AdamW runs over all epochs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimiser: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -122,9 +122,21 @@ pub struct RetrievalEval {
     pub questions: usize,
     /// Exact match of the top phrase.
     pub em: f64,
-    /// mAR of sentence retrieval (k = 100), strict and in the reference study's form.
+    /// mAR of sentence retrieval (k = 200), strict and in the reference study's form.
     pub sentence_mar: f64,
     pub sentence_mar_seed: f64,
+}
+
+impl RetrievalEval {
+    /// The measure a QSFT run chooses its epoch by.
+    pub fn measure(&self, select: crate::train::EpochSelect) -> f64 {
+        use crate::train::EpochSelect;
+        match select {
+            EpochSelect::Em => self.em,
+            EpochSelect::MarSeed => self.sentence_mar_seed,
+            EpochSelect::MarStrict => self.sentence_mar,
+        }
+    }
 }
 
 /// What a QSFT epoch leaves in its record.
@@ -146,6 +158,12 @@ pub struct QsftOutcome {
     pub seconds: f64,
     pub seconds_per_1000_questions: f64,
     pub resumed_at: Option<usize>,
+    /// The folder holding the optimiser's state after the epoch, which the next epoch continues from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimiser: Option<String>,
+    /// The learning rate of the epoch's last step.
+    #[serde(default)]
+    pub last_lr: f64,
 }
 
 /// Generates [`Metrics`] and the list of its `f64` columns from one list, in table order, so the Arrow
@@ -189,6 +207,8 @@ metrics! {
     /// Mean answer recall over word budgets 100…3000, in the reference study's form and strictly.
     mar_seed,
     mar_strict,
+    /// The earlier evaluation's mAR: the study's matching over budgets 100…25,000 (251 bins).
+    mar_mentor,
     recall_500w,
     recall_1000w,
     recall_3000w,

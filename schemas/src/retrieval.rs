@@ -66,13 +66,26 @@ impl fmt::Display for ModeKind {
     }
 }
 
+/// How `dynamic` decides that a phrase and a sentence are the same evidence (the phrase then becomes the
+/// sentence, with the larger of the two scores).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DynamicMerge {
+    /// The study's design: the phrase's own span is one of the index hits the sentence query encoder
+    /// found for that sentence.
+    #[default]
+    SharedHits,
+    /// The phrase's sentence has the text of a retrieved sentence (phrasesweep before 2026-12-02).
+    Sentence,
+}
+
 /// A mode with its parts, as the retrieve job runs it. `opt` drops a phrase contained in a phrase ranked
 /// above it; it only exists where there are phrases (`Single` allows it only with `unit = Phrase`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     Single { unit: Unit, encoder: String, opt: bool },
     Static { phrase_encoder: String, sentence_encoder: String, opt: bool },
-    Dynamic { phrase_encoder: String, sentence_encoder: String, opt: bool },
+    Dynamic { phrase_encoder: String, sentence_encoder: String, opt: bool, merge: DynamicMerge },
     /// `unit` is `Sentence` or `Paragraph`.
     Bm25 { unit: Unit },
 }
@@ -183,10 +196,17 @@ pub struct RetrievalWire {
     /// Evidence kept per unit (per question).
     #[serde(default = "default_k")]
     k: usize,
+    /// `dynamic`: which phrases become their sentence. Always written for `dynamic` (its results changed
+    /// when `dynamic` stopped cutting to k, so its job ids did too); absent for every other mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    merge: Option<DynamicMerge>,
 }
 
+/// The study's tables are top-200 per unit.
+pub const DEFAULT_K: usize = 200;
+
 fn default_k() -> usize {
-    100
+    DEFAULT_K
 }
 
 impl From<RetrievalConfig> for RetrievalWire {
@@ -200,15 +220,21 @@ impl From<RetrievalConfig> for RetrievalWire {
             sentence_encoder: None,
             opt: r.mode.opt(),
             k: r.k,
+            merge: None,
         };
         match r.mode {
             Mode::Single { unit, encoder, .. } => {
                 w.unit = Some(unit);
                 w.encoder = Some(encoder);
             }
-            Mode::Static { phrase_encoder, sentence_encoder, .. } | Mode::Dynamic { phrase_encoder, sentence_encoder, .. } => {
+            Mode::Static { phrase_encoder, sentence_encoder, .. } => {
                 w.phrase_encoder = Some(phrase_encoder);
                 w.sentence_encoder = Some(sentence_encoder);
+            }
+            Mode::Dynamic { phrase_encoder, sentence_encoder, merge, .. } => {
+                w.phrase_encoder = Some(phrase_encoder);
+                w.sentence_encoder = Some(sentence_encoder);
+                w.merge = Some(merge);
             }
             Mode::Bm25 { unit } => w.unit = Some(unit),
         }
@@ -232,6 +258,9 @@ impl TryFrom<RetrievalWire> for RetrievalConfig {
             return Err(RetrievalError::new("k", "must be at least 1"));
         }
         let opt = w.opt;
+        if kind != ModeKind::Dynamic {
+            forbid(w.merge.is_some(), "merge")?;
+        }
         let mode = match kind {
             ModeKind::Single => {
                 forbid(w.phrase_encoder.is_some(), "phrase_encoder")?;
@@ -251,7 +280,7 @@ impl TryFrom<RetrievalWire> for RetrievalConfig {
                 if kind == ModeKind::Static {
                     Mode::Static { phrase_encoder, sentence_encoder, opt }
                 } else {
-                    Mode::Dynamic { phrase_encoder, sentence_encoder, opt }
+                    Mode::Dynamic { phrase_encoder, sentence_encoder, opt, merge: w.merge.unwrap_or_default() }
                 }
             }
             ModeKind::Bm25 => {
@@ -283,6 +312,7 @@ mod tests {
             sentence_encoder: None,
             opt: false,
             k: 10,
+            merge: None,
         }
     }
 
@@ -315,7 +345,8 @@ mod tests {
         };
         assert_eq!(field(RetrievalWire { unit: Some(Unit::Phrase), ..dynamic.clone() }), "unit");
         let dynamic = RetrievalConfig::try_from(dynamic).unwrap();
-        assert!(matches!(dynamic.mode, Mode::Dynamic { opt: true, .. }));
+        assert!(matches!(dynamic.mode, Mode::Dynamic { opt: true, merge: DynamicMerge::SharedHits, .. }), "the design's merge by default");
+        assert_eq!(field(RetrievalWire { merge: Some(DynamicMerge::Sentence), ..wire(ModeKind::Static) }), "merge");
         assert_eq!(dynamic.encoders(), vec!["a".to_string(), "b".to_string()]);
         let bm25 = RetrievalConfig::try_from(RetrievalWire { unit: Some(Unit::Sentence), ..wire(ModeKind::Bm25) }).unwrap();
         assert_eq!(bm25.mode, Mode::Bm25 { unit: Unit::Sentence });
@@ -337,7 +368,8 @@ mod tests {
 
     /// The JSON that the former flat, derived `RetrievalConfig` wrote: fields in declaration order
     /// (`name`, `mode`, `unit`, `encoder`, `phrase_encoder`, `sentence_encoder`, `opt`, `k`), the four
-    /// optional ones left out when absent, `opt` always written. Job ids hash it: it must not change.
+    /// optional ones left out when absent, `opt` always written. Job ids hash it: it must not change,
+    /// except for `dynamic`, which now writes its `merge` rule (its results changed, so must its ids).
     #[test]
     fn wire_json_is_unchanged() {
         let cases = [
@@ -360,10 +392,15 @@ mod tests {
             (
                 RetrievalConfig {
                     name: "dynamic-opt".into(),
-                    mode: Mode::Dynamic { phrase_encoder: "trained".into(), sentence_encoder: "query+context".into(), opt: true },
+                    mode: Mode::Dynamic {
+                        phrase_encoder: "trained".into(),
+                        sentence_encoder: "query+context".into(),
+                        opt: true,
+                        merge: DynamicMerge::SharedHits,
+                    },
                     k: 5,
                 },
-                r#"{"name":"dynamic-opt","mode":"dynamic","phrase_encoder":"trained","sentence_encoder":"query+context","opt":true,"k":5}"#,
+                r#"{"name":"dynamic-opt","mode":"dynamic","phrase_encoder":"trained","sentence_encoder":"query+context","opt":true,"k":5,"merge":"shared-hits"}"#,
             ),
             (
                 RetrievalConfig { name: "bm25-paragraph".into(), mode: Mode::Bm25 { unit: Unit::Paragraph }, k: 100 },
@@ -374,9 +411,11 @@ mod tests {
             assert_eq!(serde_json::to_string(&config).unwrap(), json);
             assert_eq!(serde_json::from_str::<RetrievalConfig>(json).unwrap(), config, "{json}");
         }
-        // `k` defaults to 100 and `opt` to false, as before.
+        // `opt` defaults to false; `k` to the study's 200 (it was 100).
         let r: RetrievalConfig = serde_json::from_str(r#"{"name":"b","mode":"bm25","unit":"sentence"}"#).unwrap();
-        assert_eq!(r, RetrievalConfig { name: "b".into(), mode: Mode::Bm25 { unit: Unit::Sentence }, k: 100 });
+        assert_eq!(r, RetrievalConfig { name: "b".into(), mode: Mode::Bm25 { unit: Unit::Sentence }, k: 200 });
+        let d: RetrievalConfig = serde_json::from_str(r#"{"name":"d","mode":"dynamic","phrase_encoder":"a","sentence_encoder":"b","merge":"sentence"}"#).unwrap();
+        assert!(matches!(d.mode, Mode::Dynamic { merge: DynamicMerge::Sentence, .. }));
     }
 
     #[test]
@@ -385,7 +424,10 @@ mod tests {
         assert_eq!(label(Mode::Single { unit: Unit::Sentence, encoder: "q".into(), opt: false }), "single");
         assert_eq!(label(Mode::Single { unit: Unit::Phrase, encoder: "q".into(), opt: true }), "single+opt");
         assert_eq!(label(Mode::Static { phrase_encoder: "a".into(), sentence_encoder: "b".into(), opt: false }), "static");
-        assert_eq!(label(Mode::Dynamic { phrase_encoder: "a".into(), sentence_encoder: "b".into(), opt: true }), "dynamic+opt");
+        assert_eq!(
+            label(Mode::Dynamic { phrase_encoder: "a".into(), sentence_encoder: "b".into(), opt: true, merge: DynamicMerge::SharedHits }),
+            "dynamic+opt"
+        );
         assert_eq!(label(Mode::Bm25 { unit: Unit::Paragraph }), "bm25");
     }
 }

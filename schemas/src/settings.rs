@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 /// The model folder name that means "the pretrained base model".
 pub const DEFAULT_MODEL: &str = "default";
 
+/// Names a DensePhrases checkpoint folder (three BERTs and the filter in one `pytorch_model.bin`):
+/// `densephrases:PATH`, as a phrase encoder (`encode.model`) or a query encoder (`[encoders]`).
+pub const DENSEPHRASES_PREFIX: &str = "densephrases:";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncodeSettings {
@@ -174,6 +178,10 @@ pub struct SearchSettings {
     /// padding is masked, so only the cut changes the vectors).
     #[serde(default = "default_query_len")]
     pub query_len: usize,
+    /// How a question's text is prepared for the query encoders (written always: it changes the
+    /// vectors, so the job).
+    #[serde(default)]
+    pub question: QuestionText,
 }
 
 impl Default for SearchSettings {
@@ -184,8 +192,41 @@ impl Default for SearchSettings {
             refine: default_refine(),
             scan_rows_per_job: default_scan_rows_per_job(),
             query_len: default_query_len(),
+            question: QuestionText::default(),
         }
     }
+}
+
+/// How a question becomes the text its query encoder reads, as the study prepares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuestionText {
+    /// Truecase a question written all in lowercase (NQ's are), from the corpus's own casing.
+    #[serde(default)]
+    pub truecase: Truecase,
+    /// Drop a trailing `?`.
+    #[serde(default = "yes")]
+    pub strip_question_mark: bool,
+}
+
+impl Default for QuestionText {
+    fn default() -> Self {
+        Self { truecase: Truecase::default(), strip_question_mark: true }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Truecase {
+    /// When the query encoder's tokenizer keeps case (a no-op for an uncased one, such as MiniLM's).
+    #[default]
+    Auto,
+    On,
+    Off,
 }
 
 /// How a batch of questions is searched.

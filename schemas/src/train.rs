@@ -5,8 +5,34 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// How the learning rate moves over a run's steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrSchedule {
+    /// DensePhrases' (and the study's): up over `warmup` of the steps, then linearly down to 0 at the
+    /// last step of the run (for QSFT, the last step of its last epoch).
+    #[default]
+    Linear,
+    /// `lr` at every step (phrasesweep before 2026-12-02).
+    Constant,
+}
+
+impl LrSchedule {
+    /// The learning rate of 0-based `step` of `total` steps.
+    pub fn lr(self, lr: f64, warmup: f64, step: usize, total: usize) -> f64 {
+        match self {
+            LrSchedule::Constant => lr,
+            LrSchedule::Linear => {
+                let (step, total) = (step as f64, total.max(1) as f64);
+                let warm = (warmup * total).floor();
+                if step < warm { lr * (step + 1.0) / warm } else { lr * ((total - step) / (total - warm).max(1.0)).max(0.0) }
+            }
+        }
+    }
+}
+
 /// AdamW as DensePhrases trains: decoupled weight decay except on biases and LayerNorm, the word
-/// embeddings frozen, gradients clipped by their global norm.
+/// embeddings frozen, gradients clipped by their global norm, the learning rate on a schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimSettings {
@@ -25,6 +51,12 @@ pub struct OptimSettings {
     /// Optimiser steps between checkpoints inside an epoch: a killed worker resumes from the last one.
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: usize,
+    /// Written always: the schedule changes what a training job computes, so its job id.
+    #[serde(default)]
+    pub schedule: LrSchedule,
+    /// The fraction of the run's steps that warm the learning rate up (linear schedule).
+    #[serde(default)]
+    pub warmup: f64,
 }
 
 impl Default for OptimSettings {
@@ -36,6 +68,8 @@ impl Default for OptimSettings {
             batch_size: default_batch(),
             seed: default_seed(),
             checkpoint_every: default_checkpoint_every(),
+            schedule: LrSchedule::default(),
+            warmup: 0.0,
         }
     }
 }
@@ -99,6 +133,40 @@ pub struct SupervisedSettings {
     /// `train.phrase` only: the filter keeps tokens whose larger logit reaches this (reported after training).
     #[serde(default)]
     pub filter_threshold: f32,
+    /// `train.phrase` only: after training, choose the filter threshold that keeps this share of the
+    /// held-out paragraphs' tokens (reported with the index size it gives; the encode stage of the same
+    /// run uses it unless `[encode] filter_threshold` is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_keep: Option<f64>,
+    /// `train.phrase` only: what each question's start and end are scored against besides its own
+    /// paragraph's tokens.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub negatives: Negatives,
+}
+
+/// The phrase encoder's negatives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", deny_unknown_fields)]
+pub enum Negatives {
+    /// DensePhrases: a softmax over the question's own paragraph tokens, plus one over the gold start
+    /// (end) vectors of the batch's questions and of the last `prebatch` batches (kept in a queue,
+    /// detached).
+    InBatch {
+        #[serde(default = "default_prebatch")]
+        prebatch: usize,
+    },
+    /// One softmax over every paragraph token of the batch (phrasesweep before 2026-12-02).
+    AllTokens,
+}
+
+impl Default for Negatives {
+    fn default() -> Self {
+        Negatives::InBatch { prebatch: default_prebatch() }
+    }
+}
+
+fn default_prebatch() -> usize {
+    2
 }
 
 impl Default for SupervisedSettings {
@@ -116,6 +184,8 @@ impl Default for SupervisedSettings {
             optim: OptimSettings::default(),
             distill: None,
             filter_threshold: 0.0,
+            filter_keep: None,
+            negatives: Negatives::default(),
         }
     }
 }
@@ -158,7 +228,7 @@ fn is_default_query_len(v: &usize) -> bool {
     *v == default_query_len()
 }
 fn default_teacher_window() -> usize {
-    256
+    384
 }
 fn is_default_teacher_window(v: &usize) -> bool {
     *v == default_teacher_window()
@@ -210,10 +280,10 @@ pub struct DistillSettings {
     pub kind: DistillKind,
     #[serde(default = "default_temperature")]
     pub temperature: f64,
-    /// First epoch (1-based) with the distillation term.
+    /// QSFT only: the first epoch (1-based) with the distillation term.
     #[serde(default = "default_start_epoch")]
     pub start_epoch: u32,
-    /// `train.phrase` only: the weight of the distillation term (QSFT weighs it in `terms`).
+    /// The term is `weight · (start + end) / 2` (QSFT multiplies it by its weight in `terms` too).
     #[serde(default = "default_weight")]
     pub weight: f64,
     /// Question pieces in the teacher's inputs: set it to those the teacher was trained with
@@ -245,11 +315,12 @@ fn default_distill_kind() -> DistillKind {
 fn default_temperature() -> f64 {
     1.0
 }
+// The study's distillation: from epoch 2, weight 3 on the mean of start and end.
 fn default_start_epoch() -> u32 {
-    1
+    2
 }
 fn default_weight() -> f64 {
-    1.0
+    3.0
 }
 
 /// One `[[qsft]]` run: query-side fine-tuning against the frozen phrase index.
@@ -281,6 +352,27 @@ pub struct QsftRun {
     pub optim: OptimSettings,
     #[serde(default)]
     pub distill: DistillSettings,
+    /// How the epoch that retrievals use is chosen. Left out of the job at its default: the coordinator
+    /// chooses, an epoch's job computes the same either way.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub select: EpochSelect,
+}
+
+/// Which epoch of a QSFT run is its result: the best on the dev questions by one measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EpochSelect {
+    /// Exact match of the top phrase (the study's choice).
+    #[default]
+    Em,
+    /// Sentence mAR, the study's form.
+    MarSeed,
+    /// Sentence mAR, strict.
+    MarStrict,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 fn default_qsft_epochs() -> u32 {
@@ -326,11 +418,12 @@ mod tests {
     use serde_json::json;
 
     fn optim() -> serde_json::Value {
-        json!({ "lr": 3e-5, "weight_decay": 0.01, "clip_norm": 1.0, "batch_size": 12, "seed": 42, "checkpoint_every": 50 })
+        json!({ "lr": 3e-5, "weight_decay": 0.01, "clip_norm": 1.0, "batch_size": 12, "seed": 42, "checkpoint_every": 50, "schedule": "linear", "warmup": 0.0 })
     }
 
     /// Job ids hash a job's JSON: settings at their defaults serialise exactly as before they existed, so
-    /// an unchanged config keeps its job ids.
+    /// an unchanged config keeps its job ids, but for the learning-rate schedule (which changed what
+    /// every training job computes).
     #[test]
     fn default_settings_serialise_as_before_their_training_constants_were_settings() {
         let before = json!({ "model": "default", "epochs": 1, "max_len": 256, "optim": optim(), "filter_threshold": 0.0 });
@@ -339,7 +432,7 @@ mod tests {
         assert_eq!(parsed, SupervisedSettings::default());
         assert_eq!(serde_json::to_value(&parsed).unwrap(), before);
 
-        let distill = json!({ "kind": "mse", "temperature": 1.0, "start_epoch": 1, "weight": 1.0 });
+        let distill = json!({ "kind": "mse", "temperature": 1.0, "start_epoch": 2, "weight": 3.0 });
         let phrase: SupervisedSettings = serde_json::from_value(json!({ "distill": {} })).unwrap();
         assert_eq!(serde_json::to_value(&phrase).unwrap()["distill"], distill);
 
@@ -370,5 +463,20 @@ mod tests {
         assert_eq!((v["question_pieces"].as_u64(), v["window"].as_u64()), (Some(32), Some(128)));
         assert_eq!(serde_json::from_value::<DistillSettings>(v).unwrap(), d);
         assert!(serde_json::from_str::<SupervisedSettings>(r#"{"title_pieces": 8}"#).is_err(), "unknown fields are still refused");
+    }
+
+    #[test]
+    fn the_study_defaults_distillation_selection_and_the_schedule() {
+        let d = DistillSettings::default();
+        assert_eq!((d.kind, d.start_epoch, d.weight, d.window), (DistillKind::Mse, 2, 3.0, 384));
+        let run: QsftRun = serde_json::from_value(json!({ "name": "q", "terms": { "query": 1.0 } })).unwrap();
+        assert_eq!(run.select, EpochSelect::Em);
+        let run: QsftRun = serde_json::from_value(json!({ "name": "q", "terms": { "query": 1.0 }, "select": "mar_strict" })).unwrap();
+        assert_eq!(serde_json::to_value(&run).unwrap()["select"], "mar_strict");
+        // Linear: down to 0 over the run; with warm-up, up first.
+        let lr = |step, warmup| LrSchedule::Linear.lr(1.0, warmup, step, 10);
+        assert_eq!((lr(0, 0.0), lr(5, 0.0), lr(9, 0.0)), (1.0, 0.5, 0.1));
+        assert_eq!((lr(0, 0.2), lr(1, 0.2), lr(2, 0.2), lr(6, 0.2)), (0.5, 1.0, 1.0, 0.5));
+        assert_eq!(LrSchedule::Constant.lr(1.0, 0.2, 9, 10), 1.0);
     }
 }

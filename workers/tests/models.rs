@@ -16,7 +16,7 @@ use phrasesweep_workers::model::encoders::{
 use phrasesweep_workers::model::load::{load_bert, read_tokenizer};
 use phrasesweep_workers::model::text::TextEncoder;
 use safetensors::SafeTensors;
-use common::model_dir;
+use common::{model_dir, tiny_config};
 use std::path::Path;
 
 
@@ -93,21 +93,6 @@ fn minilm_matches_pytorch_on_cpu() {
 #[test]
 fn minilm_matches_pytorch_on_cuda() {
     parity::<phrasesweep_workers::model::device::Gpu>(&phrasesweep_workers::model::device::cuda_device(0));
-}
-
-fn tiny_config(vocab: usize) -> BertConfig {
-    BertConfig {
-        vocab_size: vocab,
-        hidden_size: 32,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        intermediate_size: 64,
-        max_position_embeddings: 64,
-        type_vocab_size: 2,
-        layer_norm_eps: 1e-12,
-        hidden_act: "gelu".into(),
-        pad_token_id: 0,
-    }
 }
 
 /// Writes a random BERT with HuggingFace's tensor names ([out, in] Linear weights, LayerNorm
@@ -292,4 +277,80 @@ fn kept_tokens_point_at_their_characters_also_in_non_ascii_text() {
         assert!(s <= t.start && t.end <= e, "token {span:?} lies in its sentence");
     }
     assert_eq!(out.tokens.last().unwrap().sentence, 1);
+}
+
+/// A checkpoint in the layout of DensePhrases' published ones (written by PyTorch with
+/// `scripts/densephrases_fixture.py`: three BERTs and the filter head in one `pytorch_model.bin`, a
+/// `vocab.txt` and no `tokenizer.json`) loads as `densephrases:PATH`: the phrase encoder's hidden states,
+/// the filter logits, and q_start / q_end match PyTorch's to 1e-4.
+#[test]
+fn densephrases_checkpoints_load_and_match_pytorch() {
+    use phrasesweep_workers::model::registry::{load_phrase_encoder, load_query_encoder, model_ref};
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/densephrases-tiny");
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["config.json", "pytorch_model.bin"] {
+        std::fs::copy(fixture.join(name), dir.path().join(name)).unwrap_or_else(|e| panic!("{name} (made by scripts/densephrases_fixture.py): {e}"));
+    }
+    for name in ["vocab.txt", "tokenizer_config.json"] {
+        std::fs::copy(model_dir().join(name), dir.path().join(name)).unwrap();
+    }
+    let bytes = std::fs::read(fixture.join("expected.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let device = Default::default();
+    let model = model_ref(&format!("densephrases:{}", dir.path().display())).unwrap();
+    assert!(model.path.starts_with("densephrases:"));
+    let (phrase, _) = load_phrase_encoder::<Cpu>(&model, &device).unwrap();
+    let (query, text) = load_query_encoder::<Cpu>(&model, &device).unwrap();
+    assert_eq!(text.pieces("Who wrote War and Peace?").unwrap().ids, TextEncoder::new(read_tokenizer(&model_dir()).unwrap()).unwrap().pieces("Who wrote War and Peace?").unwrap().ids, "the tokenizer built from vocab.txt is tokenizer.json's");
+
+    let input = |ids: &str, mask: &str, types: Option<&str>| -> BertInput<Cpu> {
+        let (v, shape) = i64s(&st, ids);
+        let t = |v: Vec<i64>| Tensor::<Cpu, 2, Int>::from_data(TensorData::new(v, [shape[0], shape[1]]), &device);
+        let types = types.map(|n| i64s(&st, n).0).unwrap_or(vec![0; v.len()]);
+        BertInput { input_ids: t(v), token_type_ids: t(types), attention_mask: t(i64s(&st, mask).0) }
+    };
+    let close = |got: Vec<f32>, name: &str, keep: &dyn Fn(usize) -> bool| {
+        let (expected, _) = f32s(&st, name);
+        assert_eq!(got.len(), expected.len(), "{name}");
+        let max = got.iter().zip(&expected).enumerate().filter(|(i, _)| keep(*i)).map(|(_, (a, b))| (a - b).abs()).fold(0f32, f32::max);
+        assert!(max < 1e-4, "{name}: max difference {max}");
+    };
+    let (mask, _) = i64s(&st, "mask");
+    let mask = &mask;
+    let (h, f) = phrase.forward(input("ids", "mask", Some("types")));
+    // Padded positions differ by design (masked); compare the rest.
+    let per_token = |d: usize| move |i: usize| mask[i / d] == 1;
+    close(h.into_data().convert::<f32>().to_vec().unwrap(), "hidden", &per_token(32));
+    close(f.into_data().convert::<f32>().to_vec().unwrap(), "filter", &per_token(2));
+    let (qs, qe) = query.forward(input("q_ids", "q_mask", None));
+    close(qs.into_data().convert::<f32>().to_vec().unwrap(), "q_start", &|_| true);
+    close(qe.into_data().convert::<f32>().to_vec().unwrap(), "q_end", &|_| true);
+
+    // A folder without those keys is refused with the layout it lacks.
+    let plain = tempfile::tempdir().unwrap();
+    std::fs::copy(model_dir().join("config.json"), plain.path().join("config.json")).unwrap();
+    std::fs::write(plain.path().join("pytorch_model.bin"), b"not a checkpoint").unwrap();
+    let r = model_ref(&format!("densephrases:{}", plain.path().display())).unwrap();
+    assert!(load_query_encoder::<Cpu>(&r, &device).is_err());
+}
+
+/// Truecasing questions is the study's step for cased models; MiniLM's tokenizer lowercases, so there
+/// it changes nothing (and `auto` leaves it off), while a cased tokenizer sees the difference.
+#[test]
+fn truecasing_is_a_no_op_for_uncased_minilm_only() {
+    use phrasesweep_workers::text::truecase::Truecaser;
+    let minilm = TextEncoder::new(read_tokenizer(&model_dir()).unwrap()).unwrap();
+    assert!(!minilm.keeps_case());
+    let caser = Truecaser::learn(["The Beatles played in Hamburg, Germany, in 1960."]);
+    let question = "where did the beatles play in germany";
+    let cased = caser.apply(question);
+    assert_eq!(cased, "Where did the Beatles play in Germany");
+    assert_eq!(minilm.pieces(&cased).unwrap().ids, minilm.pieces(question).unwrap().ids);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(model_dir().join("vocab.txt"), dir.path().join("vocab.txt")).unwrap();
+    std::fs::write(dir.path().join("tokenizer_config.json"), r#"{"do_lower_case": false}"#).unwrap();
+    let cased_tokenizer = TextEncoder::new(read_tokenizer(dir.path()).unwrap()).unwrap();
+    assert!(cased_tokenizer.keeps_case());
+    assert_ne!(cased_tokenizer.pieces(&cased).unwrap().ids, cased_tokenizer.pieces(question).unwrap().ids);
 }

@@ -4,10 +4,10 @@
 
 mod common;
 
-use burn::module::Param;
+use burn::module::{Module, Param};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
-use phrasesweep_schemas::train::{DistillSettings, LossTerm, OptimSettings, QsftRun, SupervisedSettings};
+use phrasesweep_schemas::train::{DistillSettings, LossTerm, Negatives, OptimSettings, QsftRun, SupervisedSettings};
 use phrasesweep_workers::model::bert::BertModel;
 use phrasesweep_workers::model::device::CpuTrain;
 use phrasesweep_workers::model::encoders::{PhraseEncoder, QueryEncoder, Reader};
@@ -17,7 +17,7 @@ use phrasesweep_workers::text::questions::{Question, parse_questions};
 use phrasesweep_workers::text::sentences::split_sentences;
 use phrasesweep_workers::train::losses::{Candidate, Gold};
 use phrasesweep_workers::train::optim::Trainer;
-use phrasesweep_workers::train::phrase::{PhraseModels, phrase_loss, phrase_row};
+use phrasesweep_workers::train::phrase::{PhraseModels, Prebatch, filter_bce, phrase_loss, phrase_row};
 use phrasesweep_workers::train::qsft::{QsftBatch, QsftQuestion, qsft_loss};
 use phrasesweep_workers::train::rc::{char_span_to_pieces, parse_squad};
 use phrasesweep_workers::train::reader::{reader_loss, reader_row};
@@ -90,6 +90,7 @@ fn run(terms: &[(LossTerm, f64)]) -> QsftRun {
         eval_questions: None,
         optim: OptimSettings { lr: 1e-4, ..Default::default() },
         distill: DistillSettings::default(),
+        select: Default::default(),
     }
 }
 
@@ -188,7 +189,7 @@ fn one_qsft_step_lowers_the_loss_on_its_batch_and_leaves_word_embeddings_frozen(
 fn squad_examples(n: usize) -> Vec<phrasesweep_workers::train::rc::Example> {
     let path = data("squad/dev.jsonl");
     let bytes = std::fs::read(&path).unwrap();
-    let first: Vec<u8> = bytes.split(|&b| b == b'\n').take(3).collect::<Vec<_>>().join(&b'\n');
+    let first: Vec<u8> = bytes.split(|&b| b == b'\n').take(n).collect::<Vec<_>>().join(&b'\n');
     let mut ex = parse_squad(&path.display().to_string(), &first).unwrap();
     // One question per paragraph, so in-batch negatives are other paragraphs.
     ex.dedup_by(|a, b| a.context == b.context);
@@ -228,15 +229,98 @@ fn phrase_steps_lower_their_loss_with_distillation() {
     assert_eq!(rows.len(), 3);
     let distill = DistillSettings { temperature: 2.0, ..Default::default() };
     phrasesweep_workers::train::phrase::add_teacher(&reader, &text, &mut rows, &DistillSettings { temperature: 2.0, ..Default::default() }, &device).unwrap();
-    let loss = phrase_loss(&models, &text, &rows, Some(&distill), &device).unwrap();
+    let loss = phrase_loss(&models, &text, &rows, Some(&distill), &Negatives::default(), &Prebatch::default(), &device).unwrap();
     let before: f32 = loss.total.into_scalar();
     assert!(loss.distill.is_some_and(|d| d > 0.0) && loss.filter > 0.0);
     let mut trainer = Trainer::new(&models, &OptimSettings { lr: 1e-4, ..Default::default() });
     let mut models = models;
     for _ in 0..3 {
-        let loss = phrase_loss(&models, &text, &rows, Some(&distill), &device).unwrap().total;
+        let loss = phrase_loss(&models, &text, &rows, Some(&distill), &Negatives::default(), &Prebatch::default(), &device).unwrap().total;
         models = trainer.step(models, loss).0;
     }
-    let after: f32 = phrase_loss(&models, &text, &rows, Some(&distill), &device).unwrap().total.into_scalar();
+    let after: f32 = phrase_loss(&models, &text, &rows, Some(&distill), &Negatives::default(), &Prebatch::default(), &device).unwrap().total.into_scalar();
     assert!(after < before, "phrase loss went from {before} to {after}");
+}
+
+/// QSFT runs one AdamW over all its epochs: epoch 2's job, starting from a model that knows nothing of
+/// epoch 1 (new weights, new parameter ids, as a job that loads the epoch-1 checkpoint), continues from
+/// the moments, step counts and weights epoch 1 left on the store, on the run's learning-rate schedule,
+/// and ends exactly where one job running every step ends. Without the moments it ends elsewhere.
+#[test]
+fn two_epoch_jobs_continue_one_adamw_and_one_schedule() {
+    use phrasesweep_workers::io::store::Store;
+    use phrasesweep_workers::model::device::JobTrain;
+    use phrasesweep_workers::train::resume::{RunSpan, StepLoss, run_steps};
+    let config = common::tiny_config(20);
+    let device = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::at(dir.path().to_str().unwrap()).unwrap();
+    let optim = OptimSettings { lr: 0.05, weight_decay: 0.0, clip_norm: 0.0, ..Default::default() };
+    let weight = |m: &QueryEncoder<JobTrain>| m.start.encoder.layer[0].attention.self_attn.query.weight.val();
+    // Pulls the weight toward a target that moves with the step, so every step's gradient differs.
+    let loss = |m: &QueryEncoder<JobTrain>, step: usize| -> anyhow::Result<Option<StepLoss>> {
+        let w = weight(m);
+        Ok(Some(StepLoss::new((w.clone() - (step as f32 * 0.1)).powi_scalar(2).sum() + w.sum() * 0.01)))
+    };
+    // Initialised once (a new module's parameters are initialised lazily, each clone on its own).
+    let fresh = QueryEncoder::<JobTrain>::new(&config, &device);
+    let start = fresh.clone().load_record(fresh.into_record());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let run = |dir: &str, model: QueryEncoder<JobTrain>, span: RunSpan, steps: std::ops::Range<usize>| {
+        rt.block_on(run_steps(&store, dir, dir, model, &optim, &span, steps.collect(), |s| std::future::ready(Ok(Some(s))), |m, s| loss(m, s)))
+            .unwrap()
+    };
+    let whole = run("whole", start.clone(), RunSpan::default(), 0..6);
+    let first = run("epoch-1", start.clone(), RunSpan { total: 6, leave_at: Some("epoch-1/optimiser".into()), ..Default::default() }, 0..3);
+    let continued = RunSpan { offset: 3, total: 6, continue_from: Some("epoch-1/optimiser".into()), ..Default::default() };
+    let second = run("epoch-2", QueryEncoder::<JobTrain>::new(&config, &device), continued, 3..6);
+    assert!((first.last_lr - 0.05 * 4.0 / 6.0).abs() < 1e-12 && (second.last_lr - 0.05 / 6.0).abs() < 1e-12, "linear decay over both epochs");
+    assert_eq!(second.last_lr, whole.last_lr);
+    let gap = |a: &QueryEncoder<JobTrain>, b: &QueryEncoder<JobTrain>| (weight(a) - weight(b)).abs().max().into_scalar();
+    assert!(gap(&second.model, &whole.model) < 1e-6, "two epoch jobs end where one run ends: {}", gap(&second.model, &whole.model));
+
+    // Epoch 2 with a new AdamW from epoch 1's weights (the old behaviour) ends elsewhere.
+    let restarted = RunSpan { offset: 3, total: 6, ..Default::default() };
+    let fresh = run("epoch-2-restarted", first.model.clone(), restarted, 3..6);
+    assert!(gap(&fresh.model, &whole.model) > 1e-3, "{}", gap(&fresh.model, &whole.model));
+}
+
+/// DensePhrases' negatives: the pre-batch queue holds the gold vectors of the last `prebatch` batches,
+/// and each queued vector is one more negative (the loss can only grow); the old all-tokens softmax is
+/// another loss on the same batch.
+#[test]
+fn prebatch_negatives_queue_the_last_batches_gold_vectors() {
+    let device = Default::default();
+    let text = text();
+    let dir = model_dir();
+    let models = PhraseModels::<B> { phrase: PhraseEncoder::from_pretrained(&dir, &device).unwrap(), query: QueryEncoder::from_pretrained(&dir, &device).unwrap() };
+    let rows: Vec<_> = squad_examples(6).iter().filter_map(|e| phrase_row(&text, e, &SupervisedSettings { max_len: 96, ..Default::default() }).unwrap()).collect();
+    let (first, second) = rows.split_at(3);
+    let in_batch = Negatives::InBatch { prebatch: 1 };
+    let mut queue = Prebatch::default();
+    let loss = |rows, queue: &Prebatch, negatives: &Negatives| phrase_loss(&models, &text, rows, None, negatives, queue, &device).unwrap();
+    let a = loss(first, &queue, &in_batch);
+    assert_eq!(a.gold.0.len(), 3 * 384, "three gold start vectors of 384");
+    queue.push(a.gold.clone(), 1);
+    assert_eq!(queue.len(384), 3);
+    let alone = loss(second, &Prebatch::default(), &in_batch).span;
+    let queued = loss(second, &queue, &in_batch);
+    assert!(queued.span > alone, "three more negatives: {alone} → {}", queued.span);
+    queue.push(queued.gold, 1);
+    queue.push(a.gold, 1);
+    assert_eq!(queue.len(384), 3, "only the last batch is kept");
+    let all_tokens: f32 = loss(second, &Prebatch::default(), &Negatives::AllTokens).span;
+    assert!((all_tokens - alone).abs() > 1e-3, "{all_tokens} {alone}");
+}
+
+/// The filter's loss as DensePhrases weighs it: at zero logits every own token costs ln 2, the positive
+/// one as much as the sequence is long.
+#[test]
+fn filter_loss_weighs_the_answer_token_by_the_sequence_length() {
+    let device = Default::default();
+    let logits = Tensor::<B, 2>::zeros([1, 6], &device);
+    let own = vec![vec![false, true, true, true, true, false]];
+    let v: f32 = filter_bce(logits, &[2], &own, &device).into_scalar();
+    let expected = std::f32::consts::LN_2 * (3.0 + 6.0) / 4.0;
+    assert!((v - expected).abs() < 1e-5, "{v} vs {expected}");
 }

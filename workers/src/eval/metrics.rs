@@ -1,10 +1,14 @@
 //! Scoring retrieved evidence: mean answer recall over word budgets (mAR) in the reference study's `seed`
-//! form and in a `strict` form, plus recall at word budgets, recall@k and exact match.
+//! form, in a `strict` form and in the earlier `mentor` form, plus recall at word budgets, recall@k and
+//! exact match.
 
 use serde::{Deserialize, Serialize};
 
 /// Word budgets 100, 200, …, 3000: bin `b` holds recall once the evidence reaches `b·100` words.
 pub const BINS: usize = 30;
+
+/// The mentor form's budgets: 0, 100, …, 25,000 words.
+pub const MENTOR_BINS: usize = 251;
 
 /// How answers are matched against evidence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +20,29 @@ pub enum MarMode {
     /// SQuAD-normalised whole-token matches, a question is recalled when any answer is found, words are
     /// whitespace tokens, and all 30 bins are always averaged.
     Strict,
+    /// The earlier evaluation: the seed form's words and matches, but no early stop (every text is
+    /// walked; one past 25,000 words lands in the last bin) and all 251 bins (0 … 25,000 words) averaged.
+    Mentor,
+}
+
+impl MarMode {
+    pub const ALL: [MarMode; 3] = [MarMode::Seed, MarMode::Strict, MarMode::Mentor];
+
+    /// Bins of the walk: the word budgets 100, 200, … it reports.
+    pub fn bins(self) -> usize {
+        match self {
+            MarMode::Seed | MarMode::Strict => BINS,
+            MarMode::Mentor => MENTOR_BINS,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MarMode::Seed => "seed",
+            MarMode::Strict => "strict",
+            MarMode::Mentor => "mentor",
+        }
+    }
 }
 
 /// SQuAD's answer normalisation: lowercase, punctuation removed, the articles a/an/the removed,
@@ -41,7 +68,8 @@ fn contains_tokens(text_norm: &str, answer_norm: &str) -> bool {
 /// word total reached (the text that stopped the walk included).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Walk {
-    pub bins: [f64; BINS],
+    /// [`MarMode::bins`] of them.
+    pub bins: Vec<f64>,
     pub max_total: usize,
     /// The 1-based rank of the first text with an answer within the budget, if any.
     pub first_hit_rank: Option<usize>,
@@ -49,26 +77,27 @@ pub struct Walk {
 
 /// Walks `texts` (in rank order) against `answers`.
 pub fn walk<S: AsRef<str>>(texts: &[S], answers: &[String], mode: MarMode) -> Walk {
-    let mut bins = [0.0; BINS];
+    let mut bins = vec![0.0; mode.bins()];
     let mut total = 0usize;
     let mut found = vec![false; answers.len()];
     let mut first_hit_rank = None;
     let normalized: Vec<String> = match mode {
-        MarMode::Seed => Vec::new(),
+        MarMode::Seed | MarMode::Mentor => Vec::new(),
         MarMode::Strict => answers.iter().map(|a| normalize(a)).collect(),
     };
     for (rank, text) in texts.iter().enumerate() {
         let text = text.as_ref();
         total += match mode {
-            MarMode::Seed => text.split(' ').count(),
+            MarMode::Seed | MarMode::Mentor => text.split(' ').count(),
             MarMode::Strict => text.split_whitespace().count(),
         };
-        let b = total / 100;
-        if b >= BINS {
-            break;
-        }
+        let b = match mode {
+            MarMode::Mentor => (total / 100).min(MENTOR_BINS - 1),
+            _ if total / 100 >= BINS => break,
+            _ => total / 100,
+        };
         let recall = match mode {
-            MarMode::Seed => {
+            MarMode::Seed | MarMode::Mentor => {
                 for (f, a) in found.iter_mut().zip(answers) {
                     *f |= text.contains(a.as_str());
                 }
@@ -89,7 +118,7 @@ pub fn walk<S: AsRef<str>>(texts: &[S], answers: &[String], mode: MarMode) -> Wa
         }
         bins[b] = recall;
     }
-    for b in 1..BINS {
+    for b in 1..bins.len() {
         if bins[b] == 0.0 {
             bins[b] = bins[b - 1];
         }
@@ -101,7 +130,7 @@ pub fn walk<S: AsRef<str>>(texts: &[S], answers: &[String], mode: MarMode) -> Wa
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Mar {
     pub mar: f64,
-    /// Mean recall of each bin over all questions (all 30, whichever were averaged into `mar`).
+    /// Mean recall of each bin over all questions (all of the mode's, whichever were averaged into `mar`).
     pub curve: Vec<f64>,
     /// Bins averaged into `mar`.
     pub bins_used: usize,
@@ -110,13 +139,13 @@ pub struct Mar {
 /// mAR of `walks`, one per evaluated question (a question with no text is a walk over no texts).
 pub fn mar(walks: &[Walk], mode: MarMode) -> Mar {
     let n = walks.len().max(1) as f64;
-    let curve: Vec<f64> = (0..BINS).map(|b| walks.iter().map(|w| w.bins[b]).sum::<f64>() / n).collect();
+    let curve: Vec<f64> = (0..mode.bins()).map(|b| walks.iter().map(|w| w.bins[b]).sum::<f64>() / n).collect();
     let bins_used = match mode {
         MarMode::Seed => {
             let max_total = walks.iter().map(|w| w.max_total).max().unwrap_or(0);
             BINS.min(max_total / 100 + 1)
         }
-        MarMode::Strict => BINS,
+        MarMode::Strict | MarMode::Mentor => mode.bins(),
     };
     let mar = curve[..bins_used].iter().sum::<f64>() / bins_used as f64;
     Mar { mar, curve, bins_used }
@@ -158,10 +187,11 @@ pub fn exact_match(prediction: &str, answers: &[String]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn words(n: usize, with: Option<&str>) -> String {
+    /// `n` filler words, `with` (an answer) in the middle.
+    pub(crate) fn words(n: usize, with: Option<&str>) -> String {
         let mut w: Vec<String> = (0..n).map(|i| format!("w{i}")).collect();
         if let Some(a) = with {
             w[n / 2] = a.to_string();
@@ -230,6 +260,25 @@ mod tests {
         let texts = vec![words(150, None), words(100, Some("X"))];
         let m = mar(&[walk(&texts, &answers(&["X"]), MarMode::Strict)], MarMode::Strict);
         assert!((m.mar - 28.0 / 30.0).abs() < 1e-12, "{}", m.mar);
+    }
+
+    #[test]
+    fn mentor_walks_past_3000_words_and_averages_251_bins() {
+        // The answer at 3,010 words: nothing for seed, the bins from 3,000 on for mentor.
+        let mut texts: Vec<String> = (0..49).map(|_| words(60, None)).collect();
+        texts.push(words(70, Some("X")));
+        let w = walk(&texts, &answers(&["X"]), MarMode::Mentor);
+        assert_eq!(w.bins.len(), MENTOR_BINS);
+        let m = mar(&[w], MarMode::Mentor);
+        assert_eq!(m.bins_used, 251);
+        assert!((m.mar - 221.0 / 251.0).abs() < 1e-12, "{}", m.mar);
+        // Found at once: 1, however short the evidence.
+        let m = mar(&[walk(&[words(50, Some("X"))], &answers(&["X"]), MarMode::Mentor)], MarMode::Mentor);
+        assert_eq!(m.mar, 1.0);
+        // Past 25,000 words: the last bin.
+        let long: Vec<String> = (0..26).map(|i| words(1000, (i == 25).then_some("X"))).collect();
+        let w = walk(&long, &answers(&["X"]), MarMode::Mentor);
+        assert_eq!((w.bins[249], w.bins[250]), (0.0, 1.0));
     }
 
     #[test]

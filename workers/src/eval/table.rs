@@ -45,9 +45,13 @@ pub fn metrics_from_batch(b: &RecordBatch) -> Result<Vec<Metrics>> {
     };
     let (retrieval, mode) = (strings("retrieval")?, strings("mode")?);
     let questions = col("questions")?.as_primitive_opt::<UInt64Type>().context("column questions is not u64")?.clone();
+    // A metric added after a table was written reads as NaN there (the rest of the table still reads).
     let floats = Metrics::FLOAT_COLUMNS
         .iter()
-        .map(|n| Ok(col(n)?.as_primitive_opt::<Float64Type>().with_context(|| format!("column {n} is not f64"))?.clone()))
+        .map(|n| match b.column_by_name(n) {
+            Some(c) => Ok(c.as_primitive_opt::<Float64Type>().with_context(|| format!("column {n} is not f64"))?.clone()),
+            None => Ok(Float64Array::from(vec![f64::NAN; b.num_rows()])),
+        })
         .collect::<Result<Vec<Float64Array>>>()?;
     let (curve_seed, curve_strict) = (curve("curve_seed")?, curve("curve_strict")?);
     (0..b.num_rows())

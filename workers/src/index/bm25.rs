@@ -6,13 +6,11 @@
 //! arrow, datafusion and lance share, which rebuilds that whole stack (tens of minutes on the 2-core
 //! build machines) for an in-memory index of a few lines.
 
-use crate::io::lance::open_dataset;
 use crate::index::units::{Hit, Unit, dedup};
 use crate::index::search::char_slice;
 use crate::io::store::Store;
-use anyhow::{Context, Result};
-use crate::text::corpus::{CORPUS_COLUMNS, corpus_rows};
-use futures::TryStreamExt;
+use anyhow::Result;
+use crate::text::corpus::for_each_corpus_row;
 use phrasesweep_schemas::job::DatasetVersion;
 use std::collections::HashMap;
 
@@ -43,32 +41,26 @@ pub struct Bm25 {
 impl Bm25 {
     /// Indexes every paragraph (or sentence) of `corpus`.
     pub async fn build(store: &Store, corpus: &DatasetVersion, unit: Unit) -> Result<Self> {
-        let ds = open_dataset(store, &corpus.dataset).await?;
-        let ds = ds.checkout_version(corpus.version).await.with_context(|| format!("{} has no version {}", corpus.dataset, corpus.version))?;
-        let mut scan = ds.scan();
-        scan.project(&CORPUS_COLUMNS)?;
-        let mut stream = scan.try_into_stream().await?;
         let mut units = Vec::new();
-        while let Some(batch) = stream.try_next().await? {
-            for p in corpus_rows(&batch)? {
-                let hit = |span: (u32, u32), text: String| Hit {
-                    unit,
-                    sentence: if unit == Unit::Sentence { text.clone() } else { String::new() },
-                    text,
-                    score: 0.0,
-                    doc_id: p.doc_id.clone(),
-                    title: p.title.clone(),
-                    paragraph: p.paragraph,
-                    span,
-                    phrase: String::new(),
-                    encoder: "bm25".into(),
-                };
-                match unit {
-                    Unit::Sentence => units.extend(p.sentences.iter().map(|&(a, b)| hit((a, b), char_slice(&p.text, a, b)))),
-                    _ => units.push(hit((0, p.text.chars().count() as u32), p.text.clone())),
-                }
+        for_each_corpus_row(store, corpus, |p| {
+            let hit = |span: (u32, u32), text: String| Hit {
+                unit,
+                sentence: if unit == Unit::Sentence { text.clone() } else { String::new() },
+                text,
+                score: 0.0,
+                doc_id: p.doc_id.clone(),
+                title: p.title.clone(),
+                paragraph: p.paragraph,
+                span,
+                phrase: String::new(),
+                encoder: "bm25".into(),
+            };
+            match unit {
+                Unit::Sentence => units.extend(p.sentences.iter().map(|&(a, b)| hit((a, b), char_slice(&p.text, a, b)))),
+                _ => units.push(hit((0, p.text.chars().count() as u32), p.text.clone())),
             }
-        }
+        })
+        .await?;
         Ok(Self::index(units))
     }
 

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 
-pub use phrasesweep_schemas::retrieval::{Mode, Unit};
+pub use phrasesweep_schemas::retrieval::{DynamicMerge, Mode, Unit};
 
 /// One piece of evidence: the unit's text and the span that retrieved it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +27,11 @@ pub struct Hit {
 }
 
 impl Hit {
+    /// The index hit behind the evidence: its paragraph and span.
+    pub fn span_key(&self) -> (&str, u32, (u32, u32)) {
+        (&self.doc_id, self.paragraph, self.span)
+    }
+
     /// The same hit seen as another unit.
     pub fn as_unit(&self, unit: Unit, paragraph_text: &str) -> Hit {
         let text = match unit {
@@ -46,7 +51,7 @@ pub fn dedup(hits: Vec<Hit>, k: usize) -> Vec<Hit> {
     let mut out = Vec::new();
     for h in hits {
         let key = match h.unit {
-            Unit::Phrase => format!("{}\u{0}{}\u{0}{}\u{0}{}", h.doc_id, h.paragraph, h.span.0, h.span.1),
+            Unit::Phrase => format!("{:?}", h.span_key()),
             Unit::Sentence | Unit::Paragraph => h.text.clone(),
             Unit::Document => h.title.clone(),
         };
@@ -83,21 +88,33 @@ pub fn static_merge(phrases: Vec<Hit>, sentences: Vec<Hit>) -> Vec<Hit> {
     phrases.into_iter().chain(sentences).collect()
 }
 
-/// `dynamic`: phrases and sentences sorted together by score and cut to `k`. A phrase whose sentence was
-/// also retrieved as a sentence becomes that sentence, which keeps the larger of the two scores.
-pub fn dynamic_merge(phrases: Vec<Hit>, mut sentences: Vec<Hit>, k: usize) -> Vec<Hit> {
-    let by_text: HashMap<String, usize> = sentences.iter().enumerate().map(|(i, s)| (s.text.clone(), i)).collect();
+/// `dynamic`: the phrase query encoder's k phrases and the sentence query encoder's k sentences, sorted
+/// together by score (up to 2k texts, as `static` returns). A phrase that both found becomes its
+/// sentence, which keeps the larger of the two scores. Which phrases both found is `rule`'s call:
+/// `SharedHits` (the design), when the phrase's span is among `sentence_spans`, the index hits the
+/// sentence encoder's search turned into its sentences; `Sentence`, when the phrase's sentence has the
+/// text of a retrieved sentence.
+pub fn dynamic_merge(phrases: Vec<Hit>, mut sentences: Vec<Hit>, sentence_spans: &[Hit], rule: DynamicMerge) -> Vec<Hit> {
+    let by_text: HashMap<&str, usize> = sentences.iter().enumerate().rev().map(|(i, s)| (s.text.as_str(), i)).collect();
+    let spans: HashSet<_> = sentence_spans.iter().map(Hit::span_key).collect();
+    let mut raised: Vec<(usize, f32)> = Vec::new();
     let mut merged = Vec::new();
     for p in phrases {
-        match by_text.get(&p.sentence) {
-            Some(&i) => sentences[i].score = sentences[i].score.max(p.score),
+        let shared = match rule {
+            DynamicMerge::SharedHits => spans.contains(&p.span_key()),
+            DynamicMerge::Sentence => true,
+        };
+        match by_text.get(p.sentence.as_str()).filter(|_| shared) {
+            Some(&i) => raised.push((i, p.score)),
             None => merged.push(p),
         }
+    }
+    for (i, score) in raised {
+        sentences[i].score = sentences[i].score.max(score);
     }
     merged.extend(sentences);
     // Stable: equal scores keep phrases before sentences, each in rank order.
     merged.sort_by(|a, b| b.score.total_cmp(&a.score));
-    merged.truncate(k);
     merged
 }
 
@@ -167,12 +184,43 @@ mod tests {
             hit(Unit::Phrase, "p-low", 0.5, "d", (5, 6), "s4"),
         ];
         let sentences = vec![
-            hit(Unit::Sentence, "s2", 7.0, "d", (0, 1), "s2"),
+            hit(Unit::Sentence, "s2", 7.0, "d", (8, 9), "s2"),
             hit(Unit::Sentence, "s1", 2.0, "d", (0, 1), "s1"),
         ];
-        let out = dynamic_merge(phrases, sentences, 3);
-        assert_eq!(texts(&out), vec!["s1", "s2", "p-alone"], "shared hit becomes its sentence with score 9");
+        // The sentence encoder found s1 through the span (0, 1), the phrase's own.
+        let spans = vec![hit(Unit::Phrase, "x", 7.0, "d", (8, 9), "s2"), hit(Unit::Phrase, "p-in-s1", 2.0, "d", (0, 1), "s1")];
+        let out = dynamic_merge(phrases, sentences, &spans, DynamicMerge::SharedHits);
+        assert_eq!(texts(&out), vec!["s1", "s2", "p-alone", "p-low"], "shared hit becomes its sentence with score 9; nothing cut");
         assert_eq!(out[0].score, 9.0);
         assert_eq!(out[0].unit, Unit::Sentence);
+    }
+
+    #[test]
+    fn dynamic_merge_rules_differ_on_a_phrase_whose_sentence_was_found_through_another_span() {
+        let phrases = vec![hit(Unit::Phrase, "p", 9.0, "d", (0, 1), "s1")];
+        let sentences = vec![hit(Unit::Sentence, "s1", 2.0, "d", (4, 6), "s1")];
+        let spans = vec![hit(Unit::Phrase, "q", 2.0, "d", (4, 6), "s1")];
+        let shared = dynamic_merge(phrases.clone(), sentences.clone(), &spans, DynamicMerge::SharedHits);
+        assert_eq!(texts(&shared), vec!["p", "s1"], "the index hits differ: both stay");
+        let contained = dynamic_merge(phrases, sentences, &spans, DynamicMerge::Sentence);
+        assert_eq!(texts(&contained), vec!["s1"], "same sentence text: the phrase becomes it");
+        assert_eq!(contained[0].score, 9.0);
+    }
+
+    /// The counterexample: k = 2, phrases P1 9.0 and P2 8.0 whose sentences were not retrieved,
+    /// sentences S3 7.0 (holding the answer) and S4 6.0. Cut to k, dynamic kept [P1, P2] and scored
+    /// mAR 0; the study's list is all four, and scores 1.
+    #[test]
+    fn dynamic_returns_k_phrases_and_k_sentences() {
+        use crate::eval::metrics::{MarMode, mar, walk};
+        let phrases = vec![hit(Unit::Phrase, "P1", 9.0, "d", (0, 1), "S1"), hit(Unit::Phrase, "P2", 8.0, "d", (2, 3), "S2")];
+        let sentences = vec![
+            hit(Unit::Sentence, "S3 holds the answer", 7.0, "d", (4, 5), "S3 holds the answer"),
+            hit(Unit::Sentence, "S4", 6.0, "d", (6, 7), "S4"),
+        ];
+        let out = dynamic_merge(phrases, sentences.clone(), &sentences, DynamicMerge::SharedHits);
+        assert_eq!(texts(&out), vec!["P1", "P2", "S3 holds the answer", "S4"]);
+        let score = mar(&[walk(&texts(&out), &["answer".to_string()], MarMode::Seed)], MarMode::Seed).mar;
+        assert_eq!(score, 1.0);
     }
 }

@@ -3,6 +3,7 @@
 
 use super::{JobError, read_file};
 use crate::eval::metrics::{self, MarMode, Walk, exact_match, normalize, recall_at_k, recall_at_words};
+use crate::eval::runfile::RunLine;
 use crate::io::parquet::{read_parquet, write_parquet};
 use crate::text::questions::{Question, parse_questions};
 use crate::io::store::Store;
@@ -31,6 +32,7 @@ pub struct QuestionScore {
     pub words: usize,
     pub seed: Walk,
     pub strict: Walk,
+    pub mentor: Walk,
     pub em_top_phrase: bool,
     pub phrase_correct: bool,
     pub sent_correct: bool,
@@ -39,6 +41,7 @@ pub struct QuestionScore {
 pub fn score_question(q: &Question, e: &Evidence) -> QuestionScore {
     let seed = metrics::walk(&e.texts, &q.answers, MarMode::Seed);
     let strict = metrics::walk(&e.texts, &q.answers, MarMode::Strict);
+    let mentor = metrics::walk(&e.texts, &q.answers, MarMode::Mentor);
     let answers: Vec<String> = q.answers.iter().map(|a| normalize(a)).collect();
     // `phrase_correct`: a retrieving span is an answer; `sent_correct`: an answer is in the evidence but
     // never as the span that retrieved it.
@@ -53,6 +56,7 @@ pub fn score_question(q: &Question, e: &Evidence) -> QuestionScore {
         sent_correct: in_text && !phrase_correct,
         seed,
         strict,
+        mentor,
     }
 }
 
@@ -66,12 +70,14 @@ pub fn aggregate(retrieval: &str, mode: &str, questions: &[Question], evidence: 
     };
     let seed = metrics::mar(&scores.iter().map(|s| s.seed.clone()).collect::<Vec<_>>(), MarMode::Seed);
     let strict = metrics::mar(&scores.iter().map(|s| s.strict.clone()).collect::<Vec<_>>(), MarMode::Strict);
+    let mentor = metrics::mar(&scores.iter().map(|s| s.mentor.clone()).collect::<Vec<_>>(), MarMode::Mentor);
     let m = Metrics {
         retrieval: retrieval.into(),
         mode: mode.into(),
         questions: questions.len() as u64,
         mar_seed: seed.mar,
         mar_strict: strict.mar,
+        mar_mentor: mentor.mar,
         recall_500w: frac(&|q, e| recall_at_words(&e.texts, &q.answers, 500)),
         recall_1000w: frac(&|q, e| recall_at_words(&e.texts, &q.answers, 1000)),
         recall_3000w: frac(&|q, e| recall_at_words(&e.texts, &q.answers, 3000)),
@@ -86,6 +92,13 @@ pub fn aggregate(retrieval: &str, mode: &str, questions: &[Question], evidence: 
         curve_strict: strict.curve,
     };
     (m, scores)
+}
+
+/// The metrics of a run file's lines (the reference study's format), in every mAR form; a question
+/// without a line has no evidence.
+pub fn score_run_lines(name: &str, questions: &[Question], lines: Vec<RunLine>) -> Metrics {
+    let evidence: HashMap<String, Evidence> = lines.into_iter().map(|l| (l.qid, Evidence { texts: l.texts, phrases: Vec::new() })).collect();
+    aggregate(name, "run-file", questions, &evidence).0
 }
 
 /// Reads the ranked evidence of retrieve outputs, by question id.
@@ -152,6 +165,29 @@ fn per_question_batch(scores: &[QuestionScore]) -> Result<RecordBatch> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The three worked examples of the mAR tests, as a score job sees them (from `results` Parquet) and
+    /// as a run file in the study's format: the same metrics, mAR in every form.
+    #[test]
+    fn a_run_file_scores_as_the_score_job_on_the_worked_examples() {
+        use crate::eval::metrics::tests::words;
+        use crate::eval::runfile;
+        let question = |id: &str, answers: &[&str]| -> Question { serde_json::from_value(serde_json::json!({ "id": id, "question": "q", "answers": answers })).unwrap() };
+        let mut first = vec![words(50, None), words(80, Some("A"))];
+        first.extend((0..40).map(|_| words(80, None)));
+        let mut second: Vec<String> = (0..49).map(|_| words(60, None)).collect();
+        second.push(words(61, Some("X")));
+        let third = vec![words(50, Some("X")), words(151, None), words(100, None)];
+        let cases = [(question("1", &["A", "B"]), first, 0.483_333), (question("2", &["X"]), second, 0.0), (question("3", &["X"]), third, 1.0)];
+        for (q, texts, seed) in cases {
+            let evidence = HashMap::from([(q.id.clone(), Evidence { texts: texts.clone(), phrases: Vec::new() })]);
+            let (job, _) = aggregate("r", "run-file", std::slice::from_ref(&q), &evidence);
+            assert!((job.mar_seed - seed).abs() < 1e-5, "{}", job.mar_seed);
+            let line = runfile::format_line(&q.id, &texts, &[]).unwrap();
+            let file = score_run_lines("r", std::slice::from_ref(&q), runfile::parse("run.tsv", &line).unwrap());
+            assert_eq!((file.mar_seed, file.mar_strict, file.mar_mentor), (job.mar_seed, job.mar_strict, job.mar_mentor), "question {}", q.id);
+        }
+    }
 
     #[test]
     fn metrics_read_back_as_written() {

@@ -5,6 +5,7 @@
 
 use super::{JobError, read_file};
 use crate::index::search::PhraseIndex;
+use super::retrieve::query_texts;
 use crate::io::store::Store;
 use crate::model::checkpoint;
 use crate::model::device::{Job, JobTrain, job_device};
@@ -15,12 +16,12 @@ use crate::train::phrase::{self, PhraseModels, PhraseRow, phrase_loss, phrase_ro
 use crate::train::qsft::{self, QsftBatch, QsftQuestion, qsft_loss};
 use crate::train::rc::{Example, parse_nq_gold, parse_squad};
 use crate::train::reader::{self, ReaderRow, reader_loss, reader_row};
-use crate::train::resume::{Scratch, StepLoss, Trained, batch_rows, drop_partial, epoch_batches, partial_dir, run_steps, start_evaluation, subset};
+use crate::train::resume::{RunSpan, Scratch, StepLoss, Trained, batch_rows, drop_partial, epoch_batches, partial_dir, run_steps, start_evaluation, subset};
 use anyhow::Result;
 use burn::module::{AutodiffModule, Module};
 use phrasesweep_schemas::job::{InputFile, ModelRef, QsftConfig, QsftInputs, SupervisedConfig, SupervisedInputs};
 use phrasesweep_schemas::outcome::{QsftOutcome, Role, TrainOutcome};
-use phrasesweep_schemas::train::{LossTerm, SupervisedSettings};
+use phrasesweep_schemas::train::{LossTerm, Negatives, SupervisedSettings};
 use std::collections::BTreeMap;
 use std::future::ready;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,7 @@ pub async fn train_reader(store: &Store, inputs: &SupervisedInputs, config: &Sup
         "train-reader",
         model,
         &s.optim,
+        &RunSpan::default(),
         epoch_batches(&train, examples_per_epoch(s, &train), s.epochs, &s.optim),
         |batch| ready(batch_rows(&batch, |ex| Ok(reader_row(&text, ex, s)?.map(|r| r.0)))),
         |m, rows: Vec<ReaderRow>| Ok(Some(StepLoss::new(reader_loss(m, &text, &rows, &device)))),
@@ -77,19 +79,25 @@ pub async fn train_phrase(store: &Store, inputs: &SupervisedInputs, config: &Sup
     })
     .await?;
     info!(em = before.em, kept = before.kept, "phrase encoder before training on SQuAD dev");
+    let prebatch = std::sync::Mutex::new(phrase::Prebatch::default());
     let trained = run_steps(
         store,
         &partial,
         "train-phrase",
         PhraseModels { phrase, query },
         &s.optim,
+        &RunSpan::default(),
         epoch_batches(&train, examples_per_epoch(s, &train), s.epochs, &s.optim),
         |batch| ready(batch_rows(&batch, |ex| phrase_row(&text, ex, s))),
         |m, mut rows: Vec<PhraseRow>| {
             if let (Some(t), Some(d)) = (&teacher, &distill) {
                 phrase::add_teacher(t, &text, &mut rows, d, &device)?;
             }
-            Ok(Some(StepLoss::new(phrase_loss(m, &text, &rows, distill.as_ref(), &device)?.total)))
+            let loss = phrase_loss(m, &text, &rows, distill.as_ref(), &s.negatives, &prebatch.lock().expect("the queue lock"), &device)?;
+            if let Negatives::InBatch { prebatch: keep } = s.negatives {
+                prebatch.lock().expect("the queue lock").push(loss.gold, keep);
+            }
+            Ok(Some(StepLoss::new(loss.total)))
         },
     )
     .await?;
@@ -109,11 +117,17 @@ pub async fn train_phrase(store: &Store, inputs: &SupervisedInputs, config: &Sup
 pub async fn qsft_epoch(store: &Store, inputs: &QsftInputs, config: &QsftConfig) -> Result<QsftOutcome, JobError> {
     let run = &config.run;
     let o = &run.optim;
-    let train = subset(&questions(store, &inputs.train).await?, run.max_questions, o.seed + config.epoch as u64);
-    let dev = subset(&questions(store, &inputs.dev).await?, run.eval_questions, o.seed);
+    let mut train = subset(&questions(store, &inputs.train).await?, run.max_questions, o.seed + config.epoch as u64);
+    let mut dev = subset(&questions(store, &inputs.dev).await?, run.eval_questions, o.seed);
     let device = job_device()?;
     let start = local_model(store, &inputs.start).await?;
     let (frozen, text) = load_query_encoder::<Job>(&start, &device)?;
+    // The questions as the query encoders read them at retrieval.
+    for set in [&mut train, &mut dev] {
+        let asked: Vec<String> = set.iter().map(|q| q.question.clone()).collect();
+        let texts = query_texts(store, &inputs.corpus, &asked, &config.search.question, &text).await?;
+        set.iter_mut().zip(texts).for_each(|(q, t)| q.question = t);
+    }
     let (model, _) = load_query_encoder::<JobTrain>(&start, &device)?;
     let distill_on = run.terms.contains_key(&LossTerm::Distill) && config.epoch >= run.distill.start_epoch;
     let teacher: Option<Reader<Job>> = match (&inputs.teacher, distill_on) {
@@ -142,6 +156,14 @@ pub async fn qsft_epoch(store: &Store, inputs: &QsftInputs, config: &QsftConfig)
         .enumerate()
         .flat_map(|(b, block)| (0..block.len()).step_by(o.batch_size).map(move |at| (b, at..(at + o.batch_size).min(block.len()))))
         .collect();
+    // One AdamW over all epochs: the schedule spans them, and each epoch continues from the moments the
+    // one before left beside its checkpoint.
+    let span = RunSpan {
+        offset: (config.epoch as usize - 1) * steps.len(),
+        total: run.epochs as usize * steps.len(),
+        continue_from: inputs.optimiser.clone(),
+        leave_at: (config.epoch < run.epochs).then(|| format!("{}/optimiser", config.output)),
+    };
     let searched: tokio::sync::Mutex<Option<(usize, Vec<QsftQuestion>)>> = Default::default();
     let prepare = {
         let (index, frozen, text, teacher, device, blocks, searched) = (&index, &frozen, &text, teacher.as_ref(), &device, &blocks, &searched);
@@ -166,6 +188,7 @@ pub async fn qsft_epoch(store: &Store, inputs: &QsftInputs, config: &QsftConfig)
         &format!("qsft {} epoch {}", run.name, config.epoch),
         model,
         o,
+        &span,
         steps,
         prepare,
         |m, items: Vec<QsftQuestion>| {
@@ -176,7 +199,7 @@ pub async fn qsft_epoch(store: &Store, inputs: &QsftInputs, config: &QsftConfig)
     .await?;
     let model = trained.model.valid();
     let dev_after = qsft::evaluate(&index, &model, &text, &dev, query_len, &device).await?;
-    info!(run = run.name, epoch = config.epoch, em = dev_after.em, sentence_mar = dev_after.sentence_mar, "qsft epoch evaluated on dev");
+    info!(run = run.name, epoch = config.epoch, em = dev_after.em, sentence_mar = dev_after.sentence_mar, last_lr = trained.last_lr, "qsft epoch evaluated on dev");
     let checkpoint = publish(store, &model, QUERY_KIND, Path::new(&start.path), &config.output, Role::Query).await?;
     drop_partial(store, &partial).await?;
     let (loss_first, loss_last) = trained.loss_ends();
@@ -194,6 +217,8 @@ pub async fn qsft_epoch(store: &Store, inputs: &QsftInputs, config: &QsftConfig)
         seconds: trained.seconds,
         seconds_per_1000_questions: per_1000(trained.seconds, train.len()),
         resumed_at: trained.resumed_at,
+        optimiser: span.leave_at,
+        last_lr: trained.last_lr,
     })
 }
 

@@ -10,7 +10,7 @@ use tokenizers::Tokenizer;
 
 /// HuggingFace names → this crate's field names. The adapter then renames LayerNorm weight/bias to
 /// gamma/beta and transposes Linear weights.
-fn remapper() -> KeyRemapper {
+pub(crate) fn remapper() -> KeyRemapper {
     KeyRemapper::new()
         .add_pattern(r"^bert\.", "")
         .and_then(|r| r.add_pattern(r"\.LayerNorm\.gamma$", ".LayerNorm.weight"))
@@ -39,9 +39,37 @@ pub fn read_config(dir: &Path) -> Result<BertConfig> {
     Ok(config)
 }
 
+/// `tokenizer.json`, or a BERT WordPiece tokenizer built from `vocab.txt` (as older checkpoints, the
+/// published DensePhrases ones among them, ship it), lowercasing as `tokenizer_config.json` says.
 pub fn read_tokenizer(dir: &Path) -> Result<Tokenizer> {
     let path = dir.join("tokenizer.json");
-    Tokenizer::from_file(&path).map_err(|e| anyhow::anyhow!("cannot load {}: {e}", path.display()))
+    if path.exists() || !dir.join("vocab.txt").exists() {
+        return Tokenizer::from_file(&path).map_err(|e| anyhow::anyhow!("cannot load {}: {e}", path.display()));
+    }
+    wordpiece_tokenizer(dir)
+}
+
+fn wordpiece_tokenizer(dir: &Path) -> Result<Tokenizer> {
+    use tokenizers::models::wordpiece::WordPiece;
+    use tokenizers::normalizers::bert::BertNormalizer;
+    use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+    use tokenizers::processors::bert::BertProcessing;
+    use tokenizers::Model as _;
+    let vocab = dir.join("vocab.txt");
+    let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot build a tokenizer from {}: {e}", vocab.display());
+    let lowercase = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|c| c["do_lower_case"].as_bool())
+        .unwrap_or(true);
+    let model = WordPiece::from_file(&vocab.display().to_string()).unk_token("[UNK]".into()).build().map_err(|e| fail(&e))?;
+    let id = |t: &str| model.get_vocab().get(t).copied().with_context(|| format!("{}: no {t} token", vocab.display()));
+    let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
+    let mut tokenizer = Tokenizer::new(model);
+    tokenizer.with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase))).map_err(|e| fail(&e))?;
+    tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
+    tokenizer.with_post_processor(Some(BertProcessing::new(("[SEP]".into(), sep), ("[CLS]".into(), cls))));
+    Ok(tokenizer)
 }
 
 /// The weights file of a model directory.

@@ -3,6 +3,7 @@
 
 pub mod bert;
 pub mod checkpoint;
+pub mod densephrases;
 pub mod device;
 pub mod encoders;
 pub mod kernels;

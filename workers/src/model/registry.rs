@@ -4,6 +4,7 @@
 
 use super::bert::BertConfig;
 use super::checkpoint::{self, RECORD, TOKENIZER, WEIGHTS, sha256_file};
+use super::densephrases;
 use super::encoders::{PhraseEncoder, QueryEncoder, Reader};
 use crate::io::store::{InputChanged, Store};
 use anyhow::Context;
@@ -23,7 +24,11 @@ pub const READER_KIND: &str = "reader";
 
 /// The folder a config's model name stands for.
 pub fn model_dir(name: &str) -> PathBuf {
-    if name == DEFAULT_MODEL { default_model_dir() } else { PathBuf::from(name) }
+    if name == DEFAULT_MODEL {
+        default_model_dir()
+    } else {
+        densephrases::folder(name).unwrap_or_else(|| PathBuf::from(name))
+    }
 }
 
 fn is_checkpoint(dir: &Path) -> bool {
@@ -34,6 +39,14 @@ fn weights_of(dir: &Path) -> Result<PathBuf> {
     if is_checkpoint(dir) { Ok(dir.join(WEIGHTS)) } else { weights_file(dir) }
 }
 
+/// The folder of a model reference, and whether it holds a DensePhrases checkpoint.
+fn folder_of(path: &str) -> (PathBuf, bool) {
+    match densephrases::folder(path) {
+        Some(dir) => (dir, true),
+        None => (PathBuf::from(path), false),
+    }
+}
+
 /// Pins a model folder by the sha256 of its weights.
 pub fn model_ref(name: &str) -> Result<ModelRef> {
     let dir = model_dir(name);
@@ -41,12 +54,15 @@ pub fn model_ref(name: &str) -> Result<ModelRef> {
         let hint = if name == DEFAULT_MODEL { " (run `make setup` to fetch all-MiniLM-L6-v2)" } else { "" };
         bail!("model folder {} does not exist{hint}", dir.display());
     }
+    if let Some(dir) = densephrases::folder(name) {
+        return Ok(ModelRef { path: format!("{}{}", densephrases::PREFIX, dir.display()), sha256: sha256_file(&densephrases::weights(&dir))? });
+    }
     Ok(ModelRef { path: dir.display().to_string(), sha256: sha256_file(&weights_of(&dir)?)? })
 }
 
 fn checked_dir(r: &ModelRef) -> Result<PathBuf> {
-    let dir = PathBuf::from(&r.path);
-    let actual = sha256_file(&weights_of(&dir)?)?;
+    let (dir, dp) = folder_of(&r.path);
+    let actual = sha256_file(&if dp { densephrases::weights(&dir) } else { weights_of(&dir)? })?;
     if actual != r.sha256 {
         return Err(InputChanged { what: format!("the weights of {}", dir.display()), actual, planned: r.sha256.clone() }.into());
     }
@@ -104,25 +120,47 @@ pub async fn put_checkpoint(store: &Store, dir: &Path, rel: &str) -> Result<Mode
 }
 
 pub fn load_reader<B: Backend>(r: &ModelRef, device: &B::Device) -> Result<(Reader<B>, TextEncoder)> {
-    load(r, READER_KIND, |c| Reader::new(c, device), |d| Reader::from_pretrained(d, device))
+    load(r, READER_KIND, |c| Reader::new(c, device), |d| Reader::from_pretrained(d, device), |d| {
+        bail!("{}: a DensePhrases checkpoint holds no reader", d.display())
+    })
 }
 
-/// A checkpoint of `kind`, or a pretrained folder given to `pretrained`, with its tokenizer.
+/// A checkpoint of `kind`, or a pretrained folder given to `pretrained`, or a DensePhrases checkpoint
+/// given to `densephrases`, with its tokenizer.
 fn load<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
     r: &ModelRef,
     kind: &str,
     init: impl FnOnce(&BertConfig) -> M,
     pretrained: impl FnOnce(&Path) -> Result<M>,
+    densephrases: impl FnOnce(&Path) -> Result<M>,
 ) -> Result<(M, TextEncoder)> {
     let dir = checked_dir(r)?;
-    let model = if is_checkpoint(&dir) { checkpoint::load(&dir, kind, init)?.1 } else { pretrained(&dir)? };
+    let model = if folder_of(&r.path).1 {
+        densephrases(&dir)?
+    } else if is_checkpoint(&dir) {
+        checkpoint::load(&dir, kind, init)?.1
+    } else {
+        pretrained(&dir)?
+    };
     Ok((model, tokenizer_of(&dir)?))
 }
 
 pub fn load_phrase_encoder<B: Backend>(r: &ModelRef, device: &B::Device) -> Result<(PhraseEncoder<B>, TextEncoder)> {
-    load(r, PHRASE_KIND, |c| PhraseEncoder::new(c, device), |d| PhraseEncoder::from_pretrained(d, device))
+    load(
+        r,
+        PHRASE_KIND,
+        |c| PhraseEncoder::new(c, device),
+        |d| PhraseEncoder::from_pretrained(d, device),
+        |d| densephrases::load_phrase_encoder(d, device),
+    )
 }
 
 pub fn load_query_encoder<B: Backend>(r: &ModelRef, device: &B::Device) -> Result<(QueryEncoder<B>, TextEncoder)> {
-    load(r, QUERY_KIND, |c| QueryEncoder::new(c, device), |d| QueryEncoder::from_pretrained(d, device))
+    load(
+        r,
+        QUERY_KIND,
+        |c| QueryEncoder::new(c, device),
+        |d| QueryEncoder::from_pretrained(d, device),
+        |d| densephrases::load_query_encoder(d, device),
+    )
 }

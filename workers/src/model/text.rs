@@ -40,6 +40,11 @@ impl TextEncoder {
         Ok(Self { cls: id("[CLS]")?, sep: id("[SEP]")?, pad: id("[PAD]")?, tokenizer })
     }
 
+    /// Whether the tokenizer keeps case (a cased model): "A" and "a" become different pieces.
+    pub fn keeps_case(&self) -> bool {
+        self.pieces("A").map(|p| p.ids).ok() != self.pieces("a").map(|p| p.ids).ok()
+    }
+
     pub fn pieces(&self, text: &str) -> Result<Pieces> {
         let enc = self.tokenizer.encode_char_offsets(text, false).map_err(|e| anyhow!("tokenizer: {e}"))?;
         Ok(Pieces {

@@ -8,7 +8,7 @@ use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::UInt32Type;
 use phrasesweep_schemas::tables::corpus;
 use futures::StreamExt;
-use phrasesweep_schemas::job::LineShard;
+use phrasesweep_schemas::job::{DatasetVersion, LineShard};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -33,6 +33,19 @@ pub struct CorpusRow {
 /// The columns [`corpus_rows`] reads.
 pub const CORPUS_COLUMNS: [&str; 6] =
     [corpus::DOC_ID, corpus::TITLE, corpus::PARAGRAPH, corpus::TEXT, corpus::SENTENCE_STARTS, corpus::SENTENCE_ENDS];
+
+/// Every row of a version of the corpus dataset, batch by batch, given to `each`.
+pub async fn for_each_corpus_row(store: &Store, corpus: &DatasetVersion, mut each: impl FnMut(CorpusRow)) -> Result<()> {
+    let ds = crate::io::lance::open_dataset(store, &corpus.dataset).await?;
+    let ds = ds.checkout_version(corpus.version).await.with_context(|| format!("{} has no version {}", corpus.dataset, corpus.version))?;
+    let mut scan = ds.scan();
+    scan.project(&CORPUS_COLUMNS)?;
+    let mut stream = scan.try_into_stream().await?;
+    while let Some(batch) = futures::TryStreamExt::try_next(&mut stream).await? {
+        corpus_rows(&batch)?.into_iter().for_each(&mut each);
+    }
+    Ok(())
+}
 
 /// The rows of a batch of the `corpus` dataset holding at least [`CORPUS_COLUMNS`].
 pub fn corpus_rows(batch: &RecordBatch) -> Result<Vec<CorpusRow>> {

@@ -57,9 +57,10 @@ pub fn is_target(term: LossTerm, c: &Candidate, gold: &Gold) -> bool {
             let title = c.title.trim().to_lowercase();
             gold.titles.iter().any(|t| t.trim().to_lowercase() == title)
         }
+        // Case-blind, as the study compares sentences.
         LossTerm::Sentence => {
-            let s = squash(&c.sentence);
-            !s.is_empty() && gold.sentences.iter().any(|g| squash(g).contains(&s))
+            let s = squash(&c.sentence).to_lowercase();
+            !s.is_empty() && gold.sentences.iter().any(|g| squash(g).to_lowercase().contains(&s))
         }
         LossTerm::Context => {
             let g = squash(&gold.context);
@@ -91,8 +92,12 @@ pub fn bool_tensor<B: Backend>(rows: &[Vec<bool>], width: usize, device: &B::Dev
     Tensor::from_data(TensorData::new(flat, [rows.len(), width]), device)
 }
 
-/// Mean over questions with at least one target of −log Σ_{targets} softmax(logits over `in_softmax`).
-/// `None` when no question has a target (the term is skipped for this batch).
+/// The smallest target probability MML takes the log of, as DensePhrases clamps it: a question whose
+/// targets are all but impossible adds at most −log 1e-7 and no gradient.
+pub const MML_FLOOR: f32 = 1e-7;
+
+/// Mean over questions with at least one target of −log max(Σ_{targets} softmax(logits over
+/// `in_softmax`), [`MML_FLOOR`]). `None` when no question has a target (the term is skipped for this batch).
 pub fn mml<B: Backend>(logits: Tensor<B, 2>, target: Tensor<B, 2, Bool>, in_softmax: Tensor<B, 2, Bool>) -> Option<Tensor<B, 1>> {
     let has: Vec<bool> = target.clone().any_dim(1).into_data().convert::<bool>().to_vec().expect("bool mask");
     let n = has.iter().filter(|&&h| h).count();
@@ -102,7 +107,7 @@ pub fn mml<B: Backend>(logits: Tensor<B, 2>, target: Tensor<B, 2, Bool>, in_soft
     let device = logits.device();
     let log_p = log_softmax(logits.mask_fill(in_softmax.bool_not(), MASKED), 1);
     let picked = log_p.mask_fill(target.bool_not(), MASKED);
-    let per_question = log_sum_exp(picked).neg();
+    let per_question = log_sum_exp(picked).clamp_min(MML_FLOOR.ln()).neg();
     let weights = Tensor::<B, 1>::from_data(TensorData::new(has.iter().map(|&h| h as u8 as f32).collect::<Vec<_>>(), [has.len()]), &device);
     Some((per_question * weights).sum().div_scalar(n as f32))
 }
@@ -206,7 +211,18 @@ mod tests {
         let loss: f32 = mml(logits.clone(), target, some).unwrap().into_scalar();
         assert!((loss - (3.0f32 / 2.0).ln()).abs() < 1e-5, "{loss}");
         let none = bool_tensor::<Cpu>(&[vec![false; 4], vec![false; 4]], 4, &dev);
-        assert!(mml(logits, none, all).is_none());
+        assert!(mml(logits, none, all.clone()).is_none());
+        // A target with probability e^-100 costs −log 1e-7, not 100.
+        let far = Tensor::<Cpu, 2>::from_data(TensorData::new(vec![-100.0f32, 0.0, 0.0, 0.0], [1, 4]), &dev);
+        let first = bool_tensor::<Cpu>(&[vec![true, false, false, false]], 4, &dev);
+        let loss: f32 = mml(far, first, bool_tensor::<Cpu>(&[vec![true; 4]], 4, &dev)).unwrap().into_scalar();
+        assert!((loss + MML_FLOOR.ln()).abs() < 1e-3, "{loss}");
+    }
+
+    #[test]
+    fn sentence_targets_compare_without_case() {
+        let g = Gold { sentences: vec!["It was sung by Marvin Gaye.".into()], ..Default::default() };
+        assert!(is_target(LossTerm::Sentence, &cand("x", "t", "it was SUNG by marvin gaye.", "p"), &g));
     }
 
     #[test]

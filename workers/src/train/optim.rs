@@ -76,6 +76,8 @@ pub struct Trainer<B: AutodiffBackend, M: AutodiffModule<B>> {
     no_decay: OptimizerAdaptor<AdamW, M, B>,
     groups: ParamGroups,
     settings: OptimSettings,
+    /// The learning rate of the next step (`settings.lr` until the schedule sets it).
+    pub lr: f64,
 }
 
 /// What one step did, for the training log.
@@ -93,6 +95,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Trainer<B, M> {
             no_decay: adamw(0.0),
             groups: param_groups::<B, M>(model),
             settings: settings.clone(),
+            lr: settings.lr,
         }
     }
 
@@ -119,8 +122,8 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Trainer<B, M> {
                 model.visit(&mut GradNorm { grads: g, scale: Some(s), sum_sq: 0.0 });
             }
         }
-        let model = self.decay.step(self.settings.lr, model, decay);
-        let model = self.no_decay.step(self.settings.lr, model, no_decay);
+        let model = self.decay.step(self.lr, model, decay);
+        let model = self.no_decay.step(self.lr, model, no_decay);
         (model, StepStats { grad_norm })
     }
 
@@ -132,11 +135,13 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Trainer<B, M> {
         Ok(())
     }
 
-    /// Restores the moments [`Trainer::save`] wrote; the model must have been restored with its ids.
-    pub fn load(mut self, dir: &Path, device: &B::Device) -> anyhow::Result<Self> {
+    /// Restores the moments [`Trainer::save`] wrote for `model`, which must have been restored with its
+    /// parameter ids (the moments are keyed by them, and so are the groups, taken again here).
+    pub fn load(mut self, dir: &Path, model: &M, device: &B::Device) -> anyhow::Result<Self> {
         let rec = BinFileRecorder::<FullPrecisionSettings>::new();
         self.decay = self.decay.load_record(rec.load(dir.join("optim-decay"), device)?);
         self.no_decay = self.no_decay.load_record(rec.load(dir.join("optim-no-decay"), device)?);
+        self.groups = param_groups::<B, M>(model);
         Ok(self)
     }
 }

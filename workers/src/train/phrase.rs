@@ -1,7 +1,8 @@
 //! Training the phrase encoder and its query encoders together, DensePhrases-style: per question, start
-//! and end distributions over the tokens of its paragraph and of the other paragraphs in the batch
-//! (in-batch negatives), cross-entropy to the gold span, distillation from the reader's distributions,
-//! and the filter head trained to spot answer starts and ends.
+//! and end distributions over the tokens of its paragraph and over the gold start and end vectors of the
+//! batch and of the batches before it (in-batch and pre-batch negatives), cross-entropy to the gold span,
+//! distillation from the reader's distributions, and the filter head trained to spot answer starts and
+//! ends.
 
 use super::losses::{bool_tensor, distill, mml};
 use super::rc::{Example, feature};
@@ -14,7 +15,8 @@ use burn::module::Module;
 use burn::tensor::activation::log_sigmoid;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use phrasesweep_schemas::train::{DistillSettings, SupervisedSettings};
+use phrasesweep_schemas::train::{DistillSettings, Negatives, SupervisedSettings};
+use std::collections::VecDeque;
 
 /// Both sides of the phrase model, so one optimiser trains them together.
 #[derive(Module, Debug)]
@@ -62,6 +64,40 @@ pub struct PhraseLoss<B: Backend> {
     pub span: f32,
     pub distill: Option<f32>,
     pub filter: f32,
+    /// The batch's gold start and end vectors (row-major `[rows, dim]`), for the pre-batch queue.
+    pub gold: (Vec<f32>, Vec<f32>),
+}
+
+/// DensePhrases' pre-batch negatives: the gold start and end vectors of the last batches, as data (no
+/// gradient reaches the batches they came from). Rebuilt from empty when a job resumes.
+#[derive(Debug, Default, Clone)]
+pub struct Prebatch {
+    batches: VecDeque<(Vec<f32>, Vec<f32>)>,
+}
+
+impl Prebatch {
+    /// Adds a batch's gold vectors, keeping the last `keep` batches.
+    pub fn push(&mut self, gold: (Vec<f32>, Vec<f32>), keep: usize) {
+        self.batches.push_back(gold);
+        while self.batches.len() > keep {
+            self.batches.pop_front();
+        }
+    }
+
+    /// The queued start (or end) vectors, `[n, dim]`.
+    fn vectors<B: Backend>(&self, end: bool, dim: usize, device: &B::Device) -> Option<Tensor<B, 2>> {
+        let flat: Vec<f32> = self.batches.iter().flat_map(|(s, e)| if end { e } else { s }).copied().collect();
+        (!flat.is_empty()).then(|| Tensor::from_data(TensorData::new(flat.clone(), [flat.len() / dim, dim]), device))
+    }
+
+    /// Vectors queued (starts; as many ends).
+    pub fn len(&self, dim: usize) -> usize {
+        self.batches.iter().map(|(s, _)| s.len() / dim.max(1)).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
 }
 
 /// Fills each row's teacher distributions from the reader, which reads the questions and softens its
@@ -73,12 +109,29 @@ pub fn add_teacher<B: Backend>(reader: &Reader<B>, text: &TextEncoder, rows: &mu
     Ok(())
 }
 
-/// Loss of a batch. With `distill_settings`, rows carry the reader's distributions and the loss pulls toward them.
+/// The filter head's loss on one side (start or end): binary cross-entropy over each row's own tokens
+/// (`own`), the row's `positive` token weighted by the sequence length (so a row's one answer start
+/// weighs as much as all its other tokens together), averaged over the own tokens. `logits`: `[b, s]`.
+pub fn filter_bce<B: Backend>(logits: Tensor<B, 2>, positive: &[usize], own: &[Vec<bool>], device: &B::Device) -> Tensor<B, 1> {
+    let [b, s] = logits.dims();
+    let y: Vec<f32> = positive.iter().flat_map(|&at| (0..s).map(move |p| (p == at) as u8 as f32)).collect();
+    let y = Tensor::<B, 2>::from_data(TensorData::new(y, [b, s]), device);
+    let pos_weight = s as f32;
+    let bce = (y.clone().mul_scalar(pos_weight) * log_sigmoid(logits.clone()) + (y.neg() + 1.0) * log_sigmoid(logits.neg())).neg();
+    let count = own.iter().flatten().filter(|&&o| o).count() as f32;
+    bce.mask_fill(bool_tensor::<B>(own, s, device).bool_not(), 0.0).sum().div_scalar(count)
+}
+
+/// Loss of a batch. With `distill_settings`, rows carry the reader's distributions and the loss pulls
+/// toward them. `negatives` says what else each question's start and end are scored against; with
+/// `InBatch`, `prebatch` holds the gold vectors of the batches before.
 pub fn phrase_loss<B: Backend>(
     models: &PhraseModels<B>,
     text: &TextEncoder,
     rows: &[PhraseRow],
     distill_settings: Option<&DistillSettings>,
+    negatives: &Negatives,
+    prebatch: &Prebatch,
     device: &B::Device,
 ) -> Result<PhraseLoss<B>> {
     let b = rows.len();
@@ -88,33 +141,60 @@ pub fn phrase_loss<B: Backend>(
     let (qs, qe) = models.query.forward(q_in);
     let [_, s, d] = h.dims();
     let flat = h.clone().reshape([b * s, d]);
-    // Every question against every paragraph token of the batch.
-    let start = qs.clone().matmul(flat.clone().transpose());
-    let end = qe.clone().matmul(flat.transpose());
     let own = |p: usize, r: &PhraseRow| p >= r.offset && p < r.offset + r.len;
-    let valid_row: Vec<bool> = (0..b * s).map(|k| own(k % s, &rows[k / s])).collect();
-    let valid = bool_tensor::<B>(&vec![valid_row; b], b * s, device);
-    let one_hot = |pick: fn(&PhraseRow) -> usize| -> Vec<Vec<bool>> {
-        rows.iter().enumerate().map(|(i, r)| (0..b * s).map(|k| k == i * s + pick(r)).collect()).collect()
+    let own_mask: Vec<Vec<bool>> = rows.iter().map(|r| (0..s).map(|p| own(p, r)).collect()).collect();
+    let own_t = bool_tensor::<B>(&own_mask, s, device);
+    let gold_index = |pick: fn(&PhraseRow) -> usize| -> Tensor<B, 1, burn::tensor::Int> {
+        let idx: Vec<i64> = rows.iter().enumerate().map(|(i, r)| (i * s + pick(r)) as i64).collect();
+        Tensor::from_data(TensorData::new(idx, [b]), device)
     };
-    let ls = mml(start, bool_tensor::<B>(&one_hot(|r| r.answer.0), b * s, device), valid.clone()).expect("answers");
-    let le = mml(end, bool_tensor::<B>(&one_hot(|r| r.answer.1), b * s, device), valid).expect("answers");
-    let span = (ls + le).div_scalar(2.0);
+    let (gold_start, gold_end) = (flat.clone().select(0, gold_index(|r| r.answer.0)), flat.clone().select(0, gold_index(|r| r.answer.1)));
+    let span = match negatives {
+        Negatives::AllTokens => {
+            // Every question against every paragraph token of the batch.
+            let start = qs.clone().matmul(flat.clone().transpose());
+            let end = qe.clone().matmul(flat.transpose());
+            let valid_row: Vec<bool> = (0..b * s).map(|k| own(k % s, &rows[k / s])).collect();
+            let valid = bool_tensor::<B>(&vec![valid_row; b], b * s, device);
+            let one_hot = |pick: fn(&PhraseRow) -> usize| -> Vec<Vec<bool>> {
+                rows.iter().enumerate().map(|(i, r)| (0..b * s).map(|k| k == i * s + pick(r)).collect()).collect()
+            };
+            let ls = mml(start, bool_tensor::<B>(&one_hot(|r| r.answer.0), b * s, device), valid.clone()).expect("answers");
+            let le = mml(end, bool_tensor::<B>(&one_hot(|r| r.answer.1), b * s, device), valid).expect("answers");
+            (ls + le).div_scalar(2.0)
+        }
+        Negatives::InBatch { .. } => {
+            // Its own paragraph's tokens…
+            let own_scores = |q: Tensor<B, 2>| (h.clone() * q.unsqueeze_dim::<3>(1)).sum_dim(2).reshape([b, s]);
+            let at = |pick: fn(&PhraseRow) -> usize| -> Vec<Vec<bool>> { rows.iter().map(|r| (0..s).map(|p| p == pick(r)).collect()).collect() };
+            let ls = mml(own_scores(qs.clone()), bool_tensor::<B>(&at(|r| r.answer.0), s, device), own_t.clone()).expect("answers");
+            let le = mml(own_scores(qe.clone()), bool_tensor::<B>(&at(|r| r.answer.1), s, device), own_t.clone()).expect("answers");
+            // …then the gold vectors of the batch (its own is the target) and of the batches before.
+            let in_batch = |q: Tensor<B, 2>, gold: Tensor<B, 2>, end: bool| {
+                let keys = match prebatch.vectors::<B>(end, d, device) {
+                    Some(queued) => Tensor::cat(vec![gold, queued], 0),
+                    None => gold,
+                };
+                let n = keys.dims()[0];
+                let logits = q.matmul(keys.transpose());
+                let diagonal: Vec<Vec<bool>> = (0..b).map(|i| (0..n).map(|j| j == i).collect()).collect();
+                mml(logits, bool_tensor::<B>(&diagonal, n, device), bool_tensor::<B>(&vec![vec![true; n]; b], n, device)).expect("a target per row")
+            };
+            let ib = in_batch(qs.clone(), gold_start.clone(), false) + in_batch(qe.clone(), gold_end.clone(), true);
+            (ls + le).div_scalar(2.0) + ib.div_scalar(2.0)
+        }
+    };
     let span_value: f32 = span.clone().into_scalar().elem();
     let mut total = span;
 
-    // The filter head: is this paragraph token an answer start (end)?
-    let own_mask: Vec<Vec<bool>> = rows.iter().map(|r| (0..s).map(|p| own(p, r)).collect()).collect();
-    let own_t = bool_tensor::<B>(&own_mask, s, device);
-    let own_count = own_mask.iter().flatten().filter(|&&o| o).count() as f32;
+    // The filter head: is this paragraph token an answer start (end)? As DensePhrases trains it: binary
+    // cross-entropy whose one positive per row weighs as much as the sequence is long, start and end
+    // weighted 0.5 each.
     let bce = |k: usize, pick: fn(&PhraseRow) -> usize| {
         let logits = filter.clone().slice([0..b, 0..s, k..k + 1]).reshape([b, s]);
-        let y: Vec<f32> = rows.iter().flat_map(|r| (0..s).map(move |p| (p == pick(r)) as u8 as f32)).collect();
-        let y = Tensor::<B, 2>::from_data(TensorData::new(y, [b, s]), device);
-        let bce = (y.clone() * log_sigmoid(logits.clone()) + (y.neg() + 1.0) * log_sigmoid(logits.neg())).neg();
-        bce.mask_fill(own_t.clone().bool_not(), 0.0).sum().div_scalar(own_count)
+        filter_bce(logits, &rows.iter().map(pick).collect::<Vec<_>>(), &own_mask, device)
     };
-    let filter_loss = bce(0, |r| r.answer.0) + bce(1, |r| r.answer.1);
+    let filter_loss = bce(0, |r| r.answer.0).mul_scalar(0.5) + bce(1, |r| r.answer.1).mul_scalar(0.5);
     let filter_value: f32 = filter_loss.clone().into_scalar().elem();
     total = total + filter_loss;
 
@@ -138,7 +218,9 @@ pub fn phrase_loss<B: Backend>(
         distill_value = Some(kl.clone().into_scalar().elem());
         total = total + kl.mul_scalar(settings.weight as f32);
     }
-    Ok(PhraseLoss { total, span: span_value, distill: distill_value, filter: filter_value })
+    let data = |t: Tensor<B, 2>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
+    let gold = (data(gold_start.detach()), data(gold_end.detach()));
+    Ok(PhraseLoss { total, span: span_value, distill: distill_value, filter: filter_value, gold })
 }
 
 /// What the trained phrase model does on SQuAD dev, one paragraph per question.
@@ -148,6 +230,30 @@ pub struct PhraseEval {
     pub em: f64,
     /// Share of tokens the filter keeps at the configured threshold.
     pub kept: f64,
+    /// With `filter_keep`: the threshold that keeps that share of these paragraphs' tokens, the share
+    /// it keeps, and the index it gives, in bytes of f32 vectors per 1,000 paragraph tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibrated: Option<Calibration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Calibration {
+    pub threshold: f32,
+    pub kept: f64,
+    pub bytes_per_1000_tokens: f64,
+}
+
+/// The threshold on a token's larger filter logit that keeps `keep` of `scores` (ties at the threshold
+/// are kept, so the share kept is at least `keep`), with the share it keeps.
+pub fn calibrate(scores: &mut [f32], keep: f64) -> Option<(f32, f64)> {
+    if scores.is_empty() {
+        return None;
+    }
+    scores.sort_by(|a, b| b.total_cmp(a));
+    let n = ((keep.clamp(0.0, 1.0) * scores.len() as f64).ceil() as usize).clamp(1, scores.len());
+    let threshold = scores[n - 1];
+    let kept = scores.iter().filter(|&&x| x >= threshold).count() as f64 / scores.len() as f64;
+    Some((threshold, kept))
 }
 
 /// Single-paragraph exact match and the filter's kept share over `examples`.
@@ -166,7 +272,7 @@ pub fn evaluate<B: Backend>(
         batch_size: 8,
         ..Default::default()
     };
-    let (mut em, mut kept, mut tokens) = (0.0, 0usize, 0usize);
+    let (mut em, mut kept, mut tokens, mut scores, mut dim) = (0.0, 0usize, 0usize, Vec::new(), 0usize);
     let mut log = crate::progress::RateLog::new("evaluate the phrase encoder", examples.len() as u64, "questions");
     for chunk in examples.chunks(16) {
         log.add(chunk.len() as u64);
@@ -185,7 +291,29 @@ pub fn evaluate<B: Backend>(
             }
             tokens += enc.tokens.len();
             kept += enc.tokens.iter().filter(|t| t.start_logit.max(t.end_logit) >= s.filter_threshold).count();
+            scores.extend(enc.tokens.iter().map(|t| t.start_logit.max(t.end_logit)));
+            dim = d;
         }
     }
-    Ok(PhraseEval { em: 100.0 * em / examples.len().max(1) as f64, kept: kept as f64 / tokens.max(1) as f64 })
+    let calibrated = s.filter_keep.and_then(|keep| calibrate(&mut scores, keep)).map(|(threshold, kept)| Calibration {
+        threshold,
+        kept,
+        bytes_per_1000_tokens: 1000.0 * kept * (dim * 4) as f64,
+    });
+    Ok(PhraseEval { em: 100.0 * em / examples.len().max(1) as f64, kept: kept as f64 / tokens.max(1) as f64, calibrated })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::calibrate;
+
+    #[test]
+    fn calibration_keeps_the_target_share_ties_included() {
+        let mut scores = vec![0.5, -1.0, 2.0, 0.1, -3.0, 1.0, 0.1, -0.2];
+        assert_eq!(calibrate(&mut scores.clone(), 0.25), Some((1.0, 0.25)));
+        // The 4th best (0.1) ties with the 5th: both kept.
+        assert_eq!(calibrate(&mut scores.clone(), 0.5), Some((0.1, 0.625)));
+        assert_eq!(calibrate(&mut scores, 1.0), Some((-3.0, 1.0)));
+        assert_eq!(calibrate(&mut [], 0.5), None);
+    }
 }

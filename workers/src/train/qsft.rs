@@ -10,11 +10,12 @@ use crate::model::encoders::{QueryEncoder, Reader, encode_queries};
 use crate::model::text::TextEncoder;
 use crate::text::questions::Question;
 use crate::index::units::{Unit, dedup};
-use crate::index::search::{PhraseIndex, Span, span_hit};
+use crate::index::search::{PhraseIndex, Span, hits_for, span_hit};
 use anyhow::Result;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use phrasesweep_schemas::outcome::RetrievalEval;
+use phrasesweep_schemas::retrieval::DEFAULT_K;
 use phrasesweep_schemas::train::{DistillSettings, LossTerm, QsftRun};
 use std::collections::BTreeMap;
 
@@ -163,7 +164,8 @@ pub fn qsft_loss<B: Backend>(query: &QueryEncoder<B>, batch: &QsftBatch<B>, run:
             let (kind, temp) = (run.distill.kind, run.distill.temperature as f32);
             let s = distill(start.clone(), prob_tensor::<B>(&ts, w, &device), inside.clone(), valid_t.clone(), kind, temp);
             let e = distill(end.clone(), prob_tensor::<B>(&te, w, &device), inside, valid_t.clone(), kind, temp);
-            add(s, e)
+            // The study's term: weight · (start + end) / 2.
+            add(s, e).map(|v| v.mul_scalar((run.distill.weight / 2.0) as f32))
         } else {
             let (t, soft): (Vec<Vec<bool>>, Vec<Vec<bool>>) = batch.questions.iter().map(|q| targets(term, &q.candidates, &q.gold)).unzip();
             let soft: Vec<Vec<bool>> = soft.iter().zip(&valid).map(|(s, v)| (0..w).map(|i| v[i] && s.get(i).copied().unwrap_or(false)).collect()).collect();
@@ -196,15 +198,17 @@ pub async fn evaluate<B: Backend>(index: &PhraseIndex, encoder: &QueryEncoder<B>
     let texts: Vec<&str> = questions.iter().map(|q| q.question.as_str()).collect();
     let vectors = encode_queries(encoder, text, &texts, query_len, 16, device)?;
     let (mut em, mut strict, mut seed) = (0.0, Vec::new(), Vec::new());
-    let found = index.batch(&vectors, 200, false).await?;
-    let spans: Vec<Vec<Span>> = found.iter().map(|c| c.spans(200)).collect();
+    // Sentence retrieval as a retrieve job runs it at the default k.
+    let (k, per_side) = (DEFAULT_K, hits_for(Unit::Sentence, DEFAULT_K));
+    let found = index.batch(&vectors, per_side, false).await?;
+    let spans: Vec<Vec<Span>> = found.iter().map(|c| c.spans(per_side)).collect();
     let paragraphs = index.paragraphs(&spans.iter().flatten().map(|s| s.corpus_row).collect::<Vec<_>>()).await?;
     for (q, spans) in questions.iter().zip(&spans) {
         let hits: Vec<_> = spans.iter().filter_map(|s| paragraphs.get(&s.corpus_row).map(|p| (span_hit(s, p, "eval"), p))).collect();
         if let Some((top, _)) = hits.first() {
             em += exact_match(&top.phrase, &q.answers) as u8 as f64;
         }
-        let sentences = dedup(hits.iter().map(|(h, p)| h.as_unit(Unit::Sentence, &p.text)).collect(), 100);
+        let sentences = dedup(hits.iter().map(|(h, p)| h.as_unit(Unit::Sentence, &p.text)).collect(), k);
         let texts: Vec<&str> = sentences.iter().map(|h| h.text.as_str()).collect();
         strict.push(metrics::walk(&texts, &q.answers, MarMode::Strict));
         seed.push(metrics::walk(&texts, &q.answers, MarMode::Seed));

@@ -59,12 +59,11 @@ impl Drop for Scratch {
 }
 
 const PROGRESS: &str = "progress.json";
-const PARTIAL_FILES: [&str; 3] = ["model.bin", "optim-decay.bin", "optim-no-decay.bin"];
+const STATE_FILES: [&str; 3] = ["model.bin", "optim-decay.bin", "optim-no-decay.bin"];
 const START_EVALUATION: &str = "before.json";
 
-/// Saves model, optimiser and progress to the store; the progress file goes last, so a partial upload
-/// is never taken for a checkpoint.
-async fn save_partial<M: AutodiffModule<JobTrain>>(store: &Store, rel: &str, model: &M, trainer: &Trainer<JobTrain, M>, progress: &Progress) -> Result<()> {
+/// Saves the weights (with their parameter ids) and the optimiser's moments under `rel`.
+async fn save_state<M: AutodiffModule<JobTrain>>(store: &Store, rel: &str, model: &M, trainer: &Trainer<JobTrain, M>) -> Result<()> {
     let scratch = Scratch::new()?;
     let rec = BinFileRecorder::<FullPrecisionSettings>::new();
     model.clone().save_file(scratch.path().join("model"), &rec).map_err(|e| anyhow::anyhow!("cannot save the model: {e}"))?;
@@ -74,6 +73,27 @@ async fn save_partial<M: AutodiffModule<JobTrain>>(store: &Store, rel: &str, mod
         let name = path.file_name().and_then(|n| n.to_str()).context("checkpoint file name")?.to_string();
         store.put(&format!("{rel}/{name}"), std::fs::read(&path)?).await?;
     }
+    Ok(())
+}
+
+/// Restores what [`save_state`] wrote under `rel`.
+async fn load_state<M: AutodiffModule<JobTrain>>(store: &Store, rel: &str, model: M, trainer: Trainer<JobTrain, M>) -> Result<(M, Trainer<JobTrain, M>)> {
+    let scratch = Scratch::new()?;
+    for name in STATE_FILES {
+        let bytes = store.get(&format!("{rel}/{name}")).await?.with_context(|| format!("{rel}/{name} is missing"))?;
+        std::fs::write(scratch.path().join(name), bytes)?;
+    }
+    let device = job_device()?;
+    let rec = BinFileRecorder::<FullPrecisionSettings>::new();
+    let model = model.load_file(scratch.path().join("model"), &rec, &device).map_err(|e| anyhow::anyhow!("cannot load the model of {rel}: {e}"))?;
+    let trainer = trainer.load(scratch.path(), &model, &device)?;
+    Ok((model, trainer))
+}
+
+/// Saves model, optimiser and progress to the store; the progress file goes last, so a partial upload
+/// is never taken for a checkpoint.
+async fn save_partial<M: AutodiffModule<JobTrain>>(store: &Store, rel: &str, model: &M, trainer: &Trainer<JobTrain, M>, progress: &Progress) -> Result<()> {
+    save_state(store, rel, model, trainer).await?;
     store.put_json(&format!("{rel}/{PROGRESS}"), progress).await?;
     info!(step = progress.step, "saved a resumable checkpoint");
     Ok(())
@@ -89,15 +109,7 @@ async fn load_partial<M: AutodiffModule<JobTrain>>(
     let Some(progress) = store.get_json::<Progress>(&format!("{rel}/{PROGRESS}")).await? else {
         return Ok((model, trainer, Progress::default(), None));
     };
-    let scratch = Scratch::new()?;
-    for name in PARTIAL_FILES {
-        let bytes = store.get(&format!("{rel}/{name}")).await?.with_context(|| format!("{rel}/{name} is missing"))?;
-        std::fs::write(scratch.path().join(name), bytes)?;
-    }
-    let device = job_device()?;
-    let rec = BinFileRecorder::<FullPrecisionSettings>::new();
-    let model = model.load_file(scratch.path().join("model"), &rec, &device).map_err(|e| anyhow::anyhow!("cannot load the resumable model: {e}"))?;
-    let trainer = trainer.load(scratch.path(), &device)?;
+    let (model, trainer) = load_state(store, rel, model, trainer).await?;
     info!(step = progress.step, "resuming from a checkpoint");
     let at = progress.step;
     Ok((model, trainer, progress, Some(at)))
@@ -107,7 +119,7 @@ async fn load_partial<M: AutodiffModule<JobTrain>>(
 /// a checkpoint): hundreds of megabytes that nothing will read again.
 pub async fn drop_partial(store: &Store, rel: &str) -> Result<()> {
     store.delete(&format!("{rel}/{PROGRESS}")).await?;
-    for name in PARTIAL_FILES.iter().chain([&START_EVALUATION]) {
+    for name in STATE_FILES.iter().chain([&START_EVALUATION]) {
         store.delete(&format!("{rel}/{name}")).await?;
     }
     Ok(())
@@ -183,6 +195,8 @@ pub struct Trained<M> {
     pub resumed_at: Option<usize>,
     /// Seconds this delivery spent in the loop.
     pub seconds: f64,
+    /// The learning rate of the last step.
+    pub last_lr: f64,
 }
 
 impl<M> Trained<M> {
@@ -203,12 +217,25 @@ impl<M> Trained<M> {
     }
 }
 
+/// Where a job's steps lie in its training run. The learning-rate schedule spans the run, which for
+/// QSFT is every epoch: epoch e's job holds steps `offset..offset + steps` of `total`, continues from
+/// the optimiser epoch e − 1 left (`continue_from`) and leaves its own for epoch e + 1 (`leave_at`).
+#[derive(Debug, Clone, Default)]
+pub struct RunSpan {
+    pub offset: usize,
+    /// Steps in the run; 0: this job's steps are the whole run.
+    pub total: usize,
+    pub continue_from: Option<String>,
+    pub leave_at: Option<String>,
+}
+
 /// The step loop of every training job, resumable. It first restores the state an earlier delivery of
-/// the job saved under `dir`, if any, and skips the steps that state covers. Then, per step, `prepare`
-/// builds the step's inputs from its entry in `steps` (`None`: nothing to learn from, the step only
-/// counts), `loss` scores them with the model as it is, and the optimiser steps. Every
-/// `optim.checkpoint_every` steps, short of the last, the state goes to the store. Progress is logged as
-/// `what: done/total steps`.
+/// the job saved under `dir`, if any, and skips the steps that state covers; a first delivery starts
+/// from `span.continue_from`'s weights and moments when given. Then, per step, `prepare` builds the
+/// step's inputs from its entry in `steps` (`None`: nothing to learn from, the step only counts),
+/// `loss` scores them with the model as it is, and the optimiser steps at the schedule's learning
+/// rate. Every `optim.checkpoint_every` steps, short of the last, the state goes to the store, and at
+/// the end to `span.leave_at`. Progress is logged as `what: done/total steps`.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_steps<M, S, I, P, Fut, L>(
     store: &Store,
@@ -216,6 +243,7 @@ pub async fn run_steps<M, S, I, P, Fut, L>(
     what: &str,
     model: M,
     optim: &OptimSettings,
+    span: &RunSpan,
     steps: Vec<S>,
     mut prepare: P,
     loss: L,
@@ -228,11 +256,17 @@ where
 {
     let trainer = Trainer::new(&model, optim);
     let (mut model, mut trainer, mut progress, resumed_at) = load_partial(store, dir, model, trainer).await?;
+    if let (None, Some(from)) = (resumed_at, &span.continue_from) {
+        (model, trainer) = load_state(store, from, model, trainer).await?;
+        info!(from, "continuing from the optimiser of the epoch before");
+    }
     let started = Instant::now();
     let total = steps.len();
+    let run_total = if span.total == 0 { total } else { span.total };
     let mut log = RateLog::new(what.to_string(), total as u64, "steps");
     log.add(progress.step as u64);
     for (step, entry) in steps.into_iter().enumerate().skip(progress.step) {
+        trainer.lr = optim.schedule.lr(optim.lr, optim.warmup, span.offset + step, run_total);
         if let Some(input) = prepare(entry).await?
             && let Some(l) = loss(&model, input)?
         {
@@ -252,7 +286,10 @@ where
             save_partial(store, dir, &model, &trainer, &progress).await?;
         }
     }
-    Ok(Trained { model, progress, resumed_at, seconds: started.elapsed().as_secs_f64() })
+    if let Some(at) = &span.leave_at {
+        save_state(store, at, &model, &trainer).await?;
+    }
+    Ok(Trained { model, progress, resumed_at, seconds: started.elapsed().as_secs_f64(), last_lr: trainer.lr })
 }
 
 #[cfg(test)]
@@ -283,7 +320,7 @@ mod tests {
 
     #[test]
     fn loss_ends_average_the_first_and_last_tenth() {
-        let trained = |losses: Vec<f64>| Trained { model: (), progress: Progress { losses, ..Default::default() }, resumed_at: None, seconds: 0.0 };
+        let trained = |losses: Vec<f64>| Trained { model: (), progress: Progress { losses, ..Default::default() }, resumed_at: None, seconds: 0.0, last_lr: 0.0 };
         assert_eq!(trained(vec![]).loss_ends(), (None, None));
         assert_eq!(trained(vec![4.0, 2.0]).loss_ends(), (Some(4.0), Some(2.0)));
         let twenty: Vec<f64> = (0..20).map(|i| i as f64).collect();

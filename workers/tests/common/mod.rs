@@ -21,3 +21,20 @@ pub fn data(rel: &str) -> PathBuf {
     assert!(p.exists(), "{} is missing: the shared data folder ../shared/data must sit beside the repository", p.display());
     p
 }
+
+/// A small random BERT's shape, for tests that need a network but not its knowledge.
+#[allow(dead_code)] // not every test binary builds one
+pub fn tiny_config(vocab: usize) -> phrasesweep_workers::model::bert::BertConfig {
+    phrasesweep_workers::model::bert::BertConfig {
+        vocab_size: vocab,
+        hidden_size: 32,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        intermediate_size: 64,
+        max_position_embeddings: 64,
+        type_vocab_size: 2,
+        layer_norm_eps: 1e-12,
+        hidden_act: "gelu".into(),
+        pad_token_id: 0,
+    }
+}

@@ -1,0 +1,120 @@
+//! Questions as the study prepares them for a query encoder: a trailing `?` dropped, and a question
+//! written all in lowercase (as NQ's are) truecased — each word in its most frequent form in the corpus,
+//! the first word capitalised. Truecasing matters only to a cased tokenizer; an uncased one (MiniLM's)
+//! lowercases it all again, so `auto` leaves it off there.
+
+use phrasesweep_schemas::settings::{QuestionText, Truecase};
+use std::collections::HashMap;
+
+/// Each word's most frequent written form, learned from text.
+#[derive(Debug, Default, Clone)]
+pub struct Truecaser {
+    forms: HashMap<String, String>,
+}
+
+/// A token's word, without the punctuation around it: `(leading, word, trailing)`.
+fn split_word(token: &str) -> (&str, &str, &str) {
+    let start = token.find(|c: char| c.is_alphanumeric()).unwrap_or(token.len());
+    let end = token.rfind(|c: char| c.is_alphanumeric()).map(|i| i + token[i..].chars().next().map_or(1, char::len_utf8)).unwrap_or(start);
+    (&token[..start], &token[start..end.max(start)], &token[end.max(start)..])
+}
+
+impl Truecaser {
+    /// Counts the forms of every word of `texts`, leaving out sentence-initial words (capitalised by
+    /// position, not by what they are).
+    pub fn learn<'a>(texts: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut counts: HashMap<String, HashMap<String, u32>> = HashMap::new();
+        for text in texts {
+            let mut initial = true;
+            for token in text.split_whitespace() {
+                let (_, word, trailing) = split_word(token);
+                if !word.is_empty() && !initial {
+                    *counts.entry(word.to_lowercase()).or_default().entry(word.to_string()).or_default() += 1;
+                }
+                initial = trailing.ends_with(['.', '!', '?']) || word.is_empty() && initial;
+            }
+        }
+        let forms = counts
+            .into_iter()
+            .map(|(lower, forms)| {
+                // Most frequent; a tie goes to the lowercase form, then to the first in order.
+                let best = forms.into_iter().max_by(|a, b| a.1.cmp(&b.1).then((a.0 == lower).cmp(&(b.0 == lower))).then(b.0.cmp(&a.0))).map(|f| f.0);
+                (lower.clone(), best.unwrap_or(lower))
+            })
+            .collect();
+        Self { forms }
+    }
+
+    /// `question` truecased, when it is all lowercase; otherwise as it is.
+    pub fn apply(&self, question: &str) -> String {
+        if question != question.to_lowercase() {
+            return question.to_string();
+        }
+        let mut out = Vec::new();
+        for (i, token) in question.split_whitespace().enumerate() {
+            let (lead, word, trail) = split_word(token);
+            let mut form = self.forms.get(word).cloned().unwrap_or_else(|| word.to_string());
+            if i == 0 {
+                form = capitalise(&form);
+            }
+            out.push(format!("{lead}{form}{trail}"));
+        }
+        out.join(" ")
+    }
+}
+
+fn capitalise(word: &str) -> String {
+    let mut chars = word.chars();
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+}
+
+/// Whether questions are truecased for a query encoder whose tokenizer does (`cased`) or does not keep case.
+pub fn truecases(settings: &QuestionText, cased: bool) -> bool {
+    match settings.truecase {
+        Truecase::On => true,
+        Truecase::Off => false,
+        Truecase::Auto => cased,
+    }
+}
+
+/// The text a query encoder reads for `question`; `caser` when it is to be truecased.
+pub fn prepare(question: &str, settings: &QuestionText, caser: Option<&Truecaser>) -> String {
+    let mut q = question.trim();
+    if settings.strip_question_mark {
+        q = q.strip_suffix('?').unwrap_or(q).trim_end();
+    }
+    match caser {
+        Some(c) => c.apply(q),
+        None => q.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowercase_questions_take_the_corpus_casing_and_lose_their_question_mark() {
+        let caser = Truecaser::learn([
+            "The Beatles played in Hamburg. They met in Liverpool.",
+            "Singer Paul McCartney and the Beatles. Hamburg was where the band played.",
+        ]);
+        let settings = QuestionText::default();
+        assert_eq!(prepare("where did the beatles play before liverpool?", &settings, Some(&caser)), "Where did the Beatles play before Liverpool");
+        assert_eq!(prepare("who is paul mccartney ?", &settings, Some(&caser)), "Who is Paul McCartney");
+        // Cased already: left as it is; `?` kept when asked.
+        let keep = QuestionText { strip_question_mark: false, ..settings };
+        assert_eq!(prepare("Who is paul?", &keep, Some(&caser)), "Who is paul?");
+        assert_eq!(prepare("who?", &keep, None), "who?");
+        // "They" starts a sentence: its capital is not learned.
+        assert_eq!(caser.apply("they played"), "They played");
+        assert_eq!(caser.apply("band they"), "Band they");
+    }
+
+    #[test]
+    fn auto_truecases_for_cased_tokenizers_only() {
+        let s = |truecase| QuestionText { truecase, strip_question_mark: true };
+        assert!(truecases(&s(Truecase::Auto), true) && !truecases(&s(Truecase::Auto), false));
+        assert!(truecases(&s(Truecase::On), false) && !truecases(&s(Truecase::Off), true));
+    }
+}
