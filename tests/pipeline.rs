@@ -386,6 +386,9 @@ k = 20
     assert!(table_rows(&stdout).iter().any(|(r, seed, _)| r == "dynamic-qsft" && *seed > 0.0), "{stdout}");
     let log = String::from_utf8_lossy(&out.stderr);
     assert_eq!(log.matches("continuing from the optimiser of the epoch before").count(), 1, "epoch 2 of `query` continues epoch 1's AdamW:\n{log}");
+    let epoch_1: Vec<_> = std::fs::read_dir(store.join("models/qsft/query")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_string_lossy().contains("epoch-1-")).collect();
+    assert_eq!(epoch_1.len(), 1);
+    assert!(epoch_1[0].join("query").exists() && !epoch_1[0].join("optimiser/model.bin").exists(), "epoch 1's checkpoint stays, its spent optimiser goes");
     // Checkpoints live on the store, named by the job that wrote them.
     for kind in ["reader", "phrase", "qsft/query/epoch-2", "qsft/context+distill/epoch-1"] {
         let found = std::fs::read_dir(store.join("models").join(std::path::Path::new(kind).parent().unwrap_or(std::path::Path::new(""))))
@@ -410,7 +413,8 @@ k = 20
 /// silently rerun every finished sweep. `configs/demo.toml` (verbatim) must plan exactly the jobs
 /// recorded in `tests/fixtures/demo-job-ids.txt` (recorded before the pipeline-graph refactor; the retrieve
 /// and score ids again when `[search] method` joined the retrieve jobs; the scan, retrieve and score ids
-/// again when k became the study's 200 and questions lost their trailing `?`). The store, the data and the
+/// again when k became the study's 200 and questions lost their trailing `?`; the retrieve ids again when
+/// they stopped hashing the scan outputs' names). The store, the data and the
 /// default model are reached through links at a fixed place, so
 /// that the absolute paths the jobs hold are the same on every machine. `PHRASESWEEP_RECORD_JOB_IDS=1`
 /// rewrites the list, for a change that is meant to change ids.

@@ -217,7 +217,22 @@ async fn run_stage<Q: JobQueue>(
     progress.finish();
     let commit = commit_stage(store, stage, &jobs_hash, &committed).await?;
     report.committed.push(stage.name());
+    drop_spent_optimisers(store, stage).await?;
     Ok(commit)
+}
+
+/// Once a QSFT epoch is committed, the optimiser state it continued from (weights and two AdamW
+/// moments: three times the model) is read by nothing: its jobs are done, and a later plan that changes
+/// them changes the epochs before too.
+async fn drop_spent_optimisers(store: &Store, stage: &Stage) -> Result<()> {
+    for job in &stage.jobs {
+        if let JobSpec::QsftEpoch { inputs, .. } = &job.spec
+            && let Some(spent) = &inputs.optimiser
+        {
+            phrasesweep_workers::train::resume::drop_state(store, spent).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Records each dead-lettered job on its store, so `status` and the run that owns it can see it.

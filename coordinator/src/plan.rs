@@ -9,7 +9,7 @@ use phrasesweep_schemas::job::{
 };
 use phrasesweep_schemas::settings::SearchMethod;
 use phrasesweep_schemas::record::{self, CORPUS_DATASET, PHRASES_DATASET, StageCommit, StageKind};
-use phrasesweep_schemas::train::{EpochSelect, LossTerm, SupervisedSettings, TRAINED_ENCODER};
+use phrasesweep_schemas::train::{EpochSelect, LossTerm, QsftRun, SupervisedSettings, TRAINED_ENCODER};
 use phrasesweep_schemas::outcome::QsftOutcome;
 use phrasesweep_schemas::{ExperimentConfig, JobEnvelope, JobSpec};
 use phrasesweep_workers::text::corpus::plan_shards;
@@ -408,8 +408,12 @@ pub async fn qsft_stage(
             teacher: if run.terms.contains_key(&LossTerm::Distill) { teacher.cloned() } else { None },
             optimiser: runs.optimisers.get(&run.name).cloned(),
         };
-        let config = QsftConfig { run: run.clone(), epoch, search: config.search.clone(), output: String::new() };
-        specs.push(with_output(JobSpec::QsftEpoch { inputs, config }, &format!("models/qsft/{}/epoch-{epoch}", run.name))?);
+        // `select` is the coordinator's choice among finished epochs: the epoch jobs carry the default, so
+        // choosing otherwise retrains nothing.
+        let folder = format!("models/qsft/{}/epoch-{epoch}", run.name);
+        let run = QsftRun { select: Default::default(), ..run.clone() };
+        let config = QsftConfig { run, epoch, search: config.search.clone(), output: String::new() };
+        specs.push(with_output(JobSpec::QsftEpoch { inputs, config }, &folder)?);
     }
     Ok(stage(store, config, StageKind::Qsft { epoch }, specs))
 }

@@ -14,7 +14,8 @@ use phrasesweep_workers::io::parquet::read_parquet;
 use phrasesweep_workers::io::store::Store;
 use phrasesweep_workers::jobs::score::score_run_lines;
 use phrasesweep_workers::text::questions::parse_questions;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use tracing::info;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
@@ -121,10 +122,34 @@ async fn ranked_rows(store: &Store, files: &[String]) -> Result<Vec<(String, Vec
 
 /// Scores the run file `run` against the questions file `questions` (one JSON question per line, with
 /// its answers) in every mAR form; a question without a line has no evidence.
-pub fn score_run_file(run: &Path, questions: &Path) -> Result<Metrics> {
+pub fn score_run_file(run: &Path, questions_path: &Path) -> Result<Metrics> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
-    let questions = parse_questions(&questions.display().to_string(), 1, &read(questions)?)?;
+    let questions = parse_questions(&questions_path.display().to_string(), 1, &read(questions_path)?)?;
     let text = String::from_utf8(read(run)?).with_context(|| format!("{} is not UTF-8", run.display()))?;
     let name = run.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-    Ok(score_run_lines(&name, &questions, runfile::parse(&run.display().to_string(), &text)?))
+    let lines = runfile::parse(&run.display().to_string(), &text)?;
+    // Ids written another way than the questions file's would score 0 without a word: count them.
+    let known: HashSet<&str> = questions.iter().map(|q| q.id.as_str()).collect();
+    let mut seen = HashSet::new();
+    let (mut unknown, mut repeated) = (Vec::new(), 0);
+    for l in &lines {
+        if !known.contains(l.qid.as_str()) {
+            unknown.push(l.qid.as_str());
+        } else if !seen.insert(l.qid.as_str()) {
+            repeated += 1;
+        }
+    }
+    anyhow::ensure!(
+        !seen.is_empty(),
+        "{}: none of its {} question ids is in {} (its first: {:?})",
+        run.display(),
+        lines.len(),
+        questions_path.display(),
+        unknown.first()
+    );
+    if !unknown.is_empty() || repeated > 0 {
+        tracing::warn!(run = %run.display(), matched = seen.len(), unknown = unknown.len(), repeated, first_unknown = ?unknown.first(), "run file lines that are not scored (a repeated id: its last line counts)");
+    }
+    info!(run = %run.display(), matched = seen.len(), questions = questions.len(), "scored a run file");
+    Ok(score_run_lines(&name, &questions, lines))
 }

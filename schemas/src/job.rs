@@ -353,7 +353,8 @@ impl JobEnvelope {
     }
 }
 
-/// sha256 over the kind, the store root, and the canonical JSON of the inputs and config.
+/// sha256 over the kind, the store root, and the canonical JSON of the inputs and config (less a retrieve
+/// job's scan outputs: see [`identity`]).
 pub fn job_id(store: &StoreLocation, spec: &JobSpec) -> JobId {
     let mut h = Sha256::new();
     h.update(spec.kind().as_bytes());
@@ -361,8 +362,22 @@ pub fn job_id(store: &StoreLocation, spec: &JobSpec) -> JobId {
     h.update(store.uri.as_bytes());
     h.update([0]);
     // Struct fields serialise in declaration order, so this JSON is canonical for a given schema version.
-    h.update(serde_json::to_vec(spec).expect("job specs serialise"));
+    h.update(serde_json::to_vec(&identity(spec)).expect("job specs serialise"));
     JobId(hex::encode(h.finalize()))
+}
+
+/// What a job's id stands for. A retrieve job's scan outputs are named by how the scan stage was cut
+/// (`[search] scan_rows_per_job`, the most hits any retrieval of the encoder reads), not by what they
+/// hold: the scan is exact, so its merged top hits, and the job's results, are the same however it was
+/// cut. Leaving them out keeps a finished retrieval finished when only the cut changes.
+fn identity(spec: &JobSpec) -> std::borrow::Cow<'_, JobSpec> {
+    match spec {
+        JobSpec::Retrieve { inputs, config } if !inputs.scans.is_empty() => {
+            let inputs = RetrieveInputs { scans: BTreeMap::new(), ..inputs.clone() };
+            std::borrow::Cow::Owned(JobSpec::Retrieve { inputs, config: config.clone() })
+        }
+        _ => std::borrow::Cow::Borrowed(spec),
+    }
 }
 
 #[cfg(test)]
@@ -396,6 +411,35 @@ mod tests {
         assert_eq!(a.id, b.id, "reply queue must not change the id");
         assert_ne!(a.id, c.id);
         assert_eq!(a.id.0.len(), 64);
+    }
+
+    /// The scan stage cut another way (other outputs) is the same retrieval; another retrieval is not.
+    #[test]
+    fn a_retrieve_job_is_the_same_however_its_scan_was_cut() {
+        let retrieve = |scans: &[&str], k: usize| {
+            let version = |dataset: &str| DatasetVersion { dataset: dataset.into(), version: 3 };
+            JobSpec::Retrieve {
+                inputs: RetrieveInputs {
+                    questions: LineShard { path: "q.jsonl".into(), shard: 0, first_line: 1, byte_start: 0, byte_end: 9, records: 1, sha256: "ab".into() },
+                    phrases: version("phrases.lance"),
+                    corpus: version("corpus.lance"),
+                    scans: BTreeMap::from([("base".to_string(), scans.iter().map(|s| s.to_string()).collect())]),
+                },
+                config: RetrieveConfig {
+                    retrieval: serde_json::from_str(&format!(r#"{{"name":"s","mode":"single","unit":"sentence","encoder":"base","k":{k}}}"#)).unwrap(),
+                    encoders: BTreeMap::new(),
+                    search: SearchSettings::default(),
+                    output: "results/s/shard-00000".into(),
+                    measure_recall: false,
+                },
+            }
+        };
+        let id = |spec| JobEnvelope::new(store(), spec, "q").id;
+        assert_eq!(id(retrieve(&["scans/a"], 10)), id(retrieve(&["scans/b", "scans/c"], 10)));
+        assert_ne!(id(retrieve(&["scans/a"], 10)), id(retrieve(&["scans/a"], 20)));
+        // The message still carries the outputs the worker merges.
+        let json = serde_json::to_string(&JobEnvelope::new(store(), retrieve(&["scans/b"], 10), "q")).unwrap();
+        assert!(json.contains("scans/b"), "{json}");
     }
 
     #[test]

@@ -154,6 +154,9 @@ pub enum Negatives {
     InBatch {
         #[serde(default = "default_prebatch")]
         prebatch: usize,
+        /// The in-batch term's weight (DensePhrases' `lambda_neg`: 2 on SQuAD, 4 on NQ).
+        #[serde(default = "default_negatives_weight")]
+        weight: f64,
     },
     /// One softmax over every paragraph token of the batch (phrasesweep before 2026-12-02).
     AllTokens,
@@ -161,12 +164,15 @@ pub enum Negatives {
 
 impl Default for Negatives {
     fn default() -> Self {
-        Negatives::InBatch { prebatch: default_prebatch() }
+        Negatives::InBatch { prebatch: default_prebatch(), weight: default_negatives_weight() }
     }
 }
 
 fn default_prebatch() -> usize {
     2
+}
+fn default_negatives_weight() -> f64 {
+    2.0
 }
 
 impl Default for SupervisedSettings {
@@ -283,9 +289,10 @@ pub struct DistillSettings {
     /// QSFT only: the first epoch (1-based) with the distillation term.
     #[serde(default = "default_start_epoch")]
     pub start_epoch: u32,
-    /// The term is `weight · (start + end) / 2` (QSFT multiplies it by its weight in `terms` too).
-    #[serde(default = "default_weight")]
-    pub weight: f64,
+    /// The term is `weight · (start + end) / 2`; absent, the study's 3 in QSFT (which also multiplies it by
+    /// its weight in `terms`) and 1 in `train.phrase`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
     /// Question pieces in the teacher's inputs: set it to those the teacher was trained with
     /// (`train.reader.question_pieces`, whose default it shares).
     #[serde(default = "default_question_pieces", skip_serializing_if = "is_default_question_pieces")]
@@ -302,7 +309,7 @@ impl Default for DistillSettings {
             kind: default_distill_kind(),
             temperature: default_temperature(),
             start_epoch: default_start_epoch(),
-            weight: default_weight(),
+            weight: None,
             question_pieces: default_question_pieces(),
             window: default_teacher_window(),
         }
@@ -315,12 +322,20 @@ fn default_distill_kind() -> DistillKind {
 fn default_temperature() -> f64 {
     1.0
 }
-// The study's distillation: from epoch 2, weight 3 on the mean of start and end.
+impl DistillSettings {
+    /// The study's QSFT distillation: weight 3 on the mean of start and end.
+    pub fn qsft_weight(&self) -> f64 {
+        self.weight.unwrap_or(3.0)
+    }
+
+    pub fn phrase_weight(&self) -> f64 {
+        self.weight.unwrap_or(1.0)
+    }
+}
+
+// The study's distillation starts at epoch 2.
 fn default_start_epoch() -> u32 {
     2
-}
-fn default_weight() -> f64 {
-    3.0
 }
 
 /// One `[[qsft]]` run: query-side fine-tuning against the frozen phrase index.
@@ -352,8 +367,8 @@ pub struct QsftRun {
     pub optim: OptimSettings,
     #[serde(default)]
     pub distill: DistillSettings,
-    /// How the epoch that retrievals use is chosen. Left out of the job at its default: the coordinator
-    /// chooses, an epoch's job computes the same either way.
+    /// How the epoch that retrievals use is chosen. The coordinator chooses; epoch jobs carry the default
+    /// (left out of their JSON), so a run chosen another way retrains nothing.
     #[serde(default, skip_serializing_if = "is_default")]
     pub select: EpochSelect,
 }
@@ -432,7 +447,7 @@ mod tests {
         assert_eq!(parsed, SupervisedSettings::default());
         assert_eq!(serde_json::to_value(&parsed).unwrap(), before);
 
-        let distill = json!({ "kind": "mse", "temperature": 1.0, "start_epoch": 2, "weight": 3.0 });
+        let distill = json!({ "kind": "mse", "temperature": 1.0, "start_epoch": 2 });
         let phrase: SupervisedSettings = serde_json::from_value(json!({ "distill": {} })).unwrap();
         assert_eq!(serde_json::to_value(&phrase).unwrap()["distill"], distill);
 
@@ -468,7 +483,7 @@ mod tests {
     #[test]
     fn the_study_defaults_distillation_selection_and_the_schedule() {
         let d = DistillSettings::default();
-        assert_eq!((d.kind, d.start_epoch, d.weight, d.window), (DistillKind::Mse, 2, 3.0, 384));
+        assert_eq!((d.kind, d.start_epoch, d.qsft_weight(), d.phrase_weight(), d.window), (DistillKind::Mse, 2, 3.0, 1.0, 384));
         let run: QsftRun = serde_json::from_value(json!({ "name": "q", "terms": { "query": 1.0 } })).unwrap();
         assert_eq!(run.select, EpochSelect::Em);
         let run: QsftRun = serde_json::from_value(json!({ "name": "q", "terms": { "query": 1.0 }, "select": "mar_strict" })).unwrap();

@@ -326,6 +326,16 @@ fn densephrases_checkpoints_load_and_match_pytorch() {
     close(qs.into_data().convert::<f32>().to_vec().unwrap(), "q_start", &|_| true);
     close(qe.into_data().convert::<f32>().to_vec().unwrap(), "q_end", &|_| true);
 
+    // A model trained from it is saved as a phrasesweep checkpoint (the tokenizer built from vocab.txt
+    // saved inside) and loads back the same.
+    let saved = tempfile::tempdir().unwrap();
+    let config = phrasesweep_workers::model::load::read_config(dir.path()).unwrap();
+    phrasesweep_workers::model::checkpoint::save::<Cpu, _>(&query, saved.path(), "query-encoder", &config, dir.path()).unwrap();
+    let (again, again_text) = load_query_encoder::<Cpu>(&model_ref(&saved.path().display().to_string()).unwrap(), &device).unwrap();
+    assert_eq!(again_text.pieces("Who wrote War and Peace?").unwrap().ids, text.pieces("Who wrote War and Peace?").unwrap().ids);
+    let (qs2, _) = again.forward(input("q_ids", "q_mask", None));
+    close(qs2.into_data().convert::<f32>().to_vec().unwrap(), "q_start", &|_| true);
+
     // A folder without those keys is refused with the layout it lacks.
     let plain = tempfile::tempdir().unwrap();
     std::fs::copy(model_dir().join("config.json"), plain.path().join("config.json")).unwrap();
@@ -352,5 +362,8 @@ fn truecasing_is_a_no_op_for_uncased_minilm_only() {
     std::fs::write(dir.path().join("tokenizer_config.json"), r#"{"do_lower_case": false}"#).unwrap();
     let cased_tokenizer = TextEncoder::new(read_tokenizer(dir.path()).unwrap()).unwrap();
     assert!(cased_tokenizer.keeps_case());
+    // Without tokenizer_config.json, a vocabulary without capitals is taken as uncased.
+    std::fs::remove_file(dir.path().join("tokenizer_config.json")).unwrap();
+    assert!(!TextEncoder::new(read_tokenizer(dir.path()).unwrap()).unwrap().keeps_case());
     assert_ne!(cased_tokenizer.pieces(&cased).unwrap().ids, cased_tokenizer.pieces(question).unwrap().ids);
 }

@@ -296,7 +296,7 @@ fn prebatch_negatives_queue_the_last_batches_gold_vectors() {
     let models = PhraseModels::<B> { phrase: PhraseEncoder::from_pretrained(&dir, &device).unwrap(), query: QueryEncoder::from_pretrained(&dir, &device).unwrap() };
     let rows: Vec<_> = squad_examples(6).iter().filter_map(|e| phrase_row(&text, e, &SupervisedSettings { max_len: 96, ..Default::default() }).unwrap()).collect();
     let (first, second) = rows.split_at(3);
-    let in_batch = Negatives::InBatch { prebatch: 1 };
+    let in_batch = Negatives::InBatch { prebatch: 1, weight: 2.0 };
     let mut queue = Prebatch::default();
     let loss = |rows, queue: &Prebatch, negatives: &Negatives| phrase_loss(&models, &text, rows, None, negatives, queue, &device).unwrap();
     let a = loss(first, &queue, &in_batch);
@@ -314,13 +314,14 @@ fn prebatch_negatives_queue_the_last_batches_gold_vectors() {
 }
 
 /// The filter's loss as DensePhrases weighs it: at zero logits every own token costs ln 2, the positive
-/// one as much as the sequence is long.
+/// one as much as its row is long; rows average their own tokens, then the batch averages its rows.
 #[test]
-fn filter_loss_weighs_the_answer_token_by_the_sequence_length() {
+fn filter_loss_weighs_the_answer_token_by_the_row_length() {
     let device = Default::default();
-    let logits = Tensor::<B, 2>::zeros([1, 6], &device);
-    let own = vec![vec![false, true, true, true, true, false]];
-    let v: f32 = filter_bce(logits, &[2], &own, &device).into_scalar();
-    let expected = std::f32::consts::LN_2 * (3.0 + 6.0) / 4.0;
+    let logits = Tensor::<B, 2>::zeros([2, 6], &device);
+    let own = vec![vec![false, true, true, true, true, false], vec![false, true, true, false, false, false]];
+    let v: f32 = filter_bce(logits, &[2, 1], &own, &device).into_scalar();
+    let ln2 = std::f32::consts::LN_2;
+    let expected = (ln2 * (3.0 + 4.0) / 4.0 + ln2 * (1.0 + 2.0) / 2.0) / 2.0;
     assert!((v - expected).abs() < 1e-5, "{v} vs {expected}");
 }

@@ -91,9 +91,9 @@ pub fn static_merge(phrases: Vec<Hit>, sentences: Vec<Hit>) -> Vec<Hit> {
 /// `dynamic`: the phrase query encoder's k phrases and the sentence query encoder's k sentences, sorted
 /// together by score (up to 2k texts, as `static` returns). A phrase that both found becomes its
 /// sentence, which keeps the larger of the two scores. Which phrases both found is `rule`'s call:
-/// `SharedHits` (the design), when the phrase's span is among `sentence_spans`, the index hits the
-/// sentence encoder's search turned into its sentences; `Sentence`, when the phrase's sentence has the
-/// text of a retrieved sentence.
+/// `SharedHits` (the design), when the phrase's own span is among `sentence_spans` (every index hit of
+/// the sentence encoder's search, 2k of them) and its sentence is among the retrieved ones;
+/// `Sentence`, when the phrase's sentence has the text of a retrieved sentence.
 pub fn dynamic_merge(phrases: Vec<Hit>, mut sentences: Vec<Hit>, sentence_spans: &[Hit], rule: DynamicMerge) -> Vec<Hit> {
     let by_text: HashMap<&str, usize> = sentences.iter().enumerate().rev().map(|(i, s)| (s.text.as_str(), i)).collect();
     let spans: HashSet<_> = sentence_spans.iter().map(Hit::span_key).collect();

@@ -9,7 +9,7 @@ use crate::model::registry::{load_query_encoder, local_model};
 use crate::io::parquet::write_parquet;
 use crate::progress::RateLog;
 use crate::text::questions::{Question, parse_questions};
-use crate::text::truecase::{self, Truecaser};
+use crate::text::truecase::{self, CaseCounts, Truecaser};
 use crate::text::corpus::for_each_corpus_row;
 use crate::model::text::TextEncoder;
 use crate::index::units::{Hit, Mode, Unit, drop_contained_phrases, dynamic_merge, static_merge};
@@ -52,9 +52,17 @@ pub async fn truecaser(store: &Store, corpus: &DatasetVersion) -> Result<Arc<Tru
     if let Some(found) = TRUECASERS.get(&key) {
         return Ok(found);
     }
-    let mut texts = Vec::new();
-    for_each_corpus_row(store, corpus, |p| texts.extend([p.title, p.text])).await?;
-    let caser = Arc::new(Truecaser::learn(texts.iter().map(String::as_str)));
+    // Each paragraph, and each document's title once.
+    let (mut counts, mut document) = (CaseCounts::default(), String::new());
+    for_each_corpus_row(store, corpus, |p| {
+        if p.doc_id != document {
+            counts.add(&p.title);
+            document = p.doc_id;
+        }
+        counts.add(&p.text);
+    })
+    .await?;
+    let caser = Arc::new(counts.truecaser());
     TRUECASERS.insert(key, caser.clone());
     Ok(caser)
 }

@@ -166,8 +166,9 @@ fn per_question_batch(scores: &[QuestionScore]) -> Result<RecordBatch> {
 mod tests {
     use super::*;
 
-    /// The three worked examples of the mAR tests, as a score job sees them (from `results` Parquet) and
-    /// as a run file in the study's format: the same metrics, mAR in every form.
+    /// The three worked examples of the mAR tests, scored as a score job scores its evidence and as a
+    /// run file in the study's format (written, parsed, scored): the same metrics, mAR in every form.
+    /// The pipeline test does the same end to end (`results --export-runs`, then `score`).
     #[test]
     fn a_run_file_scores_as_the_score_job_on_the_worked_examples() {
         use crate::eval::metrics::tests::words;

@@ -10,7 +10,8 @@ use crate::io::store::Store;
 use crate::model::checkpoint;
 use crate::model::device::{Job, JobTrain, job_device};
 use crate::model::encoders::Reader;
-use crate::model::registry::{PHRASE_KIND, QUERY_KIND, READER_KIND, load_phrase_encoder, load_query_encoder, load_reader, local_model, model_ref, put_checkpoint};
+use crate::model::densephrases;
+use crate::model::registry::{PHRASE_KIND, QUERY_KIND, READER_KIND, load_phrase_encoder, load_query_encoder, load_reader, local_model, model_dir, model_ref, put_checkpoint};
 use crate::text::questions::{Question, parse_questions};
 use crate::train::phrase::{self, PhraseModels, PhraseRow, phrase_loss, phrase_row};
 use crate::train::qsft::{self, QsftBatch, QsftQuestion, qsft_loss};
@@ -24,7 +25,7 @@ use phrasesweep_schemas::outcome::{QsftOutcome, Role, TrainOutcome};
 use phrasesweep_schemas::train::{LossTerm, Negatives, SupervisedSettings};
 use std::collections::BTreeMap;
 use std::future::ready;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tracing::info;
 
 pub async fn train_reader(store: &Store, inputs: &SupervisedInputs, config: &SupervisedConfig) -> Result<TrainOutcome, JobError> {
@@ -55,7 +56,7 @@ pub async fn train_reader(store: &Store, inputs: &SupervisedInputs, config: &Sup
     let (em, f1) = reader::evaluate(&model, &text, &dev, s, &device)?;
     info!(em, f1, "reader after training on SQuAD dev");
     let after = serde_json::json!({ "em": em, "f1": f1, "questions": dev.len() });
-    let checkpoint = publish(store, &model, READER_KIND, Path::new(&start.path), &config.output, Role::Reader).await?;
+    let checkpoint = publish(store, &model, READER_KIND, &start, &config.output, Role::Reader).await?;
     drop_partial(store, &partial).await?;
     Ok(outcome(BTreeMap::from([(Role::Reader, checkpoint)]), s, &train, &trained, before, after))
 }
@@ -66,9 +67,13 @@ pub async fn train_phrase(store: &Store, inputs: &SupervisedInputs, config: &Sup
     let device = job_device()?;
     let partial = partial_dir(&config.output);
     let (phrase, text) = load_phrase_encoder::<JobTrain>(&start, &device)?;
-    // The query encoders start from the pretrained folder (that of a phrase checkpoint, if given one).
-    let query_start = base_config_dir(Path::new(&start.path))?;
-    let (query, _) = load_query_encoder::<JobTrain>(&model_ref(&query_start.display().to_string())?, &device)?;
+    // The query encoders start from the pretrained folder (that of a phrase checkpoint, if given one), or
+    // from a DensePhrases checkpoint's own query encoders.
+    let query_start = match densephrases::folder(&start.path) {
+        Some(_) => start.clone(),
+        None => model_ref(&base_config_dir(&start)?.display().to_string())?,
+    };
+    let (query, _) = load_query_encoder::<JobTrain>(&query_start, &device)?;
     let teacher = match &inputs.teacher {
         Some(t) => Some(load_reader::<Job>(&local_model(store, t).await?, &device)?.0),
         None => None,
@@ -79,7 +84,10 @@ pub async fn train_phrase(store: &Store, inputs: &SupervisedInputs, config: &Sup
     })
     .await?;
     info!(em = before.em, kept = before.kept, "phrase encoder before training on SQuAD dev");
+    // DensePhrases' pre-batch queue starts empty each epoch (and after a resume).
     let prebatch = std::sync::Mutex::new(phrase::Prebatch::default());
+    let per_epoch = examples_per_epoch(s, &train).div_ceil(s.optim.batch_size.max(1)).max(1);
+    let steps = epoch_batches(&train, examples_per_epoch(s, &train), s.epochs, &s.optim).into_iter().enumerate().map(|(i, b)| (i % per_epoch == 0, b)).collect();
     let trained = run_steps(
         store,
         &partial,
@@ -87,14 +95,19 @@ pub async fn train_phrase(store: &Store, inputs: &SupervisedInputs, config: &Sup
         PhraseModels { phrase, query },
         &s.optim,
         &RunSpan::default(),
-        epoch_batches(&train, examples_per_epoch(s, &train), s.epochs, &s.optim),
-        |batch| ready(batch_rows(&batch, |ex| phrase_row(&text, ex, s))),
+        steps,
+        |(epoch_start, batch): (bool, Vec<&Example>)| {
+            if epoch_start {
+                *prebatch.lock().expect("the queue lock") = phrase::Prebatch::default();
+            }
+            ready(batch_rows(&batch, |ex| phrase_row(&text, ex, s)))
+        },
         |m, mut rows: Vec<PhraseRow>| {
             if let (Some(t), Some(d)) = (&teacher, &distill) {
                 phrase::add_teacher(t, &text, &mut rows, d, &device)?;
             }
             let loss = phrase_loss(m, &text, &rows, distill.as_ref(), &s.negatives, &prebatch.lock().expect("the queue lock"), &device)?;
-            if let Negatives::InBatch { prebatch: keep } = s.negatives {
+            if let Negatives::InBatch { prebatch: keep, .. } = s.negatives {
                 prebatch.lock().expect("the queue lock").push(loss.gold, keep);
             }
             Ok(Some(StepLoss::new(loss.total)))
@@ -104,7 +117,7 @@ pub async fn train_phrase(store: &Store, inputs: &SupervisedInputs, config: &Sup
     let models = trained.model.valid();
     let after = phrase::evaluate(&models.phrase, &models.query, &text, &dev, s, &device)?;
     info!(em = after.em, kept = after.kept, "phrase encoder after training on SQuAD dev");
-    let base = Path::new(&start.path);
+    let base = &start;
     let checkpoints = BTreeMap::from([
         (Role::Phrase, publish(store, &models.phrase, PHRASE_KIND, base, &config.output, Role::Phrase).await?),
         (Role::Query, publish(store, &models.query, QUERY_KIND, base, &config.output, Role::Query).await?),
@@ -200,7 +213,7 @@ pub async fn qsft_epoch(store: &Store, inputs: &QsftInputs, config: &QsftConfig)
     let model = trained.model.valid();
     let dev_after = qsft::evaluate(&index, &model, &text, &dev, query_len, &device).await?;
     info!(run = run.name, epoch = config.epoch, em = dev_after.em, sentence_mar = dev_after.sentence_mar, last_lr = trained.last_lr, "qsft epoch evaluated on dev");
-    let checkpoint = publish(store, &model, QUERY_KIND, Path::new(&start.path), &config.output, Role::Query).await?;
+    let checkpoint = publish(store, &model, QUERY_KIND, &start, &config.output, Role::Query).await?;
     drop_partial(store, &partial).await?;
     let (loss_first, loss_last) = trained.loss_ends();
     Ok(QsftOutcome {
@@ -249,20 +262,22 @@ fn examples_per_epoch(s: &SupervisedSettings, train: &[Example]) -> usize {
     s.max_examples.unwrap_or(train.len()).min(train.len())
 }
 
-/// Writes `model` as a checkpoint to `output/<role>` on the store.
-async fn publish<M: Module<Job> + burn::store::ModuleSnapshot<Job>>(store: &Store, model: &M, kind: &str, base: &Path, output: &str, role: Role) -> Result<ModelRef> {
+/// Writes `model`, trained from `start`, as a checkpoint to `output/<role>` on the store.
+async fn publish<M: Module<Job> + burn::store::ModuleSnapshot<Job>>(store: &Store, model: &M, kind: &str, start: &ModelRef, output: &str, role: Role) -> Result<ModelRef> {
     let scratch = Scratch::new()?;
-    let config = crate::model::load::read_config(&base_config_dir(base)?)?;
-    checkpoint::save::<Job, M>(model, scratch.path(), kind, &config, &base_config_dir(base)?)?;
+    let base = base_config_dir(start)?;
+    let config = crate::model::load::read_config(&base)?;
+    checkpoint::save::<Job, M>(model, scratch.path(), kind, &config, &base)?;
     put_checkpoint(store, scratch.path(), &format!("{output}/{}", role.as_str())).await
 }
 
-/// The pretrained folder a model descends from (a checkpoint records it).
-fn base_config_dir(dir: &Path) -> Result<PathBuf> {
+/// The pretrained folder a model descends from (a checkpoint records it; a DensePhrases name is its folder).
+fn base_config_dir(start: &ModelRef) -> Result<PathBuf> {
+    let dir = model_dir(&start.path);
     if dir.join(checkpoint::RECORD).exists() {
-        Ok(PathBuf::from(checkpoint::read_record(dir)?.base_model))
+        Ok(PathBuf::from(checkpoint::read_record(&dir)?.base_model))
     } else {
-        Ok(dir.to_path_buf())
+        Ok(dir)
     }
 }
 

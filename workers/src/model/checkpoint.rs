@@ -51,6 +51,10 @@ pub fn save<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
     let tokenizer = base_model.join(TOKENIZER);
     if tokenizer.exists() && tokenizer != dir.join(TOKENIZER) {
         std::fs::copy(&tokenizer, dir.join(TOKENIZER)).with_context(|| format!("cannot copy {}", tokenizer.display()))?;
+    } else if !tokenizer.exists() {
+        // A base with only `vocab.txt` (DensePhrases'): the tokenizer built from it, written whole.
+        let built = super::load::read_tokenizer(base_model)?;
+        built.save(dir.join(TOKENIZER), false).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dir.join(TOKENIZER).display()))?;
     }
     let record = CheckpointRecord {
         kind: kind.into(),

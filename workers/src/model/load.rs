@@ -40,7 +40,8 @@ pub fn read_config(dir: &Path) -> Result<BertConfig> {
 }
 
 /// `tokenizer.json`, or a BERT WordPiece tokenizer built from `vocab.txt` (as older checkpoints, the
-/// published DensePhrases ones among them, ship it), lowercasing as `tokenizer_config.json` says.
+/// published DensePhrases ones among them, ship it), lowercasing as `tokenizer_config.json` says (or,
+/// without one, when the vocabulary has no capitals).
 pub fn read_tokenizer(dir: &Path) -> Result<Tokenizer> {
     let path = dir.join("tokenizer.json");
     if path.exists() || !dir.join("vocab.txt").exists() {
@@ -57,11 +58,18 @@ fn wordpiece_tokenizer(dir: &Path) -> Result<Tokenizer> {
     use tokenizers::Model as _;
     let vocab = dir.join("vocab.txt");
     let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot build a tokenizer from {}: {e}", vocab.display());
-    let lowercase = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+    // Without a word in `tokenizer_config.json`, a vocabulary with capital letters (A–Z) is a cased one.
+    let lowercase = match std::fs::read_to_string(dir.join("tokenizer_config.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|c| c["do_lower_case"].as_bool())
-        .unwrap_or(true);
+    {
+        Some(said) => said,
+        None => {
+            let words = std::fs::read_to_string(&vocab).with_context(|| format!("cannot read {}", vocab.display()))?;
+            !words.lines().any(|w| !w.starts_with('[') && w.chars().any(|c| c.is_ascii_uppercase()))
+        }
+    };
     let model = WordPiece::from_file(&vocab.display().to_string()).unk_token("[UNK]".into()).build().map_err(|e| fail(&e))?;
     let id = |t: &str| model.get_vocab().get(t).copied().with_context(|| format!("{}: no {t} token", vocab.display()));
     let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);

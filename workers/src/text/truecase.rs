@@ -12,6 +12,12 @@ pub struct Truecaser {
     forms: HashMap<String, String>,
 }
 
+/// The forms of every word seen so far, counted text by text (a corpus streams through).
+#[derive(Debug, Default)]
+pub struct CaseCounts {
+    counts: HashMap<String, HashMap<String, u32>>,
+}
+
 /// A token's word, without the punctuation around it: `(leading, word, trailing)`.
 fn split_word(token: &str) -> (&str, &str, &str) {
     let start = token.find(|c: char| c.is_alphanumeric()).unwrap_or(token.len());
@@ -19,30 +25,40 @@ fn split_word(token: &str) -> (&str, &str, &str) {
     (&token[..start], &token[start..end.max(start)], &token[end.max(start)..])
 }
 
-impl Truecaser {
-    /// Counts the forms of every word of `texts`, leaving out sentence-initial words (capitalised by
+impl CaseCounts {
+    /// Counts the forms of the words of `text`, leaving out sentence-initial words (capitalised by
     /// position, not by what they are).
-    pub fn learn<'a>(texts: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut counts: HashMap<String, HashMap<String, u32>> = HashMap::new();
-        for text in texts {
-            let mut initial = true;
-            for token in text.split_whitespace() {
-                let (_, word, trailing) = split_word(token);
-                if !word.is_empty() && !initial {
-                    *counts.entry(word.to_lowercase()).or_default().entry(word.to_string()).or_default() += 1;
-                }
-                initial = trailing.ends_with(['.', '!', '?']) || word.is_empty() && initial;
+    pub fn add(&mut self, text: &str) {
+        let mut initial = true;
+        for token in text.split_whitespace() {
+            let (_, word, trailing) = split_word(token);
+            if !word.is_empty() && !initial {
+                *self.counts.entry(word.to_lowercase()).or_default().entry(word.to_string()).or_default() += 1;
             }
+            initial = trailing.ends_with(['.', '!', '?']) || word.is_empty() && initial;
         }
-        let forms = counts
+    }
+
+    /// Each word's most frequent form; a tie goes to the lowercase form, then to the first in order.
+    pub fn truecaser(self) -> Truecaser {
+        let forms = self
+            .counts
             .into_iter()
             .map(|(lower, forms)| {
-                // Most frequent; a tie goes to the lowercase form, then to the first in order.
                 let best = forms.into_iter().max_by(|a, b| a.1.cmp(&b.1).then((a.0 == lower).cmp(&(b.0 == lower))).then(b.0.cmp(&a.0))).map(|f| f.0);
                 (lower.clone(), best.unwrap_or(lower))
             })
             .collect();
-        Self { forms }
+        Truecaser { forms }
+    }
+}
+
+impl Truecaser {
+    /// Learned from `texts`.
+    pub fn learn<'a>(texts: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut counts = CaseCounts::default();
+        texts.into_iter().for_each(|t| counts.add(t));
+        counts.truecaser()
     }
 
     /// `question` truecased, when it is all lowercase; otherwise as it is.

@@ -92,13 +92,22 @@ pub fn bool_tensor<B: Backend>(rows: &[Vec<bool>], width: usize, device: &B::Dev
     Tensor::from_data(TensorData::new(flat, [rows.len(), width]), device)
 }
 
-/// The smallest target probability MML takes the log of, as DensePhrases clamps it: a question whose
-/// targets are all but impossible adds at most −log 1e-7 and no gradient.
+/// The smallest target probability QSFT's MML takes the log of, as DensePhrases clamps it in
+/// `train_query`: a question whose targets are all but impossible adds at most −log 1e-7 and no gradient.
 pub const MML_FLOOR: f32 = 1e-7;
 
-/// Mean over questions with at least one target of −log max(Σ_{targets} softmax(logits over
-/// `in_softmax`), [`MML_FLOOR`]). `None` when no question has a target (the term is skipped for this batch).
+/// Mean over questions with at least one target of −log Σ_{targets} softmax(logits over `in_softmax`).
+/// `None` when no question has a target (the term is skipped for this batch).
 pub fn mml<B: Backend>(logits: Tensor<B, 2>, target: Tensor<B, 2, Bool>, in_softmax: Tensor<B, 2, Bool>) -> Option<Tensor<B, 1>> {
+    mml_with(logits, target, in_softmax, None)
+}
+
+/// [`mml`] with the target mass clamped to [`MML_FLOOR`] (QSFT's terms).
+pub fn mml_floored<B: Backend>(logits: Tensor<B, 2>, target: Tensor<B, 2, Bool>, in_softmax: Tensor<B, 2, Bool>) -> Option<Tensor<B, 1>> {
+    mml_with(logits, target, in_softmax, Some(MML_FLOOR))
+}
+
+fn mml_with<B: Backend>(logits: Tensor<B, 2>, target: Tensor<B, 2, Bool>, in_softmax: Tensor<B, 2, Bool>, floor: Option<f32>) -> Option<Tensor<B, 1>> {
     let has: Vec<bool> = target.clone().any_dim(1).into_data().convert::<bool>().to_vec().expect("bool mask");
     let n = has.iter().filter(|&&h| h).count();
     if n == 0 {
@@ -107,9 +116,13 @@ pub fn mml<B: Backend>(logits: Tensor<B, 2>, target: Tensor<B, 2, Bool>, in_soft
     let device = logits.device();
     let log_p = log_softmax(logits.mask_fill(in_softmax.bool_not(), MASKED), 1);
     let picked = log_p.mask_fill(target.bool_not(), MASKED);
-    let per_question = log_sum_exp(picked).clamp_min(MML_FLOOR.ln()).neg();
+    let log_mass = log_sum_exp(picked);
+    let log_mass = match floor {
+        Some(f) => log_mass.clamp_min(f.ln()),
+        None => log_mass,
+    };
     let weights = Tensor::<B, 1>::from_data(TensorData::new(has.iter().map(|&h| h as u8 as f32).collect::<Vec<_>>(), [has.len()]), &device);
-    Some((per_question * weights).sum().div_scalar(n as f32))
+    Some((log_mass.neg() * weights).sum().div_scalar(n as f32))
 }
 
 /// log Σ exp along dim 1, stable: `[b, c]` → `[b]`.
@@ -212,11 +225,14 @@ mod tests {
         assert!((loss - (3.0f32 / 2.0).ln()).abs() < 1e-5, "{loss}");
         let none = bool_tensor::<Cpu>(&[vec![false; 4], vec![false; 4]], 4, &dev);
         assert!(mml(logits, none, all.clone()).is_none());
-        // A target with probability e^-100 costs −log 1e-7, not 100.
+        // QSFT's floor: a target with probability e^-100 costs −log 1e-7, not 100.
         let far = Tensor::<Cpu, 2>::from_data(TensorData::new(vec![-100.0f32, 0.0, 0.0, 0.0], [1, 4]), &dev);
         let first = bool_tensor::<Cpu>(&[vec![true, false, false, false]], 4, &dev);
-        let loss: f32 = mml(far, first, bool_tensor::<Cpu>(&[vec![true; 4]], 4, &dev)).unwrap().into_scalar();
+        let every = bool_tensor::<Cpu>(&[vec![true; 4]], 4, &dev);
+        let loss: f32 = mml_floored(far.clone(), first.clone(), every.clone()).unwrap().into_scalar();
         assert!((loss + MML_FLOOR.ln()).abs() < 1e-3, "{loss}");
+        let plain: f32 = mml(far, first, every).unwrap().into_scalar();
+        assert!(plain > 100.0, "the supervised losses are plain cross-entropy: {plain}");
     }
 
     #[test]

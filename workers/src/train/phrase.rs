@@ -109,17 +109,19 @@ pub fn add_teacher<B: Backend>(reader: &Reader<B>, text: &TextEncoder, rows: &mu
     Ok(())
 }
 
-/// The filter head's loss on one side (start or end): binary cross-entropy over each row's own tokens
-/// (`own`), the row's `positive` token weighted by the sequence length (so a row's one answer start
-/// weighs as much as all its other tokens together), averaged over the own tokens. `logits`: `[b, s]`.
+/// The filter head's loss on one side (start or end), as DensePhrases weighs it: per row, binary
+/// cross-entropy over its own tokens (`own`) with the `positive` token weighted by the row's length (so
+/// its one answer boundary weighs as much as all its other tokens together), averaged over the row's
+/// tokens; then averaged over rows. `logits`: `[b, s]`.
 pub fn filter_bce<B: Backend>(logits: Tensor<B, 2>, positive: &[usize], own: &[Vec<bool>], device: &B::Device) -> Tensor<B, 1> {
     let [b, s] = logits.dims();
+    let lengths: Vec<f32> = own.iter().map(|r| r.iter().filter(|&&o| o).count().max(1) as f32).collect();
     let y: Vec<f32> = positive.iter().flat_map(|&at| (0..s).map(move |p| (p == at) as u8 as f32)).collect();
     let y = Tensor::<B, 2>::from_data(TensorData::new(y, [b, s]), device);
-    let pos_weight = s as f32;
-    let bce = (y.clone().mul_scalar(pos_weight) * log_sigmoid(logits.clone()) + (y.neg() + 1.0) * log_sigmoid(logits.neg())).neg();
-    let count = own.iter().flatten().filter(|&&o| o).count() as f32;
-    bce.mask_fill(bool_tensor::<B>(own, s, device).bool_not(), 0.0).sum().div_scalar(count)
+    let length = Tensor::<B, 1>::from_data(TensorData::new(lengths, [b]), device).reshape([b, 1]);
+    let bce = (y.clone() * length.clone() * log_sigmoid(logits.clone()) + (y.neg() + 1.0) * log_sigmoid(logits.neg())).neg();
+    let per_row = bce.mask_fill(bool_tensor::<B>(own, s, device).bool_not(), 0.0).sum_dim(1) / length;
+    per_row.mean().reshape([1])
 }
 
 /// Loss of a batch. With `distill_settings`, rows carry the reader's distributions and the loss pulls
@@ -163,7 +165,7 @@ pub fn phrase_loss<B: Backend>(
             let le = mml(end, bool_tensor::<B>(&one_hot(|r| r.answer.1), b * s, device), valid).expect("answers");
             (ls + le).div_scalar(2.0)
         }
-        Negatives::InBatch { .. } => {
+        Negatives::InBatch { weight, .. } => {
             // Its own paragraph's tokens…
             let own_scores = |q: Tensor<B, 2>| (h.clone() * q.unsqueeze_dim::<3>(1)).sum_dim(2).reshape([b, s]);
             let at = |pick: fn(&PhraseRow) -> usize| -> Vec<Vec<bool>> { rows.iter().map(|r| (0..s).map(|p| p == pick(r)).collect()).collect() };
@@ -181,7 +183,7 @@ pub fn phrase_loss<B: Backend>(
                 mml(logits, bool_tensor::<B>(&diagonal, n, device), bool_tensor::<B>(&vec![vec![true; n]; b], n, device)).expect("a target per row")
             };
             let ib = in_batch(qs.clone(), gold_start.clone(), false) + in_batch(qe.clone(), gold_end.clone(), true);
-            (ls + le).div_scalar(2.0) + ib.div_scalar(2.0)
+            (ls + le).div_scalar(2.0) + ib.mul_scalar(*weight as f32 / 2.0)
         }
     };
     let span_value: f32 = span.clone().into_scalar().elem();
@@ -216,7 +218,7 @@ pub fn phrase_loss<B: Backend>(
         };
         let kl = (term(qs, &ts) + term(qe, &te)).div_scalar(2.0);
         distill_value = Some(kl.clone().into_scalar().elem());
-        total = total + kl.mul_scalar(settings.weight as f32);
+        total = total + kl.mul_scalar(settings.phrase_weight() as f32);
     }
     let data = |t: Tensor<B, 2>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
     let gold = (data(gold_start.detach()), data(gold_end.detach()));

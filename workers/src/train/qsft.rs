@@ -2,7 +2,7 @@
 //! candidate spans from the phrase index, and the trainable copy is scored against them with the
 //! configured loss terms. Only the query encoders train: the candidates' vectors are the index's.
 
-use super::losses::{Candidate, Gold, bool_tensor, distill, mml, targets};
+use super::losses::{Candidate, Gold, bool_tensor, distill, mml_floored, targets};
 use super::reader::prob_tensor;
 use crate::eval::metrics::{self, MarMode, exact_match};
 use crate::model::bert::BertInput;
@@ -165,13 +165,13 @@ pub fn qsft_loss<B: Backend>(query: &QueryEncoder<B>, batch: &QsftBatch<B>, run:
             let s = distill(start.clone(), prob_tensor::<B>(&ts, w, &device), inside.clone(), valid_t.clone(), kind, temp);
             let e = distill(end.clone(), prob_tensor::<B>(&te, w, &device), inside, valid_t.clone(), kind, temp);
             // The study's term: weight · (start + end) / 2.
-            add(s, e).map(|v| v.mul_scalar((run.distill.weight / 2.0) as f32))
+            add(s, e).map(|v| v.mul_scalar((run.distill.qsft_weight() / 2.0) as f32))
         } else {
             let (t, soft): (Vec<Vec<bool>>, Vec<Vec<bool>>) = batch.questions.iter().map(|q| targets(term, &q.candidates, &q.gold)).unzip();
             let soft: Vec<Vec<bool>> = soft.iter().zip(&valid).map(|(s, v)| (0..w).map(|i| v[i] && s.get(i).copied().unwrap_or(false)).collect()).collect();
             let (t, soft) = (bool_tensor::<B>(&t, w, &device), bool_tensor::<B>(&soft, w, &device));
-            let parts = add(mml(start.clone(), t.clone(), soft.clone()), mml(end.clone(), t.clone(), soft.clone()));
-            if term == LossTerm::Query || run.dense { add(parts, mml(sum.clone(), t, soft)) } else { parts }
+            let parts = add(mml_floored(start.clone(), t.clone(), soft.clone()), mml_floored(end.clone(), t.clone(), soft.clone()));
+            if term == LossTerm::Query || run.dense { add(parts, mml_floored(sum.clone(), t, soft)) } else { parts }
         };
         if let Some(v) = value {
             values.insert(term, v.clone().into_scalar().elem::<f32>());

@@ -115,6 +115,14 @@ async fn load_partial<M: AutodiffModule<JobTrain>>(
     Ok((model, trainer, progress, Some(at)))
 }
 
+/// Deletes what [`save_state`] wrote under `rel`.
+pub async fn drop_state(store: &Store, rel: &str) -> Result<()> {
+    for name in STATE_FILES {
+        store.delete(&format!("{rel}/{name}")).await?;
+    }
+    Ok(())
+}
+
 /// Drops a finished job's resumable state (the progress file first, so what is left is never taken for
 /// a checkpoint): hundreds of megabytes that nothing will read again.
 pub async fn drop_partial(store: &Store, rel: &str) -> Result<()> {
