@@ -11,6 +11,7 @@ use phrasesweep_schemas::{ExperimentConfig, JobEnvelope};
 use phrasesweep_schemas::outcome::{Metrics, QsftOutcome, RetrieveOutcome, Role, TrainOutcome};
 use phrasesweep_schemas::record::{self, Done, StageCommit};
 use phrasesweep_workers::io::store::Store;
+use phrasesweep_workers::train::phrase::PhraseEval;
 use serde::de::DeserializeOwned;
 use std::future::Future;
 
@@ -73,7 +74,8 @@ pub async fn walk<V: Visitor>(store: &Store, config: &ExperimentConfig, visitor:
     let trained = |role| w.phrase.as_ref().and_then(|p| p.checkpoints.get(&role).cloned());
     let (phrase_model, query) = (trained(Role::Phrase), trained(Role::Query));
     let model = plan::phrase_model(config, phrase_model.as_ref())?;
-    let calibrated = w.phrase.as_ref().and_then(|p| p.after["calibrated"]["threshold"].as_f64()).map(|t| t as f32);
+    let evaluated = w.phrase.as_ref().and_then(|p| serde_json::from_value::<PhraseEval>(p.after.clone()).ok());
+    let calibrated = evaluated.and_then(|e| e.calibrated).map(|c| c.threshold);
     let Some(phrases) = visitor.visit(&plan::encode_stage(store, config, corpus.version, &model, calibrated).await?).await? else { return Ok(w) };
     let Some(indexed) = visitor.visit(&plan::index_stage(store, config, phrases.version)).await? else { return Ok(w) };
 

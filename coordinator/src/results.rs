@@ -3,18 +3,15 @@
 
 use crate::drive::RESULT_FILES_KEY;
 use anyhow::{Context, Result};
-use arrow::array::AsArray;
-use arrow::datatypes::{Float32Type, UInt32Type};
 use phrasesweep_schemas::outcome::Metrics;
 use phrasesweep_schemas::record::METRICS_FILE;
-use phrasesweep_schemas::tables::results;
 use phrasesweep_workers::eval::runfile::{self, MetaValue};
 use phrasesweep_workers::eval::table::metrics_from_batch;
 use phrasesweep_workers::io::parquet::read_parquet;
 use phrasesweep_workers::io::store::Store;
-use phrasesweep_workers::jobs::score::score_run_lines;
+use phrasesweep_workers::jobs::score::{read_ranked, score_run_lines};
 use phrasesweep_workers::text::questions::parse_questions;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use tracing::info;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -60,7 +57,7 @@ pub async fn export_runs(store: &Store, dir: &Path) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for (retrieval, parts) in &files {
         let mut out = String::new();
-        for (qid, rows) in ranked_rows(store, parts).await? {
+        for (qid, rows) in read_ranked(store, parts).await? {
             let texts: Vec<String> = rows.iter().map(|r| r.text.clone()).collect();
             let meta = [
                 ("retrieval", MetaValue::Text(retrieval.clone())),
@@ -79,45 +76,6 @@ pub async fn export_runs(store: &Store, dir: &Path) -> Result<Vec<PathBuf>> {
         written.push(path);
     }
     Ok(written)
-}
-
-struct Row {
-    rank: u32,
-    unit: String,
-    text: String,
-    score: f32,
-    encoder: String,
-}
-
-/// The rows of retrieve outputs by question, in rank order, questions in the order they first appear.
-async fn ranked_rows(store: &Store, files: &[String]) -> Result<Vec<(String, Vec<Row>)>> {
-    let (mut order, mut by_id): (Vec<String>, HashMap<String, Vec<Row>>) = Default::default();
-    for f in files {
-        let (batches, _) = read_parquet(store, f).await?;
-        for b in batches {
-            let col = |n: &str| b.column_by_name(n).with_context(|| format!("{f}: column {n} is missing"));
-            let (ids, texts, units, encoders) = (col(results::QUESTION_ID)?, col(results::TEXT)?, col(results::UNIT)?, col(results::ENCODER)?);
-            let (ids, texts, units, encoders) = (ids.as_string::<i32>(), texts.as_string::<i32>(), units.as_string::<i32>(), encoders.as_string::<i32>());
-            let ranks = col(results::RANK)?.as_primitive::<UInt32Type>().clone();
-            let scores = col(results::SCORE)?.as_primitive::<Float32Type>().clone();
-            for i in 0..b.num_rows() {
-                let id = ids.value(i).to_string();
-                let rows = by_id.entry(id.clone()).or_insert_with(|| {
-                    order.push(id);
-                    Vec::new()
-                });
-                rows.push(Row { rank: ranks.value(i), unit: units.value(i).into(), text: texts.value(i).into(), score: scores.value(i), encoder: encoders.value(i).into() });
-            }
-        }
-    }
-    Ok(order
-        .into_iter()
-        .map(|id| {
-            let mut rows = by_id.remove(&id).unwrap_or_default();
-            rows.sort_by_key(|r| r.rank);
-            (id, rows)
-        })
-        .collect())
 }
 
 /// Scores the run file `run` against the questions file `questions` (one JSON question per line, with

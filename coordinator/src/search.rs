@@ -11,7 +11,7 @@ use phrasesweep_workers::model::registry::{load_query_encoder, model_ref};
 use phrasesweep_workers::index::units::Hit;
 use phrasesweep_workers::index::search::PhraseIndex;
 use phrasesweep_workers::io::store::Store;
-use phrasesweep_workers::jobs::retrieve::query_texts;
+use phrasesweep_workers::text::truecase::query_texts;
 
 use phrasesweep_schemas::record::{CORPUS_DATASET, PHRASES_DATASET, StageKind};
 
@@ -31,7 +31,7 @@ pub async fn search_store(uri: &str, encoder: &str, unit: Unit, k: usize, nprobe
     let index = PhraseIndex::open(&store, &phrases, &corpus, &settings).await?;
     let device = Default::default();
     let (model, text) = load_query_encoder::<Cpu>(&model_ref(encoder)?, &device)?;
-    let question = query_texts(&store, &corpus, &[question], &settings.question, &text).await?.remove(0);
+    let question = query_texts(&store, &corpus, &[question], &settings.question, text.keeps_case()).await?.remove(0);
     let (qs, qe) = encode_queries(&model, &text, &[question.as_str()], settings.query_len, 1, &device)?.remove(0);
     index.search(&qs, &qe, unit, k, encoder).await
 }

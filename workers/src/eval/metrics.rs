@@ -26,21 +26,11 @@ pub enum MarMode {
 }
 
 impl MarMode {
-    pub const ALL: [MarMode; 3] = [MarMode::Seed, MarMode::Strict, MarMode::Mentor];
-
     /// Bins of the walk: the word budgets 100, 200, … it reports.
     pub fn bins(self) -> usize {
         match self {
             MarMode::Seed | MarMode::Strict => BINS,
             MarMode::Mentor => MENTOR_BINS,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MarMode::Seed => "seed",
-            MarMode::Strict => "strict",
-            MarMode::Mentor => "mentor",
         }
     }
 }

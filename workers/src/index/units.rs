@@ -28,7 +28,7 @@ pub struct Hit {
 
 impl Hit {
     /// The index hit behind the evidence: its paragraph and span.
-    pub fn span_key(&self) -> (&str, u32, (u32, u32)) {
+    pub fn span_key(&self) -> SpanKey<'_> {
         (&self.doc_id, self.paragraph, self.span)
     }
 
@@ -88,15 +88,18 @@ pub fn static_merge(phrases: Vec<Hit>, sentences: Vec<Hit>) -> Vec<Hit> {
     phrases.into_iter().chain(sentences).collect()
 }
 
+/// An index hit as evidence names it: document, paragraph, `[start, end)` in characters.
+pub type SpanKey<'a> = (&'a str, u32, (u32, u32));
+
 /// `dynamic`: the phrase query encoder's k phrases and the sentence query encoder's k sentences, sorted
 /// together by score (up to 2k texts, as `static` returns). A phrase that both found becomes its
 /// sentence, which keeps the larger of the two scores. Which phrases both found is `rule`'s call:
 /// `SharedHits` (the design), when the phrase's own span is among `sentence_spans` (every index hit of
 /// the sentence encoder's search, 2k of them) and its sentence is among the retrieved ones;
 /// `Sentence`, when the phrase's sentence has the text of a retrieved sentence.
-pub fn dynamic_merge(phrases: Vec<Hit>, mut sentences: Vec<Hit>, sentence_spans: &[Hit], rule: DynamicMerge) -> Vec<Hit> {
+pub fn dynamic_merge(phrases: Vec<Hit>, mut sentences: Vec<Hit>, sentence_spans: &HashSet<SpanKey>, rule: DynamicMerge) -> Vec<Hit> {
     let by_text: HashMap<&str, usize> = sentences.iter().enumerate().rev().map(|(i, s)| (s.text.as_str(), i)).collect();
-    let spans: HashSet<_> = sentence_spans.iter().map(Hit::span_key).collect();
+    let spans = sentence_spans;
     let mut raised: Vec<(usize, f32)> = Vec::new();
     let mut merged = Vec::new();
     for p in phrases {
@@ -135,6 +138,10 @@ mod tests {
             sentence: sentence.into(),
             encoder: "e".into(),
         }
+    }
+
+    fn keys(spans: &[Hit]) -> HashSet<SpanKey<'_>> {
+        spans.iter().map(Hit::span_key).collect()
     }
 
     fn texts(h: &[Hit]) -> Vec<&str> {
@@ -189,7 +196,7 @@ mod tests {
         ];
         // The sentence encoder found s1 through the span (0, 1), the phrase's own.
         let spans = vec![hit(Unit::Phrase, "x", 7.0, "d", (8, 9), "s2"), hit(Unit::Phrase, "p-in-s1", 2.0, "d", (0, 1), "s1")];
-        let out = dynamic_merge(phrases, sentences, &spans, DynamicMerge::SharedHits);
+        let out = dynamic_merge(phrases, sentences, &keys(&spans), DynamicMerge::SharedHits);
         assert_eq!(texts(&out), vec!["s1", "s2", "p-alone", "p-low"], "shared hit becomes its sentence with score 9; nothing cut");
         assert_eq!(out[0].score, 9.0);
         assert_eq!(out[0].unit, Unit::Sentence);
@@ -200,9 +207,9 @@ mod tests {
         let phrases = vec![hit(Unit::Phrase, "p", 9.0, "d", (0, 1), "s1")];
         let sentences = vec![hit(Unit::Sentence, "s1", 2.0, "d", (4, 6), "s1")];
         let spans = vec![hit(Unit::Phrase, "q", 2.0, "d", (4, 6), "s1")];
-        let shared = dynamic_merge(phrases.clone(), sentences.clone(), &spans, DynamicMerge::SharedHits);
+        let shared = dynamic_merge(phrases.clone(), sentences.clone(), &keys(&spans), DynamicMerge::SharedHits);
         assert_eq!(texts(&shared), vec!["p", "s1"], "the index hits differ: both stay");
-        let contained = dynamic_merge(phrases, sentences, &spans, DynamicMerge::Sentence);
+        let contained = dynamic_merge(phrases, sentences, &keys(&spans), DynamicMerge::Sentence);
         assert_eq!(texts(&contained), vec!["s1"], "same sentence text: the phrase becomes it");
         assert_eq!(contained[0].score, 9.0);
     }
@@ -218,7 +225,7 @@ mod tests {
             hit(Unit::Sentence, "S3 holds the answer", 7.0, "d", (4, 5), "S3 holds the answer"),
             hit(Unit::Sentence, "S4", 6.0, "d", (6, 7), "S4"),
         ];
-        let out = dynamic_merge(phrases, sentences.clone(), &sentences, DynamicMerge::SharedHits);
+        let out = dynamic_merge(phrases, sentences.clone(), &keys(&sentences), DynamicMerge::SharedHits);
         assert_eq!(texts(&out), vec!["P1", "P2", "S3 holds the answer", "S4"]);
         let score = mar(&[walk(&texts(&out), &["answer".to_string()], MarMode::Seed)], MarMode::Seed).mar;
         assert_eq!(score, 1.0);

@@ -9,23 +9,20 @@ use crate::model::registry::{load_query_encoder, local_model};
 use crate::io::parquet::write_parquet;
 use crate::progress::RateLog;
 use crate::text::questions::{Question, parse_questions};
-use crate::text::truecase::{self, CaseCounts, Truecaser};
-use crate::text::corpus::for_each_corpus_row;
-use crate::model::text::TextEncoder;
-use crate::index::units::{Hit, Mode, Unit, drop_contained_phrases, dynamic_merge, static_merge};
+use crate::text::truecase::query_texts;
+use crate::index::units::{Hit, Mode, SpanKey, Unit, drop_contained_phrases, dynamic_merge, static_merge};
 use crate::index::scan::Candidates;
-use crate::index::search::{PhraseIndex, Span, hits, hits_for, span_hit};
+use crate::index::search::{PhraseIndex, Span, hits, hits_for};
 use crate::text::corpus::CorpusRow;
 use crate::io::store::Store;
 use anyhow::{Context, Result};
 use arrow::array::{ArrayRef, Float32Array, RecordBatch, StringArray, UInt32Array};
-use phrasesweep_schemas::job::{DatasetVersion, LineShard, RetrieveConfig, RetrieveInputs};
-use phrasesweep_schemas::settings::QuestionText;
+use phrasesweep_schemas::job::{LineShard, RetrieveConfig, RetrieveInputs};
 use phrasesweep_schemas::outcome::RetrieveOutcome;
 use phrasesweep_schemas::tables::results_schema;
 use phrasesweep_schemas::settings::SearchMethod;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 use tracing::info;
 
@@ -40,40 +37,6 @@ const RECALL_SAMPLE: usize = 25;
 pub async fn read_questions(store: &Store, shard: &LineShard) -> Result<Vec<Question>, JobError> {
     let bytes = read_shard(store, shard).await?;
     parse_questions(&shard.path, shard.first_line, &bytes).map_err(|e| JobError::Input(e.to_string()))
-}
-
-/// Truecasers learned from a corpus version, by store and version: every job of a run on a worker
-/// shares one.
-static TRUECASERS: LazyLock<moka::sync::Cache<String, Arc<Truecaser>>> = LazyLock::new(|| moka::sync::Cache::new(4));
-
-/// The casing of the corpus's titles and paragraphs.
-pub async fn truecaser(store: &Store, corpus: &DatasetVersion) -> Result<Arc<Truecaser>> {
-    let key = format!("{}\u{0}{}@{}", store.root_uri(), corpus.dataset, corpus.version);
-    if let Some(found) = TRUECASERS.get(&key) {
-        return Ok(found);
-    }
-    // Each paragraph, and each document's title once.
-    let (mut counts, mut document) = (CaseCounts::default(), String::new());
-    for_each_corpus_row(store, corpus, |p| {
-        if p.doc_id != document {
-            counts.add(&p.title);
-            document = p.doc_id;
-        }
-        counts.add(&p.text);
-    })
-    .await?;
-    let caser = Arc::new(counts.truecaser());
-    TRUECASERS.insert(key, caser.clone());
-    Ok(caser)
-}
-
-/// The texts `text`'s query encoder reads for `questions`, prepared as `settings` say.
-pub async fn query_texts<S: AsRef<str>>(store: &Store, corpus: &DatasetVersion, questions: &[S], settings: &QuestionText, text: &TextEncoder) -> Result<Vec<String>> {
-    let caser = match truecase::truecases(settings, text.keeps_case()) {
-        true => Some(truecaser(store, corpus).await?),
-        false => None,
-    };
-    Ok(questions.iter().map(|q| truecase::prepare(q.as_ref(), settings, caser.as_deref())).collect())
 }
 
 pub async fn run(store: &Store, inputs: &RetrieveInputs, config: &RetrieveConfig) -> Result<RetrieveOutcome, JobError> {
@@ -105,9 +68,10 @@ pub async fn run(store: &Store, inputs: &RetrieveInputs, config: &RetrieveConfig
             recall_at_100 = dense.recall_at_100;
             for i in 0..texts.len() {
                 let phrases = apply_opt(*opt, dense.search(i, phrase_encoder, Unit::Phrase));
-                let sentences = dense.search(i, sentence_encoder, Unit::Sentence);
+                let spans = dense.spans(i, sentence_encoder, Unit::Sentence);
+                let sentences = dense.hits(&spans, sentence_encoder, Unit::Sentence);
                 per_question.push(match &r.mode {
-                    Mode::Dynamic { merge, .. } => dynamic_merge(phrases, sentences, &dense.span_hits(i, sentence_encoder, Unit::Sentence), *merge),
+                    Mode::Dynamic { merge, .. } => dynamic_merge(phrases, sentences, &dense.span_keys(&spans), *merge),
                     _ => static_merge(phrases, sentences),
                 });
                 log.add(1);
@@ -168,7 +132,7 @@ impl Dense {
                 let device = job_device()?;
                 let (model, text) = load_query_encoder::<Job>(&local_model(store, model_ref).await?, &device)?;
                 offset.insert(name.clone(), queries.len());
-                let prepared = query_texts(store, &inputs.corpus, &texts, &config.search.question, &text).await?;
+                let prepared = query_texts(store, &inputs.corpus, &texts, &config.search.question, text.keeps_case()).await?;
                 let prepared: Vec<&str> = prepared.iter().map(String::as_str).collect();
                 queries.extend(encode_queries(&model, &text, &prepared, config.search.query_len, QUERY_BATCH, &device)?);
             }
@@ -231,16 +195,22 @@ impl Dense {
 
     /// Question `i`'s top-k units of one kind, by one query encoder.
     fn search(&self, i: usize, encoder: &str, unit: Unit) -> Vec<Hit> {
-        hits(&self.spans(i, encoder, unit), &self.paragraphs, unit, self.k, encoder)
+        self.hits(&self.spans(i, encoder, unit), encoder, unit)
     }
 
-    /// The spans behind [`Dense::search`]'s units, each as a phrase hit.
-    fn span_hits(&self, i: usize, encoder: &str, unit: Unit) -> Vec<Hit> {
-        self.spans(i, encoder, unit).iter().filter_map(|s| self.paragraphs.get(&s.corpus_row).map(|p| span_hit(s, p, encoder))).collect()
-    }
-
+    /// The spans behind question `i`'s units of one kind.
     fn spans(&self, i: usize, encoder: &str, unit: Unit) -> Vec<Span> {
         self.candidates[self.offset[encoder] + i].spans(hits_for(unit, self.k))
+    }
+
+    /// The top-k units of `spans`.
+    fn hits(&self, spans: &[Span], encoder: &str, unit: Unit) -> Vec<Hit> {
+        hits(spans, &self.paragraphs, unit, self.k, encoder)
+    }
+
+    /// The index hits of `spans`, named as evidence names them.
+    fn span_keys<'a>(&'a self, spans: &[Span]) -> HashSet<SpanKey<'a>> {
+        spans.iter().filter_map(|s| self.paragraphs.get(&s.corpus_row).map(|p| (p.doc_id.as_str(), p.paragraph, (s.char_start, s.char_end)))).collect()
     }
 }
 

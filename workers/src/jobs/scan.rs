@@ -4,7 +4,8 @@
 //! killed scan job is redone alone.
 
 use super::JobError;
-use super::retrieve::{QUERY_BATCH, query_texts, read_questions};
+use super::retrieve::{QUERY_BATCH, read_questions};
+use crate::text::truecase::query_texts;
 use crate::index::scan::{BATCH_ROWS, Candidates, Queries, scan};
 use crate::io::lance::open_dataset;
 use crate::io::store::Store;
@@ -22,7 +23,7 @@ pub async fn run(store: &Store, inputs: &ScanInputs, config: &ScanConfig) -> Res
     let device = job_device()?;
     let (model, text) = load_query_encoder::<Job>(&local_model(store, &config.model).await?, &device)?;
     let asked: Vec<&str> = questions.iter().map(|q| q.question.as_str()).collect();
-    let texts = query_texts(store, &inputs.corpus, &asked, &config.question, &text).await?;
+    let texts = query_texts(store, &inputs.corpus, &asked, &config.question, text.keeps_case()).await?;
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     let queries = Queries::new(&encode_queries(&model, &text, &texts, config.query_len, QUERY_BATCH, &device)?);
     let v = &inputs.phrases;

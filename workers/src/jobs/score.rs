@@ -10,7 +10,7 @@ use crate::io::store::Store;
 use crate::eval::table::metrics_batch;
 use anyhow::{Context, Result};
 use arrow::array::{ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
-use arrow::datatypes::UInt32Type;
+use arrow::datatypes::{Float32Type, UInt32Type};
 use phrasesweep_schemas::job::{InputFile, ScoreConfig, ScoreInputs};
 use phrasesweep_schemas::outcome::Metrics;
 use phrasesweep_schemas::tables::{metrics_schema, per_question_schema, results};
@@ -101,27 +101,61 @@ pub fn score_run_lines(name: &str, questions: &[Question], lines: Vec<RunLine>) 
     aggregate(name, "run-file", questions, &evidence).0
 }
 
-/// Reads the ranked evidence of retrieve outputs, by question id.
-pub async fn read_evidence(store: &Store, files: &[String]) -> Result<HashMap<String, Evidence>> {
-    let mut rows: HashMap<String, Vec<(u32, String, String)>> = HashMap::new();
+/// One row of a retrieve output, as read back.
+#[derive(Debug, Clone)]
+pub struct RankedRow {
+    pub rank: u32,
+    pub unit: String,
+    pub text: String,
+    pub score: f32,
+    pub phrase: String,
+    pub encoder: String,
+}
+
+/// The rows of retrieve outputs by question, in rank order, questions in the order they first appear.
+pub async fn read_ranked(store: &Store, files: &[String]) -> Result<Vec<(String, Vec<RankedRow>)>> {
+    let (mut order, mut by_id): (Vec<String>, HashMap<String, Vec<RankedRow>>) = Default::default();
     for f in files {
         let (batches, _) = read_parquet(store, f).await?;
         for b in batches {
             let col = |n: &str| b.column_by_name(n).with_context(|| format!("{f}: column {n} is missing"));
-            let ids = col(results::QUESTION_ID)?.as_string::<i32>().clone();
+            let text = |n: &str| -> Result<StringArray> { Ok(col(n)?.as_string::<i32>().clone()) };
+            let (ids, units, texts, phrases, encoders) = (text(results::QUESTION_ID)?, text(results::UNIT)?, text(results::TEXT)?, text(results::PHRASE)?, text(results::ENCODER)?);
             let ranks = col(results::RANK)?.as_primitive::<UInt32Type>().clone();
-            let texts = col(results::TEXT)?.as_string::<i32>().clone();
-            let phrases = col(results::PHRASE)?.as_string::<i32>().clone();
+            let scores = col(results::SCORE)?.as_primitive::<Float32Type>().clone();
             for i in 0..b.num_rows() {
-                rows.entry(ids.value(i).to_string()).or_default().push((ranks.value(i), texts.value(i).into(), phrases.value(i).into()));
+                let id = ids.value(i);
+                if !by_id.contains_key(id) {
+                    order.push(id.to_string());
+                }
+                by_id.entry(id.to_string()).or_default().push(RankedRow {
+                    rank: ranks.value(i),
+                    unit: units.value(i).into(),
+                    text: texts.value(i).into(),
+                    score: scores.value(i),
+                    phrase: phrases.value(i).into(),
+                    encoder: encoders.value(i).into(),
+                });
             }
         }
     }
-    Ok(rows
+    Ok(order
         .into_iter()
-        .map(|(id, mut r)| {
-            r.sort_by_key(|x| x.0);
-            let (texts, phrases) = r.into_iter().map(|(_, t, p)| (t, p)).unzip();
+        .map(|id| {
+            let mut rows = by_id.remove(&id).unwrap_or_default();
+            rows.sort_by_key(|r| r.rank);
+            (id, rows)
+        })
+        .collect())
+}
+
+/// Reads the ranked evidence of retrieve outputs, by question id.
+pub async fn read_evidence(store: &Store, files: &[String]) -> Result<HashMap<String, Evidence>> {
+    Ok(read_ranked(store, files)
+        .await?
+        .into_iter()
+        .map(|(id, rows)| {
+            let (texts, phrases) = rows.into_iter().map(|r| (r.text, r.phrase)).unzip();
             (id, Evidence { texts, phrases })
         })
         .collect())

@@ -5,7 +5,7 @@
 
 use super::{JobError, read_file};
 use crate::index::search::PhraseIndex;
-use super::retrieve::query_texts;
+use crate::text::truecase::query_texts;
 use crate::io::store::Store;
 use crate::model::checkpoint;
 use crate::model::device::{Job, JobTrain, job_device};
@@ -117,10 +117,9 @@ pub async fn train_phrase(store: &Store, inputs: &SupervisedInputs, config: &Sup
     let models = trained.model.valid();
     let after = phrase::evaluate(&models.phrase, &models.query, &text, &dev, s, &device)?;
     info!(em = after.em, kept = after.kept, "phrase encoder after training on SQuAD dev");
-    let base = &start;
     let checkpoints = BTreeMap::from([
-        (Role::Phrase, publish(store, &models.phrase, PHRASE_KIND, base, &config.output, Role::Phrase).await?),
-        (Role::Query, publish(store, &models.query, QUERY_KIND, base, &config.output, Role::Query).await?),
+        (Role::Phrase, publish(store, &models.phrase, PHRASE_KIND, &start, &config.output, Role::Phrase).await?),
+        (Role::Query, publish(store, &models.query, QUERY_KIND, &start, &config.output, Role::Query).await?),
     ]);
     drop_partial(store, &partial).await?;
     let (before, after) = (serde_json::to_value(before).unwrap_or_default(), serde_json::to_value(after).unwrap_or_default());
@@ -138,7 +137,7 @@ pub async fn qsft_epoch(store: &Store, inputs: &QsftInputs, config: &QsftConfig)
     // The questions as the query encoders read them at retrieval.
     for set in [&mut train, &mut dev] {
         let asked: Vec<String> = set.iter().map(|q| q.question.clone()).collect();
-        let texts = query_texts(store, &inputs.corpus, &asked, &config.search.question, &text).await?;
+        let texts = query_texts(store, &inputs.corpus, &asked, &config.search.question, text.keeps_case()).await?;
         set.iter_mut().zip(texts).for_each(|(q, t)| q.question = t);
     }
     let (model, _) = load_query_encoder::<JobTrain>(&start, &device)?;

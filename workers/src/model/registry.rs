@@ -35,15 +35,15 @@ fn is_checkpoint(dir: &Path) -> bool {
     dir.join(RECORD).exists()
 }
 
-fn weights_of(dir: &Path) -> Result<PathBuf> {
-    if is_checkpoint(dir) { Ok(dir.join(WEIGHTS)) } else { weights_file(dir) }
-}
-
-/// The folder of a model reference, and whether it holds a DensePhrases checkpoint.
-fn folder_of(path: &str) -> (PathBuf, bool) {
-    match densephrases::folder(path) {
-        Some(dir) => (dir, true),
-        None => (PathBuf::from(path), false),
+/// The weights file a model name is pinned by.
+fn weights_of(name: &str) -> Result<PathBuf> {
+    let dir = model_dir(name);
+    if densephrases::folder(name).is_some() {
+        Ok(densephrases::weights(&dir))
+    } else if is_checkpoint(&dir) {
+        Ok(dir.join(WEIGHTS))
+    } else {
+        weights_file(&dir)
     }
 }
 
@@ -54,15 +54,16 @@ pub fn model_ref(name: &str) -> Result<ModelRef> {
         let hint = if name == DEFAULT_MODEL { " (run `make setup` to fetch all-MiniLM-L6-v2)" } else { "" };
         bail!("model folder {} does not exist{hint}", dir.display());
     }
-    if let Some(dir) = densephrases::folder(name) {
-        return Ok(ModelRef { path: format!("{}{}", densephrases::PREFIX, dir.display()), sha256: sha256_file(&densephrases::weights(&dir))? });
-    }
-    Ok(ModelRef { path: dir.display().to_string(), sha256: sha256_file(&weights_of(&dir)?)? })
+    let path = match densephrases::folder(name) {
+        Some(_) => format!("{}{}", densephrases::PREFIX, dir.display()),
+        None => dir.display().to_string(),
+    };
+    Ok(ModelRef { path, sha256: sha256_file(&weights_of(name)?)? })
 }
 
 fn checked_dir(r: &ModelRef) -> Result<PathBuf> {
-    let (dir, dp) = folder_of(&r.path);
-    let actual = sha256_file(&if dp { densephrases::weights(&dir) } else { weights_of(&dir)? })?;
+    let dir = model_dir(&r.path);
+    let actual = sha256_file(&weights_of(&r.path)?)?;
     if actual != r.sha256 {
         return Err(InputChanged { what: format!("the weights of {}", dir.display()), actual, planned: r.sha256.clone() }.into());
     }
@@ -135,7 +136,7 @@ fn load<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
     densephrases: impl FnOnce(&Path) -> Result<M>,
 ) -> Result<(M, TextEncoder)> {
     let dir = checked_dir(r)?;
-    let model = if folder_of(&r.path).1 {
+    let model = if densephrases::folder(&r.path).is_some() {
         densephrases(&dir)?
     } else if is_checkpoint(&dir) {
         checkpoint::load(&dir, kind, init)?.1

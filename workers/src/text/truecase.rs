@@ -3,8 +3,13 @@
 //! the first word capitalised. Truecasing matters only to a cased tokenizer; an uncased one (MiniLM's)
 //! lowercases it all again, so `auto` leaves it off there.
 
+use super::corpus::for_each_corpus_row;
+use crate::io::store::Store;
+use anyhow::Result;
+use phrasesweep_schemas::job::DatasetVersion;
 use phrasesweep_schemas::settings::{QuestionText, Truecase};
 use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
 
 /// Each word's most frequent written form, learned from text.
 #[derive(Debug, Default, Clone)]
@@ -103,6 +108,41 @@ pub fn prepare(question: &str, settings: &QuestionText, caser: Option<&Truecaser
         Some(c) => c.apply(q),
         None => q.to_string(),
     }
+}
+
+/// Truecasers learned from a corpus version, by store and version: every job of a run on a worker
+/// shares one.
+static TRUECASERS: LazyLock<moka::sync::Cache<String, Arc<Truecaser>>> = LazyLock::new(|| moka::sync::Cache::new(4));
+
+/// The casing of the corpus's titles and paragraphs.
+async fn truecaser(store: &Store, corpus: &DatasetVersion) -> Result<Arc<Truecaser>> {
+    let key = format!("{}\u{0}{}@{}", store.root_uri(), corpus.dataset, corpus.version);
+    if let Some(found) = TRUECASERS.get(&key) {
+        return Ok(found);
+    }
+    // Each paragraph, and each document's title once.
+    let (mut counts, mut document) = (CaseCounts::default(), String::new());
+    for_each_corpus_row(store, corpus, |p| {
+        if p.doc_id != document {
+            counts.add(&p.title);
+            document = p.doc_id;
+        }
+        counts.add(&p.text);
+    })
+    .await?;
+    let caser = Arc::new(counts.truecaser());
+    TRUECASERS.insert(key, caser.clone());
+    Ok(caser)
+}
+
+/// The texts a query encoder reads for `questions`, prepared as `settings` say; `cased`: its tokenizer
+/// keeps case ([`TextEncoder::keeps_case`](crate::model::text::TextEncoder::keeps_case)).
+pub async fn query_texts<S: AsRef<str>>(store: &Store, corpus: &DatasetVersion, questions: &[S], settings: &QuestionText, cased: bool) -> Result<Vec<String>> {
+    let caser = match truecases(settings, cased) {
+        true => Some(truecaser(store, corpus).await?),
+        false => None,
+    };
+    Ok(questions.iter().map(|q| prepare(q.as_ref(), settings, caser.as_deref())).collect())
 }
 
 #[cfg(test)]

@@ -87,16 +87,13 @@ impl Prebatch {
     /// The queued start (or end) vectors, `[n, dim]`.
     fn vectors<B: Backend>(&self, end: bool, dim: usize, device: &B::Device) -> Option<Tensor<B, 2>> {
         let flat: Vec<f32> = self.batches.iter().flat_map(|(s, e)| if end { e } else { s }).copied().collect();
-        (!flat.is_empty()).then(|| Tensor::from_data(TensorData::new(flat.clone(), [flat.len() / dim, dim]), device))
+        let rows = flat.len() / dim;
+        (rows > 0).then(|| Tensor::from_data(TensorData::new(flat, [rows, dim]), device))
     }
 
     /// Vectors queued (starts; as many ends).
     pub fn len(&self, dim: usize) -> usize {
         self.batches.iter().map(|(s, _)| s.len() / dim.max(1)).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.batches.is_empty()
     }
 }
 
@@ -189,9 +186,8 @@ pub fn phrase_loss<B: Backend>(
     let span_value: f32 = span.clone().into_scalar().elem();
     let mut total = span;
 
-    // The filter head: is this paragraph token an answer start (end)? As DensePhrases trains it: binary
-    // cross-entropy whose one positive per row weighs as much as the sequence is long, start and end
-    // weighted 0.5 each.
+    // The filter head: is this paragraph token an answer start (end)? As DensePhrases trains it
+    // ([`filter_bce`]), start and end weighted 0.5 each.
     let bce = |k: usize, pick: fn(&PhraseRow) -> usize| {
         let logits = filter.clone().slice([0..b, 0..s, k..k + 1]).reshape([b, s]);
         filter_bce(logits, &rows.iter().map(pick).collect::<Vec<_>>(), &own_mask, device)

@@ -127,10 +127,8 @@ pub async fn drop_state(store: &Store, rel: &str) -> Result<()> {
 /// a checkpoint): hundreds of megabytes that nothing will read again.
 pub async fn drop_partial(store: &Store, rel: &str) -> Result<()> {
     store.delete(&format!("{rel}/{PROGRESS}")).await?;
-    for name in STATE_FILES.iter().chain([&START_EVALUATION]) {
-        store.delete(&format!("{rel}/{name}")).await?;
-    }
-    Ok(())
+    drop_state(store, rel).await?;
+    store.delete(&format!("{rel}/{START_EVALUATION}")).await
 }
 
 /// Evaluates the starting model once per job and keeps the result beside the resumable state: on the
