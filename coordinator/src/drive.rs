@@ -1,6 +1,8 @@
 //! The control loop of a run: plan a stage, publish what is not done, follow events (and the store, the
 //! source of truth) until every job is recorded, then commit the stage's output once.
 
+use crate::history;
+use crate::lease::LeaseGuard;
 use crate::pipeline::{self, Visitor, read_outcomes};
 use crate::plan::{self, Stage};
 use crate::progress::Progress;
@@ -11,6 +13,7 @@ use phrasesweep_schemas::tables::{corpus_schema, metrics_schema, phrases_schema}
 use phrasesweep_schemas::{ExperimentConfig, JobEnvelope, JobOutcome, JobSpec};
 use phrasesweep_schemas::outcome::{EncodeOutcome, IndexOutcome, IngestOutcome, Metrics, RetrieveOutcome, ScanOutcome};
 use phrasesweep_workers::eval::table::metrics_batch;
+use phrasesweep_workers::text::corpus::{repeated_id, repeated_id_error};
 use phrasesweep_workers::io::lance::commit_fragments;
 use phrasesweep_workers::io::parquet::write_parquet;
 use phrasesweep_workers::io::queue::JobQueue;
@@ -43,20 +46,35 @@ struct Driver<'a, Q> {
     queue: &'a Q,
     store: &'a Store,
     config: &'a ExperimentConfig,
+    lease: &'a LeaseGuard,
     report: &'a mut RunReport,
 }
 
 impl<Q: JobQueue> Visitor for Driver<'_, Q> {
     async fn visit(&mut self, stage: &Stage) -> Result<Option<StageCommit>> {
-        run_stage(self.queue, self.store, self.config, stage, self.report).await.map(Some)
+        run_stage(self.queue, self.store, self.config, self.lease, stage, self.report).await.map(Some)
     }
 }
 
-/// Runs every stage of `config` over `queue`. Workers are someone else's business (embedded tasks or
-/// worker processes).
+/// Runs every stage of `config` over `queue`, holding the store's lease throughout. Workers are someone
+/// else's business (embedded tasks or worker processes).
 pub async fn drive<Q: JobQueue>(queue: &Q, store: &Store, config: &ExperimentConfig) -> Result<RunReport> {
+    let lease = LeaseGuard::acquire(store, &config.name, config.coordinator.lease_s).await?;
+    // Stopped by Ctrl-C or SIGTERM, the coordinator still frees the store for the next one.
+    let result = tokio::select! {
+        r = drive_stages(queue, store, config, &lease) => r,
+        signal = stop_signal() => Err(anyhow::anyhow!("stopped by {signal}; nothing of the stage in progress was committed, and a rerun resumes it")),
+    };
+    if let Err(e) = lease.release().await {
+        warn!("cannot release the store's lease (it expires by itself): {e:#}");
+    }
+    result
+}
+
+async fn drive_stages<Q: JobQueue>(queue: &Q, store: &Store, config: &ExperimentConfig, lease: &LeaseGuard) -> Result<RunReport> {
+    crate::preflight::check_inputs(store, config).await?;
     let mut report = RunReport::default();
-    let walked = pipeline::walk(store, config, &mut Driver { queue, store, config, report: &mut report }).await?;
+    let walked = pipeline::walk(store, config, &mut Driver { queue, store, config, lease, report: &mut report }).await?;
     if let Some(out) = &walked.reader {
         report.training.push(format!("reader: SQuAD dev {} before, {} after", out.before, out.after));
     }
@@ -80,6 +98,7 @@ pub async fn drive<Q: JobQueue>(queue: &Q, store: &Store, config: &ExperimentCon
     let recalls: Vec<f64> = walked.retrieve.iter().filter_map(|r| r.recall_at_100).collect();
     report.recall_at_100 = (!recalls.is_empty()).then(|| recalls.iter().sum::<f64>() / recalls.len() as f64);
     if let Some((score, metrics)) = walked.score {
+        lease.check().await?;
         write_metrics(store, config, &score, &metrics, report.recall_at_100).await?;
         report.metrics = metrics;
     }
@@ -87,6 +106,18 @@ pub async fn drive<Q: JobQueue>(queue: &Q, store: &Store, config: &ExperimentCon
         info!("nothing to do: all {} jobs are already done and committed", report.skipped);
     }
     Ok(report)
+}
+
+/// Waits for SIGINT or SIGTERM and names it.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
 }
 
 /// The metrics file's key for the retrieve outputs each retrieval was scored on.
@@ -123,6 +154,7 @@ async fn run_stage<Q: JobQueue>(
     queue: &Q,
     store: &Store,
     config: &ExperimentConfig,
+    lease: &LeaseGuard,
     stage: &Stage,
     report: &mut RunReport,
 ) -> Result<StageCommit> {
@@ -154,12 +186,15 @@ async fn run_stage<Q: JobQueue>(
         }
     }
 
+    // Dead letters of an earlier run are recorded first, so that clearing below sees them.
+    collect_dead_letters(queue).await?;
     let mut pending: BTreeMap<String, &JobEnvelope> = BTreeMap::new();
     let mut done = 0;
     for job in &stage.jobs {
         if store.exists(&record::done_path(&job.id.0)).await? {
             done += 1;
         } else {
+            history::clear_failure(store, &job.id.0).await?;
             pending.insert(job.id.0.clone(), job);
         }
     }
@@ -215,10 +250,25 @@ async fn run_stage<Q: JobQueue>(
         }
     }
     progress.finish();
+    if stage.output == StageKind::Corpus {
+        check_unique_documents(store, config, stage).await?;
+    }
+    lease.check().await?;
     let commit = commit_stage(store, stage, &jobs_hash, &committed).await?;
     report.committed.push(stage.name());
     drop_spent_optimisers(store, stage).await?;
     Ok(commit)
+}
+
+/// Each shard checked its own document ids; across shards it is checked here, before anything is
+/// committed (documents of one id would share paragraph rows and lose a title).
+async fn check_unique_documents(store: &Store, config: &ExperimentConfig, stage: &Stage) -> Result<()> {
+    let outs: Vec<IngestOutcome> = read_outcomes(store, &stage.name(), &stage.jobs).await?;
+    let ids = outs.iter().flat_map(|o| o.doc_lines.iter().map(|(id, line)| (id.as_str(), *line)));
+    if let Some((id, first, again)) = repeated_id(ids) {
+        bail!("{}; nothing was committed", repeated_id_error(&config.corpus.path, id, first, again));
+    }
+    Ok(())
 }
 
 /// Once a QSFT epoch is committed, the optimiser state it continued from (weights and two AdamW
@@ -243,10 +293,16 @@ pub async fn collect_dead_letters<Q: JobQueue>(queue: &Q) -> Result<()> {
             continue;
         };
         let store = Store::from_location(&job.store)?;
-        let path = record::failed_path(&job.id.0);
-        let error = match store.get_json::<Failed>(&path).await? {
+        let id = &job.id.0;
+        if store.exists(&record::done_path(id)).await? {
+            continue;
+        }
+        let error = match store.get_json::<Failed>(&record::failed_path(id)).await? {
             Some(f) => f.error,
-            None => "delivered too many times without finishing (its worker kept dying)".to_string(),
+            None => match history::last_error(&store, id).await? {
+                Some(e) => format!("delivered too many times; the last delivery: {e}"),
+                None => "delivered too many times without finishing (its worker kept dying)".to_string(),
+            },
         };
         warn!(job = job.id.short(), "job was dead-lettered: {error}");
         let dead = Failed { worker: "broker".into(), error, at_unix: now_unix() };
@@ -281,6 +337,7 @@ async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str, committed: 
                 (PHRASES_DATASET, phrases_schema(dim, dtype.unwrap_or_default()), outs.into_iter().flat_map(|o| o.fragments).collect())
             };
             let ds = commit_fragments(store, dataset, &schema, fragments, properties, append).await?;
+            phrasesweep_workers::fault::pause_after_write("commit").await;
             (store.dataset_uri(dataset), ds.version().version, ds.count_rows(None).await? as u64)
         }
         StageKind::Index => {

@@ -2,11 +2,12 @@
 //! coordinator loop as the farm.
 
 use crate::drive::{RunReport, drive};
-use anyhow::{Context, Result};
+use anyhow::{Result, anyhow};
 use phrasesweep_schemas::ExperimentConfig;
 use phrasesweep_workers::io::queue::embedded::EmbeddedQueue;
 use phrasesweep_workers::io::store::Store;
 use phrasesweep_workers::worker::{StoreAccess, Worker};
+use tokio::task::JoinSet;
 
 /// Deliveries of one job before the embedded queue gives up on it, as RabbitMQ's delivery limit does.
 const DELIVERY_LIMIT: u32 = 3;
@@ -15,16 +16,27 @@ pub async fn run_embedded(config: &ExperimentConfig) -> Result<RunReport> {
     let store = Store::from_config(&config.store)?;
     store.check_access().await?;
     let queue = EmbeddedQueue::new(DELIVERY_LIMIT);
-    let mut workers = Vec::new();
+    let mut workers = JoinSet::new();
     for i in 0..config.embedded.workers {
-        let worker = Worker::new(format!("embedded-{i}"), StoreAccess::Config(config.store.clone()));
+        let worker = Worker::new(format!("embedded-{i}"), StoreAccess::Config(config.store.clone()), config.embedded.worker);
         let q = queue.clone();
-        workers.push(tokio::spawn(async move { worker.run(&q).await }));
+        workers.spawn(async move { worker.run(&q).await });
     }
-    let result = drive(&queue, &store, config).await;
+    // A worker catches its jobs' panics; should a task end anyway, the run stops with its reason
+    // rather than wait for a job nobody will finish.
+    let result = tokio::select! {
+        r = drive(&queue, &store, config) => r,
+        Some(ended) = workers.join_next() => Err(match ended {
+            Ok(Ok(())) => anyhow!("an embedded worker stopped before the run finished"),
+            Ok(Err(e)) => e.context("an embedded worker stopped"),
+            Err(e) => anyhow!("an embedded worker task died: {e}"),
+        }),
+    };
     queue.close();
-    for w in workers {
-        w.await.context("a worker task panicked")??;
+    while let Some(ended) = workers.join_next().await {
+        if let Err(e) = ended.map_err(anyhow::Error::from).and_then(|r| r) {
+            tracing::warn!("{e:#}");
+        }
     }
     result
 }

@@ -4,8 +4,11 @@
 pub mod config_file;
 pub mod drive;
 pub mod embedded;
+pub mod history;
+pub mod lease;
 pub mod pipeline;
 pub mod plan;
+pub mod preflight;
 pub mod progress;
 pub mod results;
 pub mod search;

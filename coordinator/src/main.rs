@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use phrasesweep_coordinator::{drive, results, run_embedded, search, status, summary};
 use phrasesweep_schemas::retrieval::Unit;
 use phrasesweep_schemas::ExperimentConfig;
-use phrasesweep_schemas::config::{BrokerConfig, redact_url};
+use phrasesweep_schemas::config::{BrokerConfig, WorkerSettings, redact_url};
 use phrasesweep_schemas::settings::SearchSettings;
 use phrasesweep_workers::io::queue::amqp::{AmqpQueue, DEFAULT_JOB_QUEUE};
 use phrasesweep_workers::io::store::Store;
@@ -48,8 +48,16 @@ enum Command {
         /// Deliveries of one job before RabbitMQ dead-letters it (the config's `broker.delivery_limit`).
         #[arg(long, default_value_t = 5)]
         delivery_limit: u32,
+        /// Seconds a transient error is retried inside the worker (backoff with jitter) before the
+        /// job goes back to the queue.
+        #[arg(long, default_value_t = WorkerSettings::default().retry_for_s)]
+        retry_for: u64,
+        /// Seconds between a running job's heartbeats on the store.
+        #[arg(long, default_value_t = WorkerSettings::default().heartbeat_s, value_parser = clap::value_parser!(u64).range(1..))]
+        heartbeat: u64,
     },
-    /// Per stage: jobs done, running, failed, dead-lettered and waiting.
+    /// Per stage: jobs done, running, stale, failed, dead-lettered and waiting; and the attempt history
+    /// of every job that failed, stalled or needed more than one delivery.
     Status { config: PathBuf },
     /// Ranked evidence for one question from a run's phrase index.
     Search {
@@ -111,12 +119,15 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "info,lance=warn,lance_core=warn,lance_io=warn,lance_file=warn,datafusion=warn".into()),
         )
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    // Jobs compute on the threads that poll them (their kernels wait on rayon), so a runtime of one
+    // thread per core can be all busy with jobs. The spare threads keep the coordinator, the store
+    // lease and the job heartbeats running meanwhile.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(cores + 8).enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(Cli::parse())) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -177,13 +188,14 @@ async fn run(cli: Cli) -> Result<()> {
             let b = choose_broker(&config, broker).context("no broker: pass --broker URL or set broker.url in the config")?;
             coordinate(&config, &b).await
         }
-        Command::Worker { broker, name, queue, delivery_limit } => {
+        Command::Worker { broker, name, queue, delivery_limit, retry_for, heartbeat } => {
             let name = name.unwrap_or_else(|| {
                 let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
                 format!("{host}:{}", std::process::id())
             });
             let queue = AmqpQueue::connect(&broker, &queue, delivery_limit).await?;
-            Worker::new(name, StoreAccess::FromMessage).run(&queue).await
+            let settings = WorkerSettings { retry_for_s: retry_for, heartbeat_s: heartbeat };
+            Worker::new(name, StoreAccess::FromMessage, settings).run(&queue).await
         }
         Command::Search { index, query_encoder, unit, k, nprobes, question } => {
             let hits = search::search_store(&index, &query_encoder, unit.into(), k, nprobes, &question).await?;
@@ -208,9 +220,16 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Status { config } => {
             let config = load(&config)?;
+            let status = status::stage_status(&config).await?;
             println!("{}", status::HEADER);
-            for s in status::stage_status(&config).await? {
+            for s in &status.stages {
                 println!("{s}");
+            }
+            if !status.notes.is_empty() {
+                println!("\njobs that failed, stalled or needed more than one delivery:");
+                for note in &status.notes {
+                    println!("  {note}");
+                }
             }
             Ok(())
         }

@@ -2,7 +2,7 @@
 //! gives the same jobs, and the records on the store say which are already done. Each stage after the
 //! first is planned from the committed output (a dataset version) of the stage before it.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use phrasesweep_schemas::job::{
     DatasetVersion, EncodeConfig, EncodeInputs, IngestConfig, InputFile, ModelRef, QsftConfig, QsftInputs, RetrieveConfig,
     RetrieveInputs, ScanConfig, ScanInputs, ScoreConfig, ScoreInputs, SupervisedConfig, SupervisedInputs,
@@ -54,6 +54,9 @@ pub async fn ingest_stage(store: &Store, config: &ExperimentConfig) -> Result<St
     let stage_name = StageKind::Corpus.name();
     let breaks = store.get_json::<StageCommit>(&record::stage_path(&stage_name)).await?.map(|c| c.corpus_shard_ends()).unwrap_or_default();
     let shards = plan_shards(store, &config.corpus.path, config.corpus.shard_docs, &breaks).await?;
+    if shards.is_empty() {
+        bail!("{}: the corpus holds no documents (field `corpus.path`)", config.corpus.path);
+    }
     let specs = shards
         .into_iter()
         .map(|inputs| JobSpec::Ingest { inputs, config: IngestConfig { dataset: CORPUS_DATASET.into() } })

@@ -1,11 +1,13 @@
-//! `phrasesweep status`: what each stage's jobs have done, read from the records on the store.
+//! `phrasesweep status`: what each stage's jobs have done, read from the records on the store, and the
+//! attempt history of every job that did not simply run once and finish.
 
+use crate::history;
 use crate::pipeline::{self, Visitor};
 use crate::plan::Stage;
 use anyhow::Result;
 use phrasesweep_schemas::ExperimentConfig;
-use phrasesweep_schemas::record::{self, StageCommit};
-use phrasesweep_workers::io::store::Store;
+use phrasesweep_schemas::record::{self, Attempt, AttemptOutcome, Failed, StageCommit, Started};
+use phrasesweep_workers::io::store::{Store, now_unix};
 use std::fmt;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -14,6 +16,8 @@ pub struct StageStatus {
     pub jobs: usize,
     pub done: usize,
     pub running: usize,
+    /// Recorded as running, but its worker's heartbeat stopped (the worker died or lost the store).
+    pub stale: usize,
     pub failed: usize,
     pub dead_lettered: usize,
     pub waiting: usize,
@@ -25,18 +29,46 @@ impl fmt::Display for StageStatus {
         let committed = self.committed.map_or("no".to_string(), |v| format!("version {v}"));
         write!(
             f,
-            "{:<14} {:>5} {:>5} {:>8} {:>7} {:>14} {:>8}  {committed}",
-            self.stage, self.jobs, self.done, self.running, self.failed, self.dead_lettered, self.waiting
+            "{:<14} {:>5} {:>5} {:>8} {:>6} {:>7} {:>14} {:>8}  {committed}",
+            self.stage, self.jobs, self.done, self.running, self.stale, self.failed, self.dead_lettered, self.waiting
         )
     }
 }
 
-pub const HEADER: &str = "stage           jobs  done  running  failed  dead-lettered  waiting  committed";
+pub const HEADER: &str = "stage           jobs  done  running  stale  failed  dead-lettered  waiting  committed";
+
+/// A job worth a look: not done, or done after deliveries that did not finish.
+#[derive(Debug, Clone)]
+pub struct JobNote {
+    pub stage: String,
+    pub id: String,
+    pub label: String,
+    /// `done`, `running`, `stale`, `failed`, `dead-lettered` or `waiting`, with the reason where known.
+    pub state: String,
+    pub attempts: Vec<Attempt>,
+}
+
+impl fmt::Display for JobNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} ({}): {}", self.stage, &self.id[..12], self.label, self.state)?;
+        for a in &self.attempts {
+            write!(f, "\n    {a}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Status {
+    pub stages: Vec<StageStatus>,
+    pub notes: Vec<JobNote>,
+}
 
 /// Counts each stage's jobs by their records; the walk goes on past a stage committed for exactly its jobs.
 struct Counter<'a> {
     store: &'a Store,
-    rows: Vec<StageStatus>,
+    stale_after_s: u64,
+    status: Status,
 }
 
 impl Visitor for Counter<'_> {
@@ -45,31 +77,47 @@ impl Visitor for Counter<'_> {
         let mut s = StageStatus { stage: stage.name(), jobs: stage.jobs.len(), ..Default::default() };
         for job in &stage.jobs {
             let id = &job.id.0;
-            if store.exists(&record::done_path(id)).await? {
+            let state = if store.exists(&record::done_path(id)).await? {
                 s.done += 1;
-            } else if store.exists(&record::dead_path(id)).await? {
+                "done".to_string()
+            } else if let Some(f) = store.get_json::<Failed>(&record::dead_path(id)).await? {
                 s.dead_lettered += 1;
-            } else if store.exists(&record::failed_path(id)).await? {
+                format!("dead-lettered: {}", f.error)
+            } else if let Some(f) = store.get_json::<Failed>(&record::failed_path(id)).await? {
                 s.failed += 1;
-            } else if store.exists(&record::started_path(id)).await? {
-                s.running += 1;
+                format!("failed: {}", f.error)
+            } else if let Some(started) = store.get_json::<Started>(&record::started_path(id)).await? {
+                let silent = now_unix().saturating_sub(started.last_seen());
+                if silent > self.stale_after_s {
+                    s.stale += 1;
+                    format!("stale: {} last sent a heartbeat {silent} s ago (delivery {})", started.worker, started.attempt)
+                } else {
+                    s.running += 1;
+                    format!("running on {} (delivery {})", started.worker, started.attempt)
+                }
             } else {
                 s.waiting += 1;
+                "waiting".to_string()
+            };
+            let attempts = history::attempts(store, id).await?;
+            let eventful = attempts.iter().any(|a| a.outcome != AttemptOutcome::Done);
+            if eventful || !matches!(state.as_str(), "done" | "waiting") && !state.starts_with("running") {
+                self.status.notes.push(JobNote { stage: stage.name(), id: id.clone(), label: job.spec.label(), state, attempts });
             }
         }
         let commit = store.get_json::<StageCommit>(&record::stage_path(&stage.name())).await?.filter(|c| c.jobs_hash == stage.jobs_hash());
         s.committed = commit.as_ref().map(|c| c.version);
-        self.rows.push(s);
+        self.status.stages.push(s);
         Ok(commit)
     }
 }
 
 /// Every stage the config asks for, as far as committed stages let it be planned (a stage is planned from
 /// the committed outputs of the ones before it).
-pub async fn stage_status(config: &ExperimentConfig) -> Result<Vec<StageStatus>> {
+pub async fn stage_status(config: &ExperimentConfig) -> Result<Status> {
     let store = Store::from_config(&config.store)?;
     store.check_access().await?;
-    let mut counter = Counter { store: &store, rows: Vec::new() };
+    let mut counter = Counter { store: &store, stale_after_s: config.coordinator.stale_after_s, status: Status::default() };
     pipeline::walk(&store, config, &mut counter).await?;
-    Ok(counter.rows)
+    Ok(counter.status)
 }

@@ -20,6 +20,8 @@ pub struct ExperimentConfig {
     pub corpus: CorpusConfig,
     #[serde(default)]
     pub embedded: EmbeddedConfig,
+    #[serde(default)]
+    pub coordinator: CoordinatorSettings,
     /// The phrase encoder and how paragraphs are cut for it. A run goes as far as its config asks:
     /// ingest only; with `[encode]`, up to the phrase index; with `[questions]`, through scoring.
     #[serde(default)]
@@ -157,12 +159,71 @@ pub struct EmbeddedConfig {
     /// Worker tasks in the embedded (no broker) mode.
     #[serde(default = "default_workers")]
     pub workers: usize,
+    /// How those workers ride out trouble (`[embedded.worker]`; farm workers take it from flags).
+    #[serde(default)]
+    pub worker: WorkerSettings,
 }
 
 impl Default for EmbeddedConfig {
     fn default() -> Self {
-        Self { workers: default_workers() }
+        Self { workers: default_workers(), worker: WorkerSettings::default() }
     }
+}
+
+/// How coordinators share a store (`[coordinator]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorSettings {
+    /// Seconds a coordinator's lease on the store lasts without renewal (it renews every third of it).
+    /// A second coordinator is refused while the lease holds; once its holder died, the store is free
+    /// again after this long.
+    #[serde(default = "default_lease_s")]
+    pub lease_s: u64,
+    /// `status` calls a running job stale when its worker's last heartbeat is older than this.
+    #[serde(default = "default_stale_after_s")]
+    pub stale_after_s: u64,
+}
+
+impl Default for CoordinatorSettings {
+    fn default() -> Self {
+        Self { lease_s: default_lease_s(), stale_after_s: default_stale_after_s() }
+    }
+}
+
+fn default_lease_s() -> u64 {
+    60
+}
+
+fn default_stale_after_s() -> u64 {
+    60
+}
+
+/// How a worker rides out trouble.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Seconds a transient error (the store, the network) is retried inside the worker, with exponential
+    /// backoff and jitter, before the delivery goes back to the queue: a short outage then costs no
+    /// delivery, and the delivery limit is left for jobs that kill their worker.
+    #[serde(default = "default_retry_for_s")]
+    pub retry_for_s: u64,
+    /// Seconds between the heartbeats a running job's worker writes to the job's record.
+    #[serde(default = "default_heartbeat_s")]
+    pub heartbeat_s: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self { retry_for_s: default_retry_for_s(), heartbeat_s: default_heartbeat_s() }
+    }
+}
+
+fn default_retry_for_s() -> u64 {
+    120
+}
+
+fn default_heartbeat_s() -> u64 {
+    10
 }
 
 fn default_workers() -> usize {
@@ -207,6 +268,12 @@ impl ExperimentConfig {
         }
         if self.embedded.workers == 0 {
             return bad("embedded.workers", "must be at least 1");
+        }
+        if self.coordinator.lease_s < 3 {
+            return bad("coordinator.lease_s", "must be at least 3 (the lease is renewed every third of it)");
+        }
+        if self.embedded.worker.heartbeat_s == 0 {
+            return bad("embedded.worker.heartbeat_s", "must be at least 1");
         }
         let encode = self.encode_settings();
         if encode.max_len < 16 || encode.overlap >= encode.max_len / 2 {

@@ -17,6 +17,10 @@ pub struct IngestOutcome {
     pub docs: u64,
     pub paragraphs: u64,
     pub fragments: Fragments,
+    /// Each document's id and line, for the check at commit that no id is used twice in the corpus
+    /// (a shard checks its own; the commit checks across shards).
+    #[serde(default)]
+    pub doc_lines: Vec<(String, u64)>,
 }
 
 /// What an encode job leaves in its record.

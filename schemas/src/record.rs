@@ -15,13 +15,84 @@ pub fn failed_path(id: &str) -> String {
 pub fn dead_path(id: &str) -> String {
     format!("jobs/{id}/dead.json")
 }
+/// The folder of a job's attempt history: one record per delivery a worker settled, and one per rerun
+/// that cleared a failure.
+pub fn attempts_dir(id: &str) -> String {
+    format!("jobs/{id}/attempts/")
+}
+/// One attempt's record; the millisecond timestamp first, so a listing is in time order, and `nonce`
+/// last, so two deliveries settled in the same millisecond keep both records.
+pub fn attempt_path(id: &str, at_ms: u128, by: &str, nonce: &str) -> String {
+    let by: String = by.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    format!("{}{at_ms:014}-{by}-{nonce}.json", attempts_dir(id))
+}
 
-/// A worker took the job (`attempt` counts deliveries).
+/// A worker took the job (`attempt` counts deliveries). While the job runs, the worker rewrites it every
+/// few seconds with a new `beat_unix`: a running job whose beat is old has lost its worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Started {
     pub worker: String,
     pub attempt: u32,
     pub at_unix: u64,
+    /// The worker's last heartbeat (absent in records written before heartbeats).
+    #[serde(default)]
+    pub beat_unix: Option<u64>,
+}
+
+impl Started {
+    /// When the worker was last known alive.
+    pub fn last_seen(&self) -> u64 {
+        self.beat_unix.unwrap_or(self.at_unix).max(self.at_unix)
+    }
+}
+
+/// How one delivery of a job ended, as its attempt history shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum AttemptOutcome {
+    /// The output is recorded.
+    Done,
+    /// Another delivery had recorded the job already: this one did nothing.
+    AlreadyDone,
+    /// The input is wrong: dead-lettered at once.
+    Failed { error: String },
+    /// The handler panicked: the delivery counts, and the broker redelivers it up to its limit.
+    Panicked { error: String },
+    /// A transient error outlasted the worker's retries: the delivery went back to the queue.
+    GaveBack { error: String, retries: u32 },
+    /// A rerun found the job failed or dead-lettered, cleared that record and published it again.
+    Rerun { previous: String },
+}
+
+/// One line of a job's attempt history (`jobs/<id>/attempts/`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Attempt {
+    /// The worker, or `coordinator` for a rerun.
+    pub by: String,
+    /// The broker's delivery count (0 for a rerun).
+    pub delivery: u32,
+    pub at_unix: u64,
+    #[serde(flatten)]
+    pub outcome: AttemptOutcome,
+}
+
+impl std::fmt::Display for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.outcome {
+            AttemptOutcome::Rerun { previous } => write!(f, "rerun by {}: cleared `{previous}`", self.by),
+            o => {
+                write!(f, "delivery {} on {}: ", self.delivery, self.by)?;
+                match o {
+                    AttemptOutcome::Done => write!(f, "done"),
+                    AttemptOutcome::AlreadyDone => write!(f, "already done (no-op)"),
+                    AttemptOutcome::Failed { error } => write!(f, "bad input: {error}"),
+                    AttemptOutcome::Panicked { error } => write!(f, "panicked: {error}"),
+                    AttemptOutcome::GaveBack { error, retries } => write!(f, "gave the job back after {retries} retries: {error}"),
+                    AttemptOutcome::Rerun { .. } => unreachable!(),
+                }
+            }
+        }
+    }
 }
 
 /// The job's output is durable. Written once, with a conditional put.
@@ -121,6 +192,26 @@ impl StageKind {
             StageKind::Qsft { epoch } => format!("qsft-epoch-{epoch}"),
         }
     }
+}
+
+/// The coordinator leases of a store, `leases/<n>.json`: the highest `n` is the lease in force.
+pub const LEASES_DIR: &str = "leases/";
+pub fn lease_path(n: u64) -> String {
+    format!("{LEASES_DIR}{n:010}.json")
+}
+
+/// A coordinator's claim on a store: one coordinator plans and commits at a time. Only its holder
+/// rewrites it (to renew or release it); another coordinator takes over an expired lease by creating
+/// the next one with a conditional put, which exactly one of several can win.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lease {
+    pub holder: String,
+    pub run: String,
+    pub since_unix: u64,
+    pub expires_unix: u64,
+    /// Set when the holder finished: the next coordinator need not wait for the expiry.
+    #[serde(default)]
+    pub released: bool,
 }
 
 pub fn stage_path(stage: &str) -> String {

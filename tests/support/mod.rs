@@ -240,3 +240,61 @@ pub fn s3_env() -> HashMap<String, String> {
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
+
+/// `rabbitmqctl` on the test node (infra/rabbitmq-ctl.sh); fails the test when it cannot run.
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/rabbitmq-ctl.sh");
+    let out = Command::new(script).args(args).output().expect("run infra/rabbitmq-ctl.sh");
+    assert!(out.status.success(), "rabbitmqctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Closes every broker connection of process `pid` (they are named `phrasesweep-<pid>`), as a network
+/// failure or a broker-side kill would. Returns how many it closed.
+pub fn close_connections_of(pid: u32) -> usize {
+    let name = format!("phrasesweep-{pid}");
+    let mut closed = 0;
+    for line in rabbitmqctl(&["-q", "list_connections", "pid", "client_properties"]).lines() {
+        if line.contains(&format!("\"{name}\"")) {
+            let conn = line.split_whitespace().next().unwrap();
+            rabbitmqctl(&["close_connection", conn, "closed by a reliability test"]);
+            closed += 1;
+        }
+    }
+    closed
+}
+
+/// Deletes a test's queues from the broker when dropped: the job queue, its dead-letter queue and the
+/// run's event queue.
+pub struct QueueCleanup {
+    pub queue: String,
+    pub events: String,
+}
+
+impl QueueCleanup {
+    pub fn new(run: &str, queue: &str) -> Self {
+        Self { queue: queue.to_string(), events: format!("phrasesweep.events.{run}") }
+    }
+}
+
+impl Drop for QueueCleanup {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/rabbitmq-ctl.sh");
+        for q in [self.queue.clone(), format!("{}.dead", self.queue), self.events.clone()] {
+            let _ = Command::new(&script).args(["-q", "delete_queue", &q]).output();
+        }
+    }
+}
+
+/// The `status` table row of `stage`, as numbers: jobs, done, running, stale, failed, dead-lettered, waiting.
+pub fn status_row(status: &str, stage: &str) -> Vec<usize> {
+    let line = status.lines().find(|l| l.split_whitespace().next() == Some(stage)).unwrap_or_else(|| panic!("no {stage} row in:\n{status}"));
+    line.split_whitespace().skip(1).take(7).map(|n| n.parse().unwrap()).collect()
+}
+
+/// Runs `phrasesweep status CONFIG` and returns its output.
+pub fn status_of(config: &Path) -> String {
+    let out = run_bounded(bin().args(["status", config.to_str().unwrap()]), Duration::from_secs(60));
+    assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -18,6 +18,10 @@ pub struct Env {
     pub fault_pause_ms: Option<u64>,
     /// `$PHRASESWEEP_FAULT_JOB`: the job kind the pause applies to (absent: every kind that pauses).
     pub fault_job: Option<String>,
+    /// `$PHRASESWEEP_FAULT_PANIC_DOC`: ingest panics on the shard holding this document id (a poison job).
+    pub fault_panic_doc: Option<String>,
+    /// `$PHRASESWEEP_FAULT_TRANSIENT`: ingest attempts of this process that fail with a transient error.
+    pub fault_transient: Option<u32>,
     /// Where local scratch files go (`$TMPDIR`, else `/tmp`).
     pub temp_dir: PathBuf,
 }
@@ -42,6 +46,8 @@ pub fn get() -> &'static Env {
             device: var("PHRASESWEEP_DEVICE"),
             fault_pause_ms: var("PHRASESWEEP_FAULT_PAUSE_MS").and_then(|v| v.parse().ok()),
             fault_job: var("PHRASESWEEP_FAULT_JOB"),
+            fault_panic_doc: var("PHRASESWEEP_FAULT_PANIC_DOC"),
+            fault_transient: var("PHRASESWEEP_FAULT_TRANSIENT").and_then(|v| v.parse().ok()),
             temp_dir: std::env::temp_dir(),
         }
     })

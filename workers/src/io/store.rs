@@ -117,6 +117,11 @@ impl Store {
             location.uri = uri.clone();
             Ok(Self { location, root_uri: uri, objects: Arc::new(objects), prefix, secrets })
         } else {
+            if let Some((scheme, _)) = uri.split_once("://")
+                && scheme != "file"
+            {
+                bail!("store URI {uri}: the scheme `{scheme}://` is not supported (use a local path, file:// or s3://)");
+            }
             let path = uri.strip_prefix("file://").unwrap_or(&uri);
             if !std::path::Path::new(path).is_absolute() {
                 bail!("store path {path} must be absolute (config paths are resolved from the config file)");
@@ -217,6 +222,28 @@ impl Store {
         }
     }
 
+    /// The objects under `dir` (a relative path ending in `/`), as paths relative to the root, sorted.
+    pub async fn list(&self, dir: &str) -> Result<Vec<String>> {
+        use futures::TryStreamExt;
+        let prefix = self.path(dir.trim_end_matches('/'));
+        let metas: Vec<_> = self
+            .objects
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .with_context(|| format!("cannot list {}/{dir}", self.root_uri))?;
+        let root = self.prefix.as_ref();
+        let mut out: Vec<String> = metas
+            .into_iter()
+            .map(|m| {
+                let p = m.location.as_ref();
+                p.strip_prefix(root).map_or(p, |r| r.trim_start_matches('/')).to_string()
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     pub async fn exists(&self, rel: &str) -> Result<bool> {
         match self.objects.head(&self.path(rel)).await {
             Ok(_) => Ok(true),
@@ -278,14 +305,22 @@ pub async fn read_pinned(like: &Store, uri: &str, range: Option<std::ops::Range<
 /// credentials and endpoint of `like`, the run's store).
 pub async fn read_input_range(like: &Store, uri: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
     let (objects, path) = input_object(like, uri)?;
-    Ok(objects.get_range(&path, range).await.with_context(|| format!("cannot read {uri}"))?.to_vec())
+    Ok(objects.get_range(&path, range).await.map_err(|e| input_error(uri, e))?.to_vec())
 }
 
 /// Reads a whole input file.
 pub async fn read_input(like: &Store, uri: &str) -> Result<Vec<u8>> {
     let (objects, path) = input_object(like, uri)?;
-    let get = objects.get(&path).await.with_context(|| format!("cannot read {uri}"))?;
-    Ok(get.bytes().await.with_context(|| format!("cannot read {uri}"))?.to_vec())
+    let get = objects.get(&path).await.map_err(|e| input_error(uri, e))?;
+    Ok(get.bytes().await.map_err(|e| input_error(uri, e))?.to_vec())
+}
+
+/// An input that cannot be read, said once: object_store's messages repeat their source error.
+fn input_error(uri: &str, e: object_store::Error) -> anyhow::Error {
+    match e {
+        object_store::Error::NotFound { .. } => anyhow!("cannot read {uri}: no such file"),
+        e => anyhow!("cannot read {uri}: {e}"),
+    }
 }
 
 /// Opens an input file as a stream of byte chunks.
@@ -294,7 +329,7 @@ pub async fn read_input_stream(
     uri: &str,
 ) -> Result<futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>> {
     let (objects, path) = input_object(like, uri)?;
-    Ok(objects.get(&path).await.with_context(|| format!("cannot read {uri}"))?.into_stream())
+    Ok(objects.get(&path).await.map_err(|e| input_error(uri, e))?.into_stream())
 }
 
 fn input_object(like: &Store, uri: &str) -> Result<(Arc<dyn ObjectStore>, ObjectPath)> {

@@ -90,7 +90,7 @@ async fn encode_on<B: Backend>(store: &Store, inputs: &EncodeInputs, config: &En
     let (pieces, kept) = *counts.lock().unwrap();
     let seconds = started.elapsed().as_secs_f64();
     info!(part, paragraphs = total, pieces, kept, seconds, "encoded corpus");
-    crate::fault::pause_after_write("encode");
+    crate::fault::pause_after_write("encode").await;
     Ok(EncodeOutcome { paragraphs: total, pieces, kept, dim, seconds, fragments })
 }
 

@@ -19,8 +19,10 @@ use tracing::info;
 const BATCH_ROWS: usize = 4096;
 
 pub async fn run(store: &Store, shard: &LineShard, config: &IngestConfig) -> Result<IngestOutcome, JobError> {
+    crate::fault::transient_error()?;
     let bytes = read_shard(store, shard).await?;
     let docs = parse_documents(&shard.path, shard.first_line, &bytes).map_err(|e| JobError::Input(e.to_string()))?;
+    crate::fault::panic_on_document(docs.iter().map(|d| d.id.as_str()));
     let batches = paragraph_batches(&docs).context("cannot build paragraph batches")?;
     let paragraphs: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     let fragments = if batches.is_empty() {
@@ -29,8 +31,9 @@ pub async fn run(store: &Store, shard: &LineShard, config: &IngestConfig) -> Res
         write_uncommitted(store, &config.dataset, batches).await?
     };
     info!(shard = shard.shard, docs = docs.len(), paragraphs, "ingested shard");
-    crate::fault::pause_after_write("ingest");
-    Ok(IngestOutcome { docs: docs.len() as u64, paragraphs, fragments })
+    crate::fault::pause_after_write("ingest").await;
+    let doc_lines = docs.iter().map(|d| (d.id.clone(), d.line)).collect();
+    Ok(IngestOutcome { docs: docs.len() as u64, paragraphs, fragments, doc_lines })
 }
 
 /// One row per paragraph, in document order.

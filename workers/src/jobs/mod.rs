@@ -18,16 +18,23 @@ pub enum JobError {
     /// The input is wrong: retrying cannot help, the job is dead-lettered and the run fails.
     #[error("{0}")]
     Input(String),
-    /// Anything else (the store, the network): the job is delivered again.
+    /// The handler panicked. The delivery counts: the broker delivers it again up to its delivery
+    /// limit, then dead-letters it with this message.
+    #[error("panicked: {0}")]
+    Panicked(String),
+    /// Anything else (the store, the network): retried with backoff, then the job is delivered again.
     #[error(transparent)]
     Other(anyhow::Error),
 }
 
-/// A pinned input that changed ([`InputChanged`], wherever it was found) is an input error; anything
-/// else may pass on a retry.
+/// A pinned input that changed ([`InputChanged`]) or a file that is not there, wherever it was found,
+/// is an input error; anything else may pass on a retry.
 impl From<anyhow::Error> for JobError {
     fn from(e: anyhow::Error) -> Self {
-        if e.chain().any(|c| c.is::<InputChanged>()) { JobError::Input(format!("{e:#}")) } else { JobError::Other(e) }
+        let permanent = e.chain().any(|c| {
+            c.is::<InputChanged>() || c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+        });
+        if permanent { JobError::Input(format!("{e:#}")) } else { JobError::Other(e) }
     }
 }
 
@@ -93,5 +100,7 @@ mod tests {
         assert!(matches!(&e, JobError::Input(m) if m.contains("weights of") && m.contains("rerun to plan again")), "{e:?}");
         let transient: JobError = anyhow::anyhow!("connection reset").into();
         assert!(matches!(transient, JobError::Other(_)));
+        let missing: JobError = anyhow::Error::from(std::fs::read(dir.path().join("absent")).unwrap_err()).context("cannot read the tokenizer").into();
+        assert!(matches!(&missing, JobError::Input(m) if m.contains("cannot read the tokenizer")), "{missing:?}");
     }
 }

@@ -36,7 +36,7 @@ pub async fn run(store: &Store, inputs: &ScanInputs, config: &ScanConfig) -> Res
         .collect::<anyhow::Result<Vec<_>>>()?;
     let (found, stats): (Vec<Candidates>, _) = scan(&ds, Some(fragments), &queries, config.hits, false, BATCH_ROWS).await?;
     store.put_json(&config.output, &found).await?;
-    crate::fault::pause_after_write("scan");
+    crate::fault::pause_after_write("scan").await;
     let seconds = started.elapsed().as_secs_f64();
     info!(encoder = config.encoder, shard = inputs.questions.shard, part = inputs.part(), rows = stats.rows, seconds, "scanned");
     Ok(ScanOutcome { questions: questions.len() as u64, rows: stats.rows, seconds, output: config.output.clone() })

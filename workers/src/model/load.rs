@@ -91,6 +91,41 @@ pub fn weights_file(dir: &Path) -> Result<PathBuf> {
     bail!("{} holds neither model.safetensors nor pytorch_model.bin", dir.display())
 }
 
+/// Checks, from a safetensors file's header alone, that its word embeddings have the config's
+/// `hidden_size` and `vocab_size` (other weight formats are checked when loaded).
+pub fn check_weights_fit(weights: &Path, config: &BertConfig) -> Result<()> {
+    if weights.extension().is_none_or(|e| e != "safetensors") {
+        return Ok(());
+    }
+    use std::io::Read;
+    let mut file = std::fs::File::open(weights).with_context(|| format!("cannot read {}", weights.display()))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).with_context(|| format!("{}: not a safetensors file", weights.display()))?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 << 20 {
+        bail!("{}: not a safetensors file (header of {len} bytes)", weights.display());
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header).with_context(|| format!("{}: not a safetensors file", weights.display()))?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).with_context(|| format!("{}: not a safetensors file", weights.display()))?;
+    let shape = header
+        .iter()
+        .find(|(k, _)| k.ends_with("word_embeddings.weight"))
+        .and_then(|(_, v)| serde_json::from_value::<Vec<usize>>(v["shape"].clone()).ok());
+    if let Some(shape) = shape
+        && shape != [config.vocab_size, config.hidden_size]
+    {
+        bail!(
+            "{}: the word embeddings are {shape:?}, but config.json says vocab_size {} and hidden_size {}: the weights and the config are of different models",
+            weights.display(),
+            config.vocab_size,
+            config.hidden_size
+        );
+    }
+    Ok(())
+}
+
 /// Builds the network of `dir/config.json` and loads its pretrained weights.
 pub fn load_bert<B: Backend>(dir: &Path, device: &B::Device) -> Result<(BertConfig, BertModel<B>)> {
     let config = read_config(dir)?;

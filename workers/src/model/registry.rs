@@ -8,7 +8,7 @@ use super::densephrases;
 use super::encoders::{PhraseEncoder, QueryEncoder, Reader};
 use crate::io::store::{InputChanged, Store};
 use anyhow::Context;
-use super::load::{default_model_dir, read_tokenizer, weights_file};
+use super::load::{check_weights_fit, default_model_dir, read_config, read_tokenizer, weights_file};
 use super::text::TextEncoder;
 use anyhow::{Result, bail};
 use burn::module::Module;
@@ -58,7 +58,17 @@ pub fn model_ref(name: &str) -> Result<ModelRef> {
         Some(_) => format!("{}{}", densephrases::PREFIX, dir.display()),
         None => dir.display().to_string(),
     };
-    Ok(ModelRef { path, sha256: sha256_file(&weights_of(name)?)? })
+    let weights = weights_of(name)?;
+    if is_checkpoint(&dir) {
+        tokenizer_of(&dir)?;
+    } else if densephrases::folder(name).is_none() {
+        // What a job would find only when it loads the model, found while planning: a missing or
+        // broken config or tokenizer, weights of another size than the config's.
+        let config = read_config(&dir)?;
+        read_tokenizer(&dir)?;
+        check_weights_fit(&weights, &config)?;
+    }
+    Ok(ModelRef { path, sha256: sha256_file(&weights)? })
 }
 
 fn checked_dir(r: &ModelRef) -> Result<PathBuf> {

@@ -14,6 +14,8 @@ use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Document {
+    /// The 1-based line of the file it was read from.
+    pub line: u64,
     pub id: String,
     pub title: String,
     pub paragraphs: Vec<String>,
@@ -153,7 +155,10 @@ pub fn parse_document(file: &str, line: u64, text: &str) -> Result<Document, Inp
             return Err(err(Some("paragraphs"), format!("expected an array of strings, found {}", json_type(&other))));
         }
     };
-    Ok(Document { id, title, paragraphs })
+    if paragraphs.is_empty() {
+        return Err(err(Some("paragraphs"), "is empty: a document needs at least one paragraph".into()));
+    }
+    Ok(Document { line, id, title, paragraphs })
 }
 
 /// Parses the lines of one shard's bytes; `first_line` is the 1-based number of its first line.
@@ -172,8 +177,42 @@ pub fn parse_documents(file: &str, first_line: u64, bytes: &[u8]) -> Result<Vec<
         }
         docs.push(parse_document(file, line, text)?);
     }
+    if let Some((id, first, again)) = repeated_id(docs.iter().map(|d| (d.id.as_str(), d.line))) {
+        return Err(repeated_id_error(file, id, first, again));
+    }
     Ok(docs)
 }
+
+/// The first document id that occurs twice among `(id, line)`: the id, its first line and the line
+/// that repeats it.
+pub fn repeated_id<'a>(ids: impl IntoIterator<Item = (&'a str, u64)>) -> Option<(&'a str, u64, u64)> {
+    let mut seen = std::collections::HashMap::new();
+    let mut found: Option<(&str, u64, u64)> = None;
+    for (id, line) in ids {
+        if let Some(&first) = seen.get(id) {
+            let (a, b) = (line.min(first), line.max(first));
+            if found.is_none_or(|(_, _, f)| b < f) {
+                found = Some((id, a, b));
+            }
+        } else {
+            seen.insert(id, line);
+        }
+    }
+    found
+}
+
+/// Two documents with one id would share its paragraph rows (and lose a title): the second is an error.
+pub fn repeated_id_error(file: &str, id: &str, first: u64, again: u64) -> InputError {
+    InputError {
+        file: file.to_string(),
+        line: again,
+        field: Some("id".into()),
+        problem: format!("document id `{id}` is already used at line {first}; every document needs its own id"),
+    }
+}
+
+/// The longest line a JSON Lines input may have (a whole Wikipedia article is well under 1 MiB).
+pub const MAX_LINE_BYTES: u64 = 16 << 20;
 
 /// Cuts a JSON Lines file into shards of `shard_docs` records (non-blank lines), in one streaming pass.
 /// `break_at` (ascending) ends a shard at each of those byte offsets where a line ends: where an earlier
@@ -191,8 +230,14 @@ pub async fn plan_shards(store: &Store, corpus: &str, shard_docs: u64, break_at:
         sha256: String::new(),
     };
     let mut hasher = Sha256::new();
-    let (mut offset, mut line) = (0u64, 1u64);
+    let (mut offset, mut line, mut line_start) = (0u64, 1u64, 0u64);
     let mut line_has_text = false;
+    let too_long = |line: u64| {
+        anyhow::anyhow!(
+            "{corpus}:{line}: the line is longer than {} MiB: one record per line, and a record this long means a file without line breaks",
+            MAX_LINE_BYTES >> 20
+        )
+    };
     let mut finish = |cur: &mut LineShard, hasher: &mut Sha256, end: u64, next_line: u64| {
         cur.byte_end = end;
         cur.sha256 = hex::encode(std::mem::take(hasher).finalize());
@@ -212,6 +257,10 @@ pub async fn plan_shards(store: &Store, corpus: &str, shard_docs: u64, break_at:
         let mut from = 0;
         for (i, &b) in chunk.iter().enumerate() {
             if b == b'\n' {
+                if offset + i as u64 - line_start > MAX_LINE_BYTES {
+                    return Err(too_long(line));
+                }
+                line_start = offset + i as u64 + 1;
                 hasher.update(&chunk[from..=i]);
                 from = i + 1;
                 if line_has_text {
@@ -229,6 +278,9 @@ pub async fn plan_shards(store: &Store, corpus: &str, shard_docs: u64, break_at:
         }
         hasher.update(&chunk[from..]);
         offset += chunk.len() as u64;
+    }
+    if offset - line_start > MAX_LINE_BYTES {
+        return Err(too_long(line));
     }
     if line_has_text {
         cur.records += 1;

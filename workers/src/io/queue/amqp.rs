@@ -5,7 +5,7 @@
 //! jobs are idempotent.
 
 use super::{JobDelivery, JobQueue};
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
@@ -75,7 +75,8 @@ impl AmqpQueue {
 
     async fn open(&self, generation: u64) -> Result<Link> {
         let shown = redact_url(&self.inner.url);
-        let props = ConnectionProperties::default().with_connection_name("phrasesweep".into());
+        // The process id names the connection, so an operator (or a test) can find and close it.
+        let props = ConnectionProperties::default().with_connection_name(format!("phrasesweep-{}", std::process::id()).into());
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&self.inner.url, props))
             .await
             .map_err(|_| anyhow!("cannot reach RabbitMQ at {shown}: no answer within {CONNECT_TIMEOUT:?}"))?
@@ -197,6 +198,16 @@ pub struct AmqpDelivery {
     delivery: lapin::message::Delivery,
 }
 
+/// lapin answers `Ok(false)` when the delivery's channel is gone: the broker never got the answer and
+/// delivers the job again. Say so, as an error the worker logs and carries on from.
+fn settled(what: &str, result: lapin::Result<bool>) -> Result<()> {
+    match result {
+        Ok(true) => Ok(()),
+        Ok(false) => bail!("the {what} did not reach RabbitMQ: the delivery's channel closed"),
+        Err(e) => Err(anyhow!(e).context(format!("the {what} failed"))),
+    }
+}
+
 impl JobDelivery for AmqpDelivery {
     fn body(&self) -> &[u8] {
         &self.delivery.data
@@ -220,18 +231,15 @@ impl JobDelivery for AmqpDelivery {
     }
 
     async fn ack(self) -> Result<()> {
-        self.delivery.acker.ack(BasicAckOptions::default()).await.context("ack failed")?;
-        Ok(())
+        settled("ack", self.delivery.acker.ack(BasicAckOptions::default()).await)
     }
 
     async fn retry(self) -> Result<()> {
-        self.delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
-        Ok(())
+        settled("nack", self.delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await)
     }
 
     async fn dead_letter(self) -> Result<()> {
-        self.delivery.acker.reject(BasicRejectOptions { requeue: false }).await?;
-        Ok(())
+        settled("reject", self.delivery.acker.reject(BasicRejectOptions { requeue: false }).await)
     }
 }
 
