@@ -42,7 +42,7 @@ qsft-cpu: setup
 
 ## QSFT from the phrase encoder that `make train-cpu` trained, against the NQ gold documents encoded with it.
 qsft-trained: train-cpu
-	python3 scripts/export_trained.py out/train-cpu out/models/train-cpu
+	infra/python.sh scripts/export_trained.py out/train-cpu out/models/train-cpu
 	python3 scripts/nq_gold_corpus.py ../shared/data/corpus/dev.docs.jsonl out/nq-gold.docs.jsonl
 	time $(CARGO_TARGET_DIR)/debug/phrasesweep run configs/qsft-trained.toml
 
@@ -57,7 +57,7 @@ services-stop:
 
 ## Every test, against the real services, then the CUDA build check.
 test: services
-	$(CARGO) test --workspace --lib --bins --tests
+	$(CARGO) test --workspace --lib --bins --tests --no-fail-fast
 	$(MAKE) check-cuda
 
 check-cuda:

@@ -27,6 +27,14 @@ if ctl -q status >/dev/null 2>&1; then
   exit 0
 fi
 
+# Something else on the port (another RabbitMQ, any server) would make the node fail to start after a
+# long wait: say so at once.
+if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  echo "error: port $port on 127.0.0.1 is taken by another process ($(ss -ltnpH "sport = :$port" 2>/dev/null | grep -o 'users:.*' || echo 'unknown')," >&2
+  echo "       not by phrasesweep's RabbitMQ node: stop it, or start ours on another port with PHRASESWEEP_AMQP_PORT" >&2
+  exit 1
+fi
+
 install -d -o rabbitmq -g rabbitmq "$base" "$base/log"
 sed "s/@PORT@/$port/" "$here/rabbitmq/rabbitmq.conf" > "$base/rabbitmq.conf"
 chown rabbitmq:rabbitmq "$base/rabbitmq.conf"

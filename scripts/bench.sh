@@ -4,13 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads="${BENCH_THREADS:-$(nproc)}"
-python3 -c 'import torch, transformers' 2>/dev/null || python3 -m pip install -q torch transformers
+infra/python.sh -c 'import torch, transformers' 2>/dev/null || infra/python.sh -m pip install -q torch transformers
 out="$(mktemp -d)"
 # Built for the whole workspace, as `make test` builds: a `-p` build resolves other features for arrow and
 # lance and rebuilds them.
 cargo build -q --workspace --examples
 RAYON_NUM_THREADS="$threads" "${CARGO_TARGET_DIR:-target}/debug/examples/bench_encode" | tee "$out/burn.jsonl"
-python3 scripts/bench_torch.py "$threads" | tee "$out/torch.jsonl"
+infra/python.sh scripts/bench_torch.py "$threads" | tee "$out/torch.jsonl"
 python3 - "$out/burn.jsonl" "$out/torch.jsonl" "$threads" <<'PY'
 import json, sys
 burn = {r["batch"]: r for r in map(json.loads, open(sys.argv[1]))}

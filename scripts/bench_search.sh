@@ -11,12 +11,12 @@ n="${BENCH_N:-100}"
 ivf_n="${BENCH_IVF_QUESTIONS:-20}"
 threads="${BENCH_THREADS:-$(nproc)}"
 [ -d "$store/phrases.lance" ] || { echo "no phrase index in $store: run \`make eval-dev\` first (or set BENCH_STORE)" >&2; exit 1; }
-python3 -c 'import faiss' 2>/dev/null || python3 -m pip install -q faiss-cpu
+infra/python.sh -c 'import faiss' 2>/dev/null || infra/python.sh -m pip install -q faiss-cpu
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 cargo build -q --workspace --examples
 RAYON_NUM_THREADS="$threads" LANCE_CPU_THREADS="$threads" "${CARGO_TARGET_DIR:-target}/debug/examples/bench_search" "$store" "$questions" "$n" "$ivf_n" "$out"
-python3 scripts/bench_faiss.py "$out" "$threads" > "$out/faiss.json"
+infra/python.sh scripts/bench_faiss.py "$out" "$threads" > "$out/faiss.json"
 python3 - "$out/rust.json" "$out/faiss.json" <<'PY'
 import json, sys
 r, f = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))

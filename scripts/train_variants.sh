@@ -15,7 +15,7 @@ python3 scripts/nq_gold_corpus.py ../shared/data/corpus/dev.docs.jsonl out/nq-go
 variant() {
     local name=$1 store=$2 config=$3
     "$bin" run "$config"
-    python3 scripts/export_trained.py "out/$store" "out/models/$name"
+    infra/python.sh scripts/export_trained.py "out/$store" "out/models/$name"
     sed "s|out/qsft-trained\"|out/qsft-trained-$name\"|; s|out/models/train-cpu/|out/models/$name/|g" configs/qsft-trained.toml > "out/qsft-trained-$name.toml"
     "$bin" run "out/qsft-trained-$name.toml"
 }

@@ -17,6 +17,7 @@ async fn coordinator_and_two_workers_on_rabbitmq_and_s3_match_the_embedded_run()
     let name = unique("farm");
     let queue = format!("{name}.jobs");
     let uri = format!("s3://phrasesweep/{name}");
+    let _cleanup = (QueueCleanup::new(&name, &queue), S3Cleanup::new(&uri, &s3));
     let broker = format!("[broker]\nurl = \"{amqp}\"\nqueue = \"{queue}\"\n");
     let config = write_config(dir.path(), &name, &uri, &corpus, &broker);
 
@@ -61,6 +62,7 @@ async fn a_worker_killed_mid_job_loses_nothing_and_duplicates_nothing() {
     let name = unique("kill");
     let queue = format!("{name}.jobs");
     let uri = format!("s3://phrasesweep/{name}");
+    let _cleanup = (QueueCleanup::new(&name, &queue), S3Cleanup::new(&uri, &s3));
     let config = write_config(dir.path(), &name, &uri, &corpus, &format!("[broker]\nurl = \"{amqp}\"\nqueue = \"{queue}\"\n"));
 
     // The doomed worker stops after writing its shard's data files, before recording the job.
@@ -120,6 +122,7 @@ async fn a_training_job_killed_mid_epoch_resumes_from_its_last_checkpoint() {
     let name = unique("resume");
     let queue = format!("{name}.jobs");
     let uri = format!("s3://phrasesweep/{name}");
+    let _cleanup = (QueueCleanup::new(&name, &queue), S3Cleanup::new(&uri, &s3));
     let train = format!(
         "[broker]\nurl = \"{amqp}\"\nqueue = \"{queue}\"\n\n[train]\nsquad_train = \"{}\"\nsquad_dev = \"{}\"\n\n\
          [train.reader]\nmax_examples = 24\neval_examples = 4\nmax_len = 96\noptim = {{ batch_size = 4, checkpoint_every = 2 }}\n",

@@ -101,6 +101,7 @@ fn pipeline_on_the_farm_and_embedded_scores_every_retrieval_and_finds_a_copied_p
     let name = unique("pipeline");
     let queue = format!("{name}.jobs");
     let uri = format!("s3://phrasesweep/{name}");
+    let _cleanup = (QueueCleanup::new(&name, &queue), S3Cleanup::new(&uri, &s3));
     let broker = format!("[broker]\nurl = \"{amqp}\"\nqueue = \"{queue}\"\n{farm_extra}");
     let farm_config = write_config(dir.path(), &name, &uri, &docs, &broker);
     let w1 = Proc::spawn(&mut worker(&queue, "w1", &s3));

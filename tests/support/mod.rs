@@ -298,3 +298,32 @@ pub fn status_of(config: &Path) -> String {
     assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Deletes every object under an S3 store URI when dropped, so the test server does not fill up.
+pub struct S3Cleanup {
+    pub uri: String,
+    pub env: HashMap<String, String>,
+}
+
+impl S3Cleanup {
+    pub fn new(uri: &str, env: &HashMap<String, String>) -> Self {
+        Self { uri: uri.to_string(), env: env.clone() }
+    }
+}
+
+impl Drop for S3Cleanup {
+    fn drop(&mut self) {
+        let config = store_config(&self.uri, &self.env);
+        // Its own runtime on its own thread: the test's runtime may be the one dropping this.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let Ok(store) = Store::from_config(&config) else { return };
+                for path in store.list("").await.unwrap_or_default() {
+                    let _ = store.delete(&path).await;
+                }
+            })
+        })
+        .join();
+    }
+}

@@ -266,14 +266,15 @@ impl Store {
     }
 
     /// Checks that the store answers and accepts these credentials, with a clear error otherwise.
+    /// A listing, not a read: reading a missing object answers the same with or without the bucket.
     pub async fn check_access(&self) -> Result<()> {
-        self.exists("phrasesweep-store-check").await.map(|_| ()).with_context(|| {
-            format!(
-                "the store {} cannot be used: check its endpoint, bucket and credentials \
-                 (store.endpoint, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)",
-                self.root_uri
-            )
-        })
+        let Err(e) = self.objects.list_with_delimiter(Some(&self.prefix)).await else { return Ok(()) };
+        let hint = "check its endpoint, bucket and credentials (store.endpoint, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)";
+        if e.to_string().contains("NoSuchBucket") {
+            let bucket = self.root_uri.trim_start_matches("s3://").split('/').next().unwrap_or_default();
+            bail!("the store {} cannot be used: the bucket `{bucket}` does not exist; {hint}", self.root_uri);
+        }
+        Err(anyhow!(e).context(format!("the store {} cannot be used: {hint}", self.root_uri)))
     }
 }
 

@@ -59,7 +59,12 @@ pub fn model_ref(name: &str) -> Result<ModelRef> {
         None => dir.display().to_string(),
     };
     let weights = weights_of(name)?;
+    let sha256 = sha256_file(&weights)?;
     if is_checkpoint(&dir) {
+        let record = checkpoint::read_record(&dir)?;
+        if record.weights_sha256 != sha256 {
+            bail!("{}: sha256 {sha256} does not match its checkpoint record ({}): the weights changed after training", weights.display(), record.weights_sha256);
+        }
         tokenizer_of(&dir)?;
     } else if densephrases::folder(name).is_none() {
         // What a job would find only when it loads the model, found while planning: a missing or
@@ -68,7 +73,7 @@ pub fn model_ref(name: &str) -> Result<ModelRef> {
         read_tokenizer(&dir)?;
         check_weights_fit(&weights, &config)?;
     }
-    Ok(ModelRef { path, sha256: sha256_file(&weights)? })
+    Ok(ModelRef { path, sha256 })
 }
 
 fn checked_dir(r: &ModelRef) -> Result<PathBuf> {
