@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/phrasesweep/target
 export PHRASESWEEP_STATE ?= $(HOME)/.cache/phrasesweep/services
 CARGO ?= cargo
 
-.PHONY: setup build demo eval-dev train-demo train-cpu qsft-cpu qsft-trained services services-stop test check-cuda bench bench-search bench-farm
+.PHONY: setup build demo eval-dev train-demo train-cpu qsft-cpu qsft-trained services services-stop test chaos check-cuda bench bench-search bench-farm
 
 setup:
 	infra/setup.sh
@@ -59,6 +59,19 @@ services-stop:
 test: services
 	$(CARGO) test --workspace --lib --bins --tests --no-fail-fast
 	$(MAKE) check-cuda
+
+## The chaos suite of docs/reliability.md: three seeded runs of 20 worker kills, a RabbitMQ node restart and a
+## 20 s S3 stop during a dense sweep on the farm, then the poison, duplicate and crash cases. `make test` runs
+## one short schedule.
+CHAOS_REPORT ?= out/chaos.txt
+chaos: services
+	mkdir -p $(dir $(CHAOS_REPORT))
+	for seed in 1 2 3; do \
+	  PHRASESWEEP_CHAOS_SEED=$$seed PHRASESWEEP_CHAOS_KILLS=20 PHRASESWEEP_CHAOS_S3_STOP_S=20 PHRASESWEEP_CHAOS_REPORT=$(CHAOS_REPORT) \
+	    $(CARGO) test --test chaos -- --nocapture; \
+	done
+	$(CARGO) test --test reliability
+	cat $(CHAOS_REPORT)
 
 check-cuda:
 	$(CARGO) check -p phrasesweep-workers --features cuda

@@ -207,6 +207,7 @@ async fn run_stage<Q: JobQueue>(
     progress.already_done(done as u64);
     let events = plan::events_queue(config);
     let mut poll = tokio::time::interval(POLL_EVERY);
+    let mut failures = Vec::new();
     while !pending.is_empty() {
         tokio::select! {
             event = queue.next_event(&events) => {
@@ -223,9 +224,8 @@ async fn run_stage<Q: JobQueue>(
                         }
                     }
                     JobOutcome::Failed { error } => {
-                        if pending.contains_key(&event.job_id.0) {
-                            progress.finish();
-                            bail!("{} failed; nothing was committed. {error}", stage.name());
+                        if pending.remove(&event.job_id.0).is_some() {
+                            failures.push(error);
                         }
                     }
                 }
@@ -239,17 +239,22 @@ async fn run_stage<Q: JobQueue>(
                         report.executed += 1;
                         progress.inc("recorded");
                     } else if let Some(f) = store.get_json::<Failed>(&record::failed_path(&id)).await? {
-                        progress.finish();
-                        bail!("{} failed; nothing was committed. {}", stage.name(), f.error);
+                        pending.remove(&id);
+                        failures.push(f.error);
                     } else if let Some(f) = store.get_json::<Failed>(&record::dead_path(&id)).await? {
-                        progress.finish();
-                        bail!("{} failed; nothing was committed. Job {} was dead-lettered: {}", stage.name(), &id[..12], f.error);
+                        pending.remove(&id);
+                        failures.push(format!("job {} was dead-lettered: {}", &id[..12], f.error));
                     }
                 }
             }
         }
     }
     progress.finish();
+    // The stage's other jobs ran to the end, so a rerun redoes only the failed ones.
+    if !failures.is_empty() {
+        failures.dedup();
+        bail!("{} failed ({} of {} jobs); nothing was committed. {}", stage.name(), failures.len(), stage.jobs.len(), failures.join("; "));
+    }
     if stage.output == StageKind::Corpus {
         check_unique_documents(store, config, stage).await?;
     }
