@@ -68,7 +68,7 @@ chaos: services
 	mkdir -p $(dir $(CHAOS_REPORT))
 	for seed in 1 2 3; do \
 	  PHRASESWEEP_CHAOS_SEED=$$seed PHRASESWEEP_CHAOS_KILLS=20 PHRASESWEEP_CHAOS_S3_STOP_S=20 PHRASESWEEP_CHAOS_REPORT=$(CHAOS_REPORT) \
-	    $(CARGO) test --test chaos -- --nocapture; \
+	    $(CARGO) test --test chaos -- --nocapture || exit 1; \
 	done
 	$(CARGO) test --test reliability
 	cat $(CHAOS_REPORT)

@@ -1,7 +1,7 @@
 //! The chaos suite: a fixture sweep through the dense path (ingest, encode, index, a QSFT epoch, scan,
 //! retrieve, score) on RabbitMQ + S3 with three workers, while a driver on a seeded schedule SIGKILLs a
-//! random worker again and again (restarting it each time), restarts the RabbitMQ node once and stops
-//! the S3 server once. At the end every metrics and results table equals an undisturbed embedded run of
+//! random worker again and again (restarting it each time), restarts the RabbitMQ node once and takes
+//! the S3 server off the network once (its port refuses connections, open ones are cut). At the end every metrics and results table equals an undisturbed embedded run of
 //! the same config row for row, and the phrase dataset holds each token vector exactly once.
 //!
 //! `make test` runs a short schedule; `make chaos` the full one, with three seeds. The schedule is set by
@@ -20,7 +20,7 @@ use phrasesweep_workers::io::lance::open_dataset;
 use phrasesweep_workers::io::parquet::read_parquet;
 use phrasesweep_workers::io::store::Store;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
@@ -92,15 +92,6 @@ unit = "paragraph"
 "#,
         q = questions.display()
     )
-}
-
-/// Sends SIGCONT to a stopped S3 server when dropped, should the test fail while it is stopped.
-struct Thaw(i32);
-
-impl Drop for Thaw {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.0, libc::SIGCONT) };
-    }
 }
 
 fn infra(script: &str) {
@@ -175,20 +166,22 @@ async fn a_sweep_survives_kills_a_broker_restart_and_an_s3_stop_and_loses_nothin
     let _cleanup = (QueueCleanup::new(&name, &queue), S3Cleanup::new(&uri, &s3));
     let broker = format!("[broker]\nurl = \"{amqp}\"\nqueue = \"{queue}\"\ndelivery_limit = 20\n");
     let config = write_config(dir.path(), &name, &uri, &docs, &sweep(&questions, &broker));
-    let spawn = |n: usize, life: usize| Proc::spawn(worker(&queue, &format!("w{n}.{life}"), &s3).args(["--heartbeat", "2", "--delivery-limit", "20"]));
+    // The farm reaches S3 through a gate the driver can close: the server's port then refuses
+    // connections and open ones are cut, as when the server stops (moto keeps its data in memory, so
+    // it is not stopped itself).
+    let s3_addr: std::net::SocketAddr = s3["AWS_ENDPOINT_URL"].trim_start_matches("http://").parse().unwrap();
+    let gate = TcpGate::new(s3_addr);
+    let mut gated = s3.clone();
+    gated.insert("AWS_ENDPOINT_URL".into(), format!("http://{}", gate.addr));
+    let spawn = |n: usize, life: usize| Proc::spawn(worker(&queue, &format!("w{n}.{life}"), &gated).args(["--heartbeat", "2", "--delivery-limit", "20"]));
     let mut workers: Vec<Proc> = (0..3).map(|n| spawn(n, 0)).collect();
     let mut lives = [0usize; 3];
     let mut dead: Vec<Proc> = Vec::new();
     let clock = Instant::now();
-    let mut coord = Proc::spawn(bin().args(["coordinator", config.to_str().unwrap()]).envs(&s3));
-
-    let moto: i32 = std::fs::read_to_string(PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/phrasesweep/services/moto.pid"))
-        .ok()
-        .and_then(|p| p.trim().parse().ok())
-        .expect("the S3 server's pid (infra/s3-start.sh writes it)");
+    let mut coord = Proc::spawn(bin().args(["coordinator", config.to_str().unwrap()]).envs(&gated));
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let (mut killed, mut broker_restarts, mut s3_stops) = (0u64, 0, 0);
-    let mut thaw: Option<(Thaw, Instant)> = None;
+    let mut reopen: Option<Instant> = None;
     while killed < kills {
         std::thread::sleep(rng.millis(300, 1500));
         if coord.child.try_wait().unwrap().is_some() {
@@ -201,9 +194,8 @@ async fn a_sweep_survives_kills_a_broker_restart_and_an_s3_stop_and_loses_nothin
         dead.push(std::mem::replace(&mut workers[n], spawn(n, lives[n])));
         killed += 1;
         if killed == kills.div_ceil(4) {
-            // The S3 server stops answering (its process is stopped): requests hang, then are retried.
-            unsafe { libc::kill(moto, libc::SIGSTOP) };
-            thaw = Some((Thaw(moto), Instant::now() + s3_stop));
+            gate.close();
+            reopen = Some(Instant::now() + s3_stop);
             s3_stops += 1;
         }
         if killed == (3 * kills).div_ceil(4) {
@@ -211,13 +203,14 @@ async fn a_sweep_survives_kills_a_broker_restart_and_an_s3_stop_and_loses_nothin
             infra("rabbitmq-start.sh");
             broker_restarts += 1;
         }
-        if thaw.as_ref().is_some_and(|(_, at)| Instant::now() >= *at) {
-            thaw = None;
+        if reopen.is_some_and(|at| Instant::now() >= at) {
+            gate.open();
+            reopen = None;
         }
     }
-    if let Some((t, at)) = thaw.take() {
+    if let Some(at) = reopen.take() {
         std::thread::sleep(at.saturating_duration_since(Instant::now()));
-        drop(t);
+        gate.open();
     }
     assert_eq!((killed, broker_restarts, s3_stops), (kills, 1, 1), "the sweep ended before the schedule did:\n{}", coord.log());
     assert!(coord.wait(LIMIT).success(), "coordinator failed:\n{}", coord.log());

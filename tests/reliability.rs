@@ -142,6 +142,21 @@ fn a_second_coordinator_is_refused_until_the_first_ones_lease_expires() {
     assert!(stderr.contains("taking over the expired lease"), "{stderr}");
 }
 
+/// A coordinator stopped with Ctrl-C (or SIGTERM) ends at once, mid-job, and frees the store: the next
+/// one starts without waiting for the lease to expire.
+#[test]
+fn a_stopped_coordinator_ends_at_once_and_frees_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = local_run(dir.path(), "stopped", "[coordinator]\nlease_s = 600\n");
+    let mut first = Proc::spawn(bin().args(["run", config.to_str().unwrap()]).env("PHRASESWEEP_FAULT_PAUSE_MS", "120000").env("PHRASESWEEP_FAULT_JOB", "ingest"));
+    first.wait_for_log("fault injection: pausing", LIMIT);
+    unsafe { libc::kill(first.child.id() as i32, libc::SIGINT) };
+    assert!(!first.wait(Duration::from_secs(20)).success());
+    assert!(first.log().contains("stopped by SIGINT"), "{}", first.log());
+    let out = run_bounded(bin().args(["run", config.to_str().unwrap()]), LIMIT);
+    assert!(out.status.success(), "the store is free at once: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// A coordinator killed after committing a stage's Lance version and before recording it: the next one
 /// finds its own commit and does not commit again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -224,7 +224,10 @@ async fn run_stage<Q: JobQueue>(
                         }
                     }
                     JobOutcome::Failed { error } => {
-                        if pending.remove(&event.job_id.0).is_some() {
+                        // The event queue outlives runs: believe a failure its record still shows
+                        // (a rerun cleared the records of the failures it retries).
+                        if pending.contains_key(&event.job_id.0) && store.exists(&record::failed_path(&event.job_id.0)).await? {
+                            pending.remove(&event.job_id.0);
                             failures.push(error);
                         }
                     }
@@ -252,8 +255,10 @@ async fn run_stage<Q: JobQueue>(
     progress.finish();
     // The stage's other jobs ran to the end, so a rerun redoes only the failed ones.
     if !failures.is_empty() {
+        let failed = failures.len();
+        failures.sort();
         failures.dedup();
-        bail!("{} failed ({} of {} jobs); nothing was committed. {}", stage.name(), failures.len(), stage.jobs.len(), failures.join("; "));
+        bail!("{} failed ({failed} of {} jobs); nothing was committed. {}", stage.name(), stage.jobs.len(), failures.join("; "));
     }
     if stage.output == StageKind::Corpus {
         check_unique_documents(store, config, stage).await?;

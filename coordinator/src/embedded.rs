@@ -32,6 +32,12 @@ pub async fn run_embedded(config: &ExperimentConfig) -> Result<RunReport> {
             Err(e) => anyhow!("an embedded worker task died: {e}"),
         }),
     };
+    // After a failure or a stop, jobs not yet taken are dropped and running ones are not waited for:
+    // the process ends with the run, and the records let a rerun resume.
+    if result.is_err() {
+        queue.abandon();
+        return result;
+    }
     queue.close();
     while let Some(ended) = workers.join_next().await {
         if let Err(e) = ended.map_err(anyhow::Error::from).and_then(|r| r) {

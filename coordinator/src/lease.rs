@@ -11,7 +11,7 @@ use anyhow::{Result, bail};
 use phrasesweep_schemas::record::{LEASES_DIR, Lease, lease_path};
 use phrasesweep_workers::io::store::{Store, now_unix};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -20,6 +20,8 @@ pub struct LeaseGuard {
     n: u64,
     lease: Lease,
     lost: Arc<AtomicBool>,
+    /// When the lease on the store expires, as of the last renewal that reached the store.
+    valid_until: Arc<AtomicU64>,
     renewer: tokio::task::JoinHandle<()>,
 }
 
@@ -67,8 +69,9 @@ impl LeaseGuard {
             if store.put_if_absent(&lease_path(next), serde_json::to_vec_pretty(&lease)?).await? {
                 info!(lease = next, "took the store's lease");
                 let lost = Arc::new(AtomicBool::new(false));
-                let renewer = tokio::spawn(renew(store.clone(), next, lease.clone(), lease_s, lost.clone()));
-                return Ok(Self { store: store.clone(), n: next, lease, lost, renewer });
+                let valid_until = Arc::new(AtomicU64::new(lease.expires_unix));
+                let renewer = tokio::spawn(renew(store.clone(), next, lease.clone(), lease_s, lost.clone(), valid_until.clone()));
+                return Ok(Self { store: store.clone(), n: next, lease, lost, valid_until, renewer });
             }
             // Another coordinator created it first: look again, and be refused by its lease.
         }
@@ -77,6 +80,11 @@ impl LeaseGuard {
     /// Fails when another coordinator has taken the store (this one stopped renewing in time): its
     /// commits would race the new holder's.
     pub async fn check(&self) -> Result<()> {
+        // Renewals that failed for as long as the lease lasts: another coordinator may take the store
+        // any moment now, so no commit.
+        if now_unix() + 1 >= self.valid_until.load(Ordering::SeqCst) {
+            bail!("could not renew the lease on {} in time; stopping before a commit", self.store.root_uri());
+        }
         let newer = current(&self.store).await?.filter(|(n, _)| *n > self.n);
         if self.lost.load(Ordering::SeqCst) || newer.is_some() {
             let by = newer.map_or_else(|| "another coordinator".into(), |(_, l)| l.holder);
@@ -86,8 +94,10 @@ impl LeaseGuard {
     }
 
     /// Frees the store for the next coordinator now rather than at the lease's expiry.
-    pub async fn release(self) -> Result<()> {
+    pub async fn release(mut self) -> Result<()> {
         self.renewer.abort();
+        // A renewal in flight must not land after the release.
+        let _ = (&mut self.renewer).await;
         if self.check().await.is_ok() {
             let lease = Lease { released: true, expires_unix: now_unix(), ..self.lease.clone() };
             self.store.put_json(&lease_path(self.n), &lease).await?;
@@ -103,7 +113,7 @@ impl Drop for LeaseGuard {
 }
 
 /// Renews lease `n` every third of its length while no newer lease exists.
-async fn renew(store: Store, n: u64, mut lease: Lease, lease_s: u64, lost: Arc<AtomicBool>) {
+async fn renew(store: Store, n: u64, mut lease: Lease, lease_s: u64, lost: Arc<AtomicBool>, valid_until: Arc<AtomicU64>) {
     let every = Duration::from_secs(lease_s / 3).max(Duration::from_secs(1));
     loop {
         tokio::time::sleep(every).await;
@@ -117,8 +127,9 @@ async fn renew(store: Store, n: u64, mut lease: Lease, lease_s: u64, lost: Arc<A
             Err(e) => warn!("cannot check the store's lease: {e:#}"),
         }
         lease.expires_unix = now_unix() + lease_s;
-        if let Err(e) = store.put_json(&lease_path(n), &lease).await {
-            warn!("cannot renew the store's lease: {e:#}");
+        match store.put_json(&lease_path(n), &lease).await {
+            Ok(()) => valid_until.store(lease.expires_unix, Ordering::SeqCst),
+            Err(e) => warn!("cannot renew the store's lease: {e:#}"),
         }
     }
 }

@@ -124,7 +124,10 @@ fn main() -> std::process::ExitCode {
     // lease and the job heartbeats running meanwhile.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(cores + 8).enable_all().build().expect("tokio runtime");
-    match runtime.block_on(run(Cli::parse())) {
+    let result = runtime.block_on(run(Cli::parse()));
+    // Jobs still computing (an embedded run that failed or was stopped) are not waited for.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

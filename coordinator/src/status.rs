@@ -77,6 +77,7 @@ impl Visitor for Counter<'_> {
         let mut s = StageStatus { stage: stage.name(), jobs: stage.jobs.len(), ..Default::default() };
         for job in &stage.jobs {
             let id = &job.id.0;
+            let attempts = history::attempts(store, id).await?;
             let state = if store.exists(&record::done_path(id)).await? {
                 s.done += 1;
                 "done".to_string()
@@ -86,7 +87,10 @@ impl Visitor for Counter<'_> {
             } else if let Some(f) = store.get_json::<Failed>(&record::failed_path(id)).await? {
                 s.failed += 1;
                 format!("failed: {}", f.error)
-            } else if let Some(started) = store.get_json::<Started>(&record::started_path(id)).await? {
+            } else if let Some(started) = store.get_json::<Started>(&record::started_path(id)).await?
+                // A delivery settled after the last start gave the job back: it waits for the next.
+                && attempts.last().is_none_or(|a| a.at_unix <= started.at_unix)
+            {
                 let silent = now_unix().saturating_sub(started.last_seen());
                 if silent > self.stale_after_s {
                     s.stale += 1;
@@ -99,7 +103,6 @@ impl Visitor for Counter<'_> {
                 s.waiting += 1;
                 "waiting".to_string()
             };
-            let attempts = history::attempts(store, id).await?;
             let eventful = attempts.iter().any(|a| a.outcome != AttemptOutcome::Done);
             if eventful || !matches!(state.as_str(), "done" | "waiting") && !state.starts_with("running") {
                 self.status.notes.push(JobNote { stage: stage.name(), id: id.clone(), label: job.spec.label(), state, attempts });

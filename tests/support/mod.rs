@@ -327,3 +327,84 @@ impl Drop for S3Cleanup {
         .join();
     }
 }
+
+/// A TCP forwarder in front of a server, to take it off the network and back without stopping it:
+/// closed, its port refuses connections and the open ones are cut, as if the server had stopped.
+pub struct TcpGate {
+    pub addr: std::net::SocketAddr,
+    state: Arc<GateState>,
+}
+
+#[derive(Default)]
+struct GateState {
+    closed: std::sync::atomic::AtomicBool,
+    stop: std::sync::atomic::AtomicBool,
+    conns: Mutex<Vec<std::net::TcpStream>>,
+}
+
+impl TcpGate {
+    pub fn new(target: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::Ordering::SeqCst;
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = first.local_addr().unwrap();
+        let state = Arc::new(GateState::default());
+        let s = state.clone();
+        std::thread::spawn(move || {
+            let mut listener = Some(first);
+            while !s.stop.load(SeqCst) {
+                if s.closed.load(SeqCst) {
+                    listener = None;
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                let l = match &listener {
+                    Some(l) => l,
+                    None => match std::net::TcpListener::bind(addr) {
+                        Ok(l) => listener.insert(l),
+                        Err(_) => {
+                            std::thread::sleep(Duration::from_millis(20));
+                            continue;
+                        }
+                    },
+                };
+                l.set_nonblocking(true).unwrap();
+                match l.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let Ok(server) = std::net::TcpStream::connect(target) else { continue };
+                        let mut conns = s.conns.lock().unwrap();
+                        conns.push(client.try_clone().unwrap());
+                        conns.push(server.try_clone().unwrap());
+                        for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)] {
+                            std::thread::spawn(move || {
+                                let _ = std::io::copy(&mut from, &mut to);
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                            });
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Self { addr, state }
+    }
+
+    /// Refuses new connections and cuts the open ones.
+    pub fn close(&self) {
+        self.state.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in self.state.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn open(&self) {
+        self.state.closed.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpGate {
+    fn drop(&mut self) {
+        self.state.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.close();
+    }
+}

@@ -86,7 +86,7 @@ impl Worker {
     }
 
     /// Runs `op` until it succeeds or fails for a reason other than a transient one, retrying transient
-    /// errors with exponential backoff and full jitter for up to `retry_for_s`. Returns the error and
+    /// errors with exponential backoff and jitter for up to `retry_for_s`. Returns the error and
     /// how many retries were made.
     async fn retrying<T, F, Fut>(&self, job: &JobEnvelope, what: &str, mut op: F) -> Result<T, (JobError, u32)>
     where
@@ -127,11 +127,12 @@ impl Worker {
         }
         let id = job.id.0.as_str();
         let attempt = delivery.attempt();
+        // Opening a store reads no network: what fails here is the location itself.
         let store = match self.open_store(&job) {
             Ok(s) => s,
             Err(e) => {
-                warn!(job = job.id.short(), "cannot open the job's store: {e:#}; giving the job back");
-                return delivery.retry().await;
+                error!(job = job.id.short(), "dead-lettering a job whose store cannot be opened: {e:#}");
+                return delivery.dead_letter().await;
             }
         };
         let done = self.retrying(&job, "reading the job's record", || async { Ok(store.exists(&record::done_path(id)).await?) }).await;
@@ -175,7 +176,7 @@ impl Worker {
                     at_unix: now_unix(),
                     output,
                 };
-                let bytes = serde_json::to_vec_pretty(&done)?;
+                let bytes = serde_json::to_vec_pretty(&done).expect("a done record serialises");
                 let first = self
                     .retrying(&job, "recording the output", || async { Ok(store.put_if_absent(&record::done_path(id), bytes.clone()).await?) })
                     .await;

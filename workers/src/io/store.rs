@@ -17,11 +17,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Bounds on how long a broken or unreachable store is retried before the error surfaces.
+/// Bounds on how long a broken or unreachable store is retried before the error surfaces: each request
+/// rides out an outage of up to a minute (object_store's jittered backoff from 0.1 s to 15 s; the time
+/// bounds it, not the count), so a store that restarts costs a sweep nothing. Refusals (wrong
+/// credentials, a missing bucket) are not retried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-const MAX_RETRIES: usize = 3;
-const RETRY_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_RETRIES: usize = 100;
+const RETRY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `check_access` waits: a store that does not answer at the start of a run is a wrong endpoint
+/// more often than an outage.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Clone)]
 struct Secrets {
@@ -268,8 +274,10 @@ impl Store {
     /// Checks that the store answers and accepts these credentials, with a clear error otherwise.
     /// A listing, not a read: reading a missing object answers the same with or without the bucket.
     pub async fn check_access(&self) -> Result<()> {
-        let Err(e) = self.objects.list_with_delimiter(Some(&self.prefix)).await else { return Ok(()) };
         let hint = "check its endpoint, bucket and credentials (store.endpoint, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)";
+        let listed = tokio::time::timeout(CHECK_TIMEOUT, self.objects.list_with_delimiter(Some(&self.prefix))).await;
+        let Ok(listed) = listed else { bail!("the store {} cannot be used: no answer within {CHECK_TIMEOUT:?}; {hint}", self.root_uri) };
+        let Err(e) = listed else { return Ok(()) };
         if e.to_string().contains("NoSuchBucket") {
             let bucket = self.root_uri.trim_start_matches("s3://").split('/').next().unwrap_or_default();
             bail!("the store {} cannot be used: the bucket `{bucket}` does not exist; {hint}", self.root_uri);
@@ -316,10 +324,15 @@ pub async fn read_input(like: &Store, uri: &str) -> Result<Vec<u8>> {
     Ok(get.bytes().await.map_err(|e| input_error(uri, e))?.to_vec())
 }
 
+/// An input file that is not there (on disk or on S3): retrying cannot help.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {0}: no such file")]
+pub struct InputMissing(pub String);
+
 /// An input that cannot be read, said once: object_store's messages repeat their source error.
 fn input_error(uri: &str, e: object_store::Error) -> anyhow::Error {
     match e {
-        object_store::Error::NotFound { .. } => anyhow!("cannot read {uri}: no such file"),
+        object_store::Error::NotFound { .. } => InputMissing(uri.to_string()).into(),
         e => anyhow!("cannot read {uri}: {e}"),
     }
 }

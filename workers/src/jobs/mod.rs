@@ -8,7 +8,7 @@ pub mod scan;
 pub mod score;
 pub mod train;
 
-use crate::io::store::{InputChanged, Store, read_pinned};
+use crate::io::store::{InputChanged, InputMissing, Store, read_pinned};
 use phrasesweep_schemas::JobSpec;
 use phrasesweep_schemas::job::{InputFile, LineShard};
 
@@ -27,12 +27,14 @@ pub enum JobError {
     Other(anyhow::Error),
 }
 
-/// A pinned input that changed ([`InputChanged`]) or a file that is not there, wherever it was found,
-/// is an input error; anything else may pass on a retry.
+/// A pinned input that changed ([`InputChanged`]) or a file that is not there ([`InputMissing`], or a
+/// local file's `NotFound`), wherever it was found, is an input error; anything else may pass on a retry.
 impl From<anyhow::Error> for JobError {
     fn from(e: anyhow::Error) -> Self {
         let permanent = e.chain().any(|c| {
-            c.is::<InputChanged>() || c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+            c.is::<InputChanged>()
+                || c.is::<InputMissing>()
+                || c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
         });
         if permanent { JobError::Input(format!("{e:#}")) } else { JobError::Other(e) }
     }
@@ -72,6 +74,7 @@ pub async fn execute(store: &Store, spec: &JobSpec) -> Result<serde_json::Value,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     /// A changed data file and changed model weights are input errors (dead-lettered at once, with the
     /// reason), not errors a retry could fix.
@@ -92,9 +95,11 @@ mod tests {
 
         let model = dir.path().join("model");
         std::fs::create_dir(&model).unwrap();
-        std::fs::write(model.join("model.safetensors"), b"weights").unwrap();
+        for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+            std::fs::copy(crate::model::load::default_model_dir().join(f), model.join(f)).expect("the default model (make setup)");
+        }
         let pinned = crate::model::registry::model_ref(model.to_str().unwrap()).unwrap();
-        std::fs::write(model.join("model.safetensors"), b"other weights").unwrap();
+        std::fs::OpenOptions::new().append(true).open(model.join("model.safetensors")).unwrap().write_all(b"more").unwrap();
         let device = crate::model::device::job_device().unwrap();
         let e: JobError = crate::model::registry::load_query_encoder::<crate::model::device::Job>(&pinned, &device).err().expect("changed weights must not load").into();
         assert!(matches!(&e, JobError::Input(m) if m.contains("weights of") && m.contains("rerun to plan again")), "{e:?}");

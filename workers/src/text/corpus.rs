@@ -314,11 +314,17 @@ mod tests {
 
     #[test]
     fn parses_lines_with_numbers() {
-        let bytes = b"{\"id\":\"a\",\"title\":\"A\",\"paragraphs\":[\"x\"]}\n\n{\"id\":\"b\",\"title\":\"B\",\"paragraphs\":[]}";
+        let bytes = b"{\"id\":\"a\",\"title\":\"A\",\"paragraphs\":[\"x\"]}\n\n{\"id\":\"b\",\"title\":\"B\",\"paragraphs\":[\"\"]}";
         let docs = parse_documents("f", 10, bytes).unwrap();
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[1].id, "b");
-        let bad = b"{\"id\":\"a\",\"title\":\"A\",\"paragraphs\":[]}\n\n{\"id\":\"b\"}";
+        let bad = b"{\"id\":\"a\",\"title\":\"A\",\"paragraphs\":[\"x\"]}\n\n{\"id\":\"b\"}";
         assert_eq!(parse_documents("f", 10, bad).unwrap_err().line, 12);
+        let empty = b"{\"id\":\"a\",\"title\":\"A\",\"paragraphs\":[]}";
+        assert_eq!(parse_documents("f", 10, empty).unwrap_err().field.as_deref(), Some("paragraphs"));
+        let twice = b"{\"id\":\"a\",\"title\":\"A\",\"paragraphs\":[\"x\"]}\n{\"id\":\"a\",\"title\":\"B\",\"paragraphs\":[\"y\"]}";
+        let e = parse_documents("f", 10, twice).unwrap_err();
+        assert_eq!((e.line, e.field.as_deref()), (11, Some("id")), "{e}");
+        assert!(e.to_string().contains("already used at line 10"), "{e}");
     }
 }

@@ -49,6 +49,16 @@ impl EmbeddedQueue {
         self.inner.job_ready.notify_waiters();
     }
 
+    /// Closes the queue and drops the jobs not yet taken (a run that failed or was stopped: their
+    /// records let a rerun resume).
+    pub fn abandon(&self) {
+        let mut jobs = self.inner.jobs.lock().unwrap();
+        jobs.closed = true;
+        jobs.ready.clear();
+        drop(jobs);
+        self.inner.job_ready.notify_waiters();
+    }
+
     fn push(&self, body: Vec<u8>, attempt: u32) {
         let mut jobs = self.inner.jobs.lock().unwrap();
         if attempt > self.inner.delivery_limit {
