@@ -145,3 +145,43 @@ async fn a_training_job_killed_mid_epoch_resumes_from_its_last_checkpoint() {
     assert!(log.contains("the starting evaluation is on the store"), "nor evaluate the untrained reader again:\n{log}");
     assert!(coord.log().contains("reader: SQuAD dev"), "{}", coord.log());
 }
+
+/// SIGTERM during a job drains the worker: it finishes the job, acks it and exits, and nothing is
+/// delivered again. A second SIGTERM gives the job in hand back at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_worker_and_a_second_one_gives_its_job_back() {
+    let amqp = rabbitmq_url();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("drain");
+    let queue = format!("{name}.jobs");
+    let _cleanup = QueueCleanup::new(&name, &queue);
+    let store = dir.path().join("store");
+    let config = write_config(dir.path(), &name, store.to_str().unwrap(), &data("fixture/docs.jsonl"), &format!("[broker]\nurl = \"{amqp}\"\nqueue = \"{queue}\"\n"));
+    let local = Default::default();
+    let term = |p: &Proc| unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
+
+    let mut drained = Proc::spawn(worker(&queue, "drained", &local).env("PHRASESWEEP_FAULT_PAUSE_MS", "3000").env("PHRASESWEEP_FAULT_JOB", "ingest"));
+    let mut coord = Proc::spawn(bin().args(["coordinator", config.to_str().unwrap()]));
+    drained.wait_for_log("fault injection: pausing", LIMIT);
+    term(&drained);
+    assert!(drained.wait(Duration::from_secs(60)).success(), "{}", drained.log());
+    assert_eq!(drained.log().matches("finished job").count(), 1, "the job in hand is finished, no other is taken:\n{}", drained.log());
+    assert!(drained.log().contains("drained: no job in hand, stopping"), "{}", drained.log());
+
+    let mut stopped = Proc::spawn(worker(&queue, "stopped", &local).env("PHRASESWEEP_FAULT_PAUSE_MS", "120000").env("PHRASESWEEP_FAULT_JOB", "ingest"));
+    stopped.wait_for_log("fault injection: pausing", LIMIT);
+    term(&stopped);
+    stopped.wait_for_log("finishing the job in hand", LIMIT);
+    term(&stopped);
+    assert!(stopped.wait(Duration::from_secs(20)).success(), "a second SIGTERM stops it long before its job would end:\n{}", stopped.log());
+    assert!(stopped.log().contains("giving it back to the queue: the worker was stopped"), "{}", stopped.log());
+
+    // The two jobs left, then it stops by itself.
+    let mut rescuer = Proc::spawn(worker(&queue, "rescuer", &local).args(["--drain-after", "2"]));
+    assert!(coord.wait(LIMIT).success(), "coordinator failed:\n{}", coord.log());
+    assert!(rescuer.wait(Duration::from_secs(30)).success(), "--drain-after 2 stops the worker after two jobs:\n{}", rescuer.log());
+    let log = rescuer.log();
+    let mut started: Vec<&str> = log.lines().filter(|l| l.contains("started job")).map(|l| if l.contains("attempt=1") { "first" } else { "again" }).collect();
+    started.sort();
+    assert_eq!(started, ["again", "first"], "the given-back job comes back once; the drained one never:\n{}", rescuer.log());
+}

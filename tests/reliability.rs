@@ -109,6 +109,7 @@ async fn status_marks_a_job_stale_once_its_worker_stops_beating() {
     std::thread::sleep(Duration::from_secs(5));
     let status = status_of(&config);
     assert_eq!(status_row(&status, "ingest")[2..4], [1, 0], "alive and beating, so running:\n{status}");
+    assert!(status.contains("running on doomed (delivery 1)"), "status names the job's worker:\n{status}");
 
     unsafe { libc::kill(doomed.child.id() as i32, libc::SIGKILL) };
     doomed.child.wait().unwrap();

@@ -9,7 +9,7 @@ use phrasesweep_schemas::config::{BrokerConfig, WorkerSettings, redact_url};
 use phrasesweep_schemas::settings::SearchSettings;
 use phrasesweep_workers::io::queue::amqp::{AmqpQueue, DEFAULT_JOB_QUEUE};
 use phrasesweep_workers::io::store::Store;
-use phrasesweep_workers::worker::{StoreAccess, Worker};
+use phrasesweep_workers::worker::{Stop, StoreAccess, Worker};
 use std::path::PathBuf;
 use tracing::info;
 
@@ -55,9 +55,13 @@ enum Command {
         /// Seconds between a running job's heartbeats on the store.
         #[arg(long, default_value_t = WorkerSettings::default().heartbeat_s, value_parser = clap::value_parser!(u64).range(1..))]
         heartbeat: u64,
+        /// Stop after settling this many jobs (as after a SIGTERM: the last one is finished first).
+        #[arg(long, value_name = "N")]
+        drain_after: Option<u64>,
     },
-    /// Per stage: jobs done, running, stale, failed, dead-lettered and waiting; and the attempt history
-    /// of every job that failed, stalled or needed more than one delivery.
+    /// Per stage: jobs done, running, stale, failed, dead-lettered and waiting; which worker runs each
+    /// running job; and the attempt history of every job that failed, stalled or needed more than one
+    /// delivery.
     Status { config: PathBuf },
     /// Ranked evidence for one question from a run's phrase index.
     Search {
@@ -136,6 +140,28 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// A worker's stop requests: the first SIGTERM or SIGINT drains it (the job in hand is finished and
+/// acked), the second stops it at once (the job goes back to the queue).
+fn stop_signals() -> tokio::sync::watch::Receiver<Stop> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = tokio::sync::watch::channel(Stop::No);
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else { return };
+        for level in [Stop::Drain, Stop::Now] {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            match level {
+                Stop::Drain => tracing::warn!("stopping: finishing the job in hand, then exiting (signal again to give it back at once)"),
+                _ => tracing::warn!("stopping now: giving the job in hand back to the queue"),
+            }
+            let _ = tx.send(level);
+        }
+    });
+    rx
+}
+
 /// The broker to use: the flag, else the config's `[broker]`; `None` means embedded.
 fn choose_broker(config: &ExperimentConfig, flag: Option<String>) -> Option<BrokerConfig> {
     match (flag, config.broker.clone()) {
@@ -191,14 +217,14 @@ async fn run(cli: Cli) -> Result<()> {
             let b = choose_broker(&config, broker).context("no broker: pass --broker URL or set broker.url in the config")?;
             coordinate(&config, &b).await
         }
-        Command::Worker { broker, name, queue, delivery_limit, retry_for, heartbeat } => {
+        Command::Worker { broker, name, queue, delivery_limit, retry_for, heartbeat, drain_after } => {
             let name = name.unwrap_or_else(|| {
                 let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
                 format!("{host}:{}", std::process::id())
             });
             let queue = AmqpQueue::connect(&broker, &queue, delivery_limit).await?;
             let settings = WorkerSettings { retry_for_s: retry_for, heartbeat_s: heartbeat };
-            Worker::new(name, StoreAccess::FromMessage, settings).run(&queue).await
+            Worker::new(name, StoreAccess::FromMessage, settings).serve(&queue, stop_signals(), drain_after).await
         }
         Command::Search { index, query_encoder, unit, k, nprobes, question } => {
             let hits = search::search_store(&index, &query_encoder, unit.into(), k, nprobes, &question).await?;
@@ -229,7 +255,7 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("{s}");
             }
             if !status.notes.is_empty() {
-                println!("\njobs that failed, stalled or needed more than one delivery:");
+                println!("\njobs running, failed, stalled or that needed more than one delivery:");
                 for note in &status.notes {
                     println!("  {note}");
                 }

@@ -37,7 +37,7 @@ impl fmt::Display for StageStatus {
 
 pub const HEADER: &str = "stage           jobs  done  running  stale  failed  dead-lettered  waiting  committed";
 
-/// A job worth a look: not done, or done after deliveries that did not finish.
+/// A job worth a look: running (and where), failed, stalled, or done after deliveries that did not finish.
 #[derive(Debug, Clone)]
 pub struct JobNote {
     pub stage: String,
@@ -104,7 +104,7 @@ impl Visitor for Counter<'_> {
                 "waiting".to_string()
             };
             let eventful = attempts.iter().any(|a| a.outcome != AttemptOutcome::Done);
-            if eventful || !matches!(state.as_str(), "done" | "waiting") && !state.starts_with("running") {
+            if eventful || !matches!(state.as_str(), "done" | "waiting") {
                 self.status.notes.push(JobNote { stage: stage.name(), id: id.clone(), label: job.spec.label(), state, attempts });
             }
         }

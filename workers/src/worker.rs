@@ -8,7 +8,9 @@
 //! - a panic: caught, recorded, and the delivery goes back to the queue, so it counts towards the
 //!   broker's delivery limit and a poison job ends dead-lettered with its message;
 //! - a lost broker channel: settling fails, the worker carries on; the broker delivers the job again
-//!   and its record on the store decides whether it runs.
+//!   and its record on the store decides whether it runs;
+//! - told to stop (SIGTERM): it takes no new job, finishes and acks the one in hand, and exits; told
+//!   twice, it gives the job back at once.
 //!
 //! Every settled delivery leaves a line in the job's attempt history, and a running job's record gets a
 //! heartbeat, so `status` can tell a job whose worker died from one that is running.
@@ -24,6 +26,7 @@ use phrasesweep_schemas::{JobEnvelope, JobEvent, JobOutcome};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 /// The first pause before retrying a transient error; each retry doubles it, up to the cap.
@@ -53,13 +56,31 @@ impl Worker {
 
     /// Serves jobs until the queue closes. Returns an error only when the queue itself is lost for good.
     pub async fn run<Q: JobQueue>(&self, queue: &Q) -> Result<()> {
+        self.serve(queue, watch::channel(Stop::No).1, None).await
+    }
+
+    /// Serves jobs until the queue closes, `stop` says so, or `max_jobs` deliveries are settled. On
+    /// [`Stop::Drain`] the job in hand is finished and acked first; on [`Stop::Now`] it is given back.
+    pub async fn serve<Q: JobQueue>(&self, queue: &Q, stop: watch::Receiver<Stop>, max_jobs: Option<u64>) -> Result<()> {
         info!(worker = %self.name, "waiting for jobs");
-        while let Some(delivery) = queue.next_job().await? {
-            if let Err(e) = self.handle(queue, delivery).await {
+        let mut settled = 0u64;
+        loop {
+            if *stop.borrow() != Stop::No || max_jobs.is_some_and(|n| settled >= n) {
+                info!(worker = %self.name, settled, "drained: no job in hand, stopping");
+                return Ok(());
+            }
+            let delivery = tokio::select! {
+                next = queue.next_job() => match next? {
+                    Some(d) => d,
+                    None => return Ok(()),
+                },
+                _ = stop_at(stop.clone(), Stop::Drain) => continue,
+            };
+            if let Err(e) = self.handle(queue, delivery, &stop).await {
                 warn!(worker = %self.name, "cannot settle a delivery: {e:#}; the broker delivers it again and its record decides");
             }
+            settled += 1;
         }
-        Ok(())
     }
 
     fn open_store(&self, job: &JobEnvelope) -> Result<Store> {
@@ -113,7 +134,7 @@ impl Worker {
         }
     }
 
-    async fn handle<Q: JobQueue>(&self, queue: &Q, delivery: Q::Delivery) -> Result<()> {
+    async fn handle<Q: JobQueue>(&self, queue: &Q, delivery: Q::Delivery, stop: &watch::Receiver<Stop>) -> Result<()> {
         let job: JobEnvelope = match serde_json::from_slice(delivery.body()) {
             Ok(j) => j,
             Err(e) => {
@@ -156,14 +177,16 @@ impl Worker {
 
         let clock = Instant::now();
         let heartbeat = Heartbeat::start(store.clone(), record::started_path(id), started, self.settings.heartbeat_s);
-        let result = self
-            .retrying(&job, "the job", || async {
-                match AssertUnwindSafe(jobs::execute(&store, &job.spec)).catch_unwind().await {
-                    Ok(r) => r,
-                    Err(panic) => Err(JobError::Panicked(panic_message(&*panic))),
-                }
-            })
-            .await;
+        let run = self.retrying(&job, "the job", || async {
+            match AssertUnwindSafe(jobs::execute(&store, &job.spec)).catch_unwind().await {
+                Ok(r) => r,
+                Err(panic) => Err(JobError::Panicked(panic_message(&*panic))),
+            }
+        });
+        let result = tokio::select! {
+            r = run => r,
+            _ = stop_at(stop.clone(), Stop::Now) => Err((JobError::Other(anyhow::anyhow!("the worker was stopped")), 0)),
+        };
         drop(heartbeat);
         match result {
             Ok(output) => {
@@ -231,6 +254,22 @@ pub async fn record_attempt(store: &Store, id: &str, attempt: &Attempt) -> Resul
     let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let nonce = &uuid::Uuid::new_v4().simple().to_string()[..8];
     store.put_json(&record::attempt_path(id, at_ms, &attempt.by, nonce), attempt).await
+}
+
+/// What a worker is told while it serves, in increasing order: carry on, finish the job in hand and
+/// stop (a first SIGTERM), or give the job back and stop now (a second).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stop {
+    No,
+    Drain,
+    Now,
+}
+
+/// Waits until `stop` says `level` or more; forever when nobody can say it any more.
+async fn stop_at(mut stop: watch::Receiver<Stop>, level: Stop) {
+    if stop.wait_for(|s| *s >= level).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// A uniformly random pause in `[cap/2, cap]`: workers that failed together do not retry together.
