@@ -264,8 +264,8 @@ pub fn close_connections_of(pid: u32) -> usize {
     closed
 }
 
-/// Deletes a test's queues from the broker when dropped: the job queue, its dead-letter queue and the
-/// run's event queue.
+/// Deletes a test's queues and exchange from the broker when dropped: the job queue, its dead-letter
+/// queue and exchange, and the run's event queue.
 pub struct QueueCleanup {
     pub queue: String,
     pub events: String,
@@ -283,6 +283,9 @@ impl Drop for QueueCleanup {
         for q in [self.queue.clone(), format!("{}.dead", self.queue), self.events.clone()] {
             let _ = Command::new(&script).args(["-q", "delete_queue", &q]).output();
         }
+        // rabbitmqctl has no delete_exchange: the broker's own function does it.
+        let dlx = format!("rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"{}.dlx\">>), false, <<\"tests\">>).", self.queue);
+        let _ = Command::new(&script).args(["-q", "eval", &dlx]).output();
     }
 }
 
