@@ -170,6 +170,26 @@ fn committed_state(store: &Path) -> BTreeMap<String, String> {
     out
 }
 
+/// Every object under an S3 store URI (or why it cannot be listed).
+fn s3_objects(uri: &str, env: &std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
+    let config = store_config(uri, env);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let listed = match phrasesweep_workers::io::store::Store::from_config(&config) {
+                Ok(store) => store.list("").await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match listed {
+                Ok(paths) => paths.into_iter().map(|p| (p, String::new())).collect(),
+                Err(e) => BTreeMap::from([("(cannot list)".to_string(), e.lines().next().unwrap_or_default().to_string())]),
+            }
+        })
+    })
+    .join()
+    .unwrap()
+}
+
 #[test]
 fn bad_inputs_fail_clearly_show_no_secret_and_change_no_commit() {
     let s3 = s3_env();
@@ -222,8 +242,14 @@ fn bad_inputs_fail_clearly_show_no_secret_and_change_no_commit() {
             .replace("{dir}", dir.to_str().unwrap())
             .replace("{fixture}", fixture.to_str().unwrap());
         let config_path = dir.join("bad.toml");
+        // An S3 store is listed whole (with the right credentials): its cases fail before any write.
+        let s3_uri = config.lines().find_map(|l| l.strip_prefix("uri = \"s3://")).map(|u| format!("s3://{}", u.trim_end_matches('"')));
+        let state = || match &s3_uri {
+            Some(uri) => s3_objects(uri, &s3),
+            None => committed_state(&store),
+        };
         std::fs::write(&config_path, config).unwrap();
-        let before = committed_state(&store);
+        let before = state();
 
         let mut cmd = bin();
         cmd.args(["run", config_path.to_str().unwrap()]).envs(&s3);
@@ -249,7 +275,7 @@ fn bad_inputs_fail_clearly_show_no_secret_and_change_no_commit() {
                 problems.push("a secret is shown".into());
             }
         }
-        if committed_state(&store) != before {
+        if state() != before {
             problems.push("the store's committed state changed".into());
         }
         if !problems.is_empty() {
