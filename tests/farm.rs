@@ -185,3 +185,41 @@ async fn sigterm_drains_a_worker_and_a_second_one_gives_its_job_back() {
     started.sort();
     assert_eq!(started, ["again", "first"], "the given-back job comes back once; the drained one never:\n{}", rescuer.log());
 }
+
+/// Jobs go to the workers that serve their class: with a `cpu` worker and a `gpu` worker up, the `cpu`
+/// one never gets a `gpu` job (encoding, dense search) and the `gpu` one never a `cpu` job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_go_to_the_workers_that_serve_their_class() {
+    let amqp = rabbitmq_url();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("classes");
+    let queue = format!("{name}.jobs");
+    let _cleanup = QueueCleanup::new(&name, &queue);
+    let store = dir.path().join("store");
+    let extra = format!(
+        "[broker]\nurl = \"{amqp}\"\nqueue = \"{queue}\"\n\n[questions]\npath = \"{}\"\n\n[encode]\nmodel = \"default\"\n\n\
+         [[retrieval]]\nname = \"sentence\"\nmode = \"single\"\nunit = \"sentence\"\nencoder = \"base\"\n\n\
+         [[retrieval]]\nname = \"bm25\"\nmode = \"bm25\"\nunit = \"paragraph\"\n",
+        data("fixture/questions.jsonl").display()
+    );
+    let config = write_config(dir.path(), &name, store.to_str().unwrap(), &data("fixture/docs.jsonl"), &extra);
+    let serving = |who: &str, class: &str| {
+        Proc::spawn(bin().args(["worker", "--broker", &amqp, "--queue", &queue, "--name", who, "--serves", class]))
+    };
+    let cpu = serving("cpu-worker", "cpu");
+    let gpu = serving("gpu-worker", "gpu");
+    let mut coord = Proc::spawn(bin().args(["coordinator", config.to_str().unwrap()]));
+    assert!(coord.wait(LIMIT).success(), "coordinator failed:\n{}", coord.log());
+    let kinds = |p: &Proc| -> Vec<String> {
+        p.log()
+            .lines()
+            .filter(|l| l.contains("started job"))
+            .filter_map(|l| l.split("what=").nth(1).and_then(|w| w.split_whitespace().next()).map(String::from))
+            .collect()
+    };
+    let (cpu_kinds, gpu_kinds) = (kinds(&cpu), kinds(&gpu));
+    assert!(cpu_kinds.iter().all(|k| ["ingest", "index", "retrieve", "score"].contains(&k.as_str())), "{cpu_kinds:?}");
+    assert!(gpu_kinds.iter().all(|k| ["encode", "scan"].contains(&k.as_str())), "{gpu_kinds:?}");
+    assert!(cpu_kinds.contains(&"ingest".into()) && gpu_kinds.contains(&"encode".into()), "both took jobs: {cpu_kinds:?} {gpu_kinds:?}");
+    assert!(gpu.log().contains("serving gpu jobs (encoding, training, dense search) on a CPU build"), "{}", gpu.log());
+}

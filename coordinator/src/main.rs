@@ -6,6 +6,7 @@ use phrasesweep_coordinator::{drive, results, run_embedded, search, status, summ
 use phrasesweep_schemas::retrieval::Unit;
 use phrasesweep_schemas::ExperimentConfig;
 use phrasesweep_schemas::config::{BrokerConfig, WorkerSettings, redact_url};
+use phrasesweep_schemas::job::JobClass;
 use phrasesweep_schemas::settings::SearchSettings;
 use phrasesweep_workers::io::queue::amqp::{AmqpQueue, DEFAULT_JOB_QUEUE};
 use phrasesweep_workers::io::store::Store;
@@ -58,6 +59,11 @@ enum Command {
         /// Stop after settling this many jobs (as after a SIGTERM: the last one is finished first).
         #[arg(long, value_name = "N")]
         drain_after: Option<u64>,
+        /// Classes of jobs to take, first come first: `gpu` (encoding, training, QSFT, dense search)
+        /// and `cpu` (ingest, the index, merges, BM25, scoring). Default: both on a CUDA build, `cpu`
+        /// on a CPU build (a CPU-only farm passes `--serves cpu,gpu`).
+        #[arg(long, value_delimiter = ',')]
+        serves: Option<Vec<JobClass>>,
     },
     /// Per stage: jobs done, running, stale, failed, dead-lettered and waiting; which worker runs each
     /// running job; and the attempt history of every job that failed, stalled or needed more than one
@@ -175,7 +181,7 @@ async fn coordinate(config: &ExperimentConfig, broker: &BrokerConfig) -> Result<
     let store = Store::from_config(&config.store)?;
     store.check_access().await?;
     let url = broker.url.as_str();
-    let queue = AmqpQueue::connect(url, &broker.queue, broker.delivery_limit).await?;
+    let queue = AmqpQueue::connect(url, &broker.queue, broker.delivery_limit, &[]).await?;
     info!(broker = %redact_url(url), "coordinating");
     report(&store, drive(&queue, &store, config).await?).await
 }
@@ -217,12 +223,17 @@ async fn run(cli: Cli) -> Result<()> {
             let b = choose_broker(&config, broker).context("no broker: pass --broker URL or set broker.url in the config")?;
             coordinate(&config, &b).await
         }
-        Command::Worker { broker, name, queue, delivery_limit, retry_for, heartbeat, drain_after } => {
+        Command::Worker { broker, name, queue, delivery_limit, retry_for, heartbeat, drain_after, serves } => {
             let name = name.unwrap_or_else(|| {
                 let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
                 format!("{host}:{}", std::process::id())
             });
-            let queue = AmqpQueue::connect(&broker, &queue, delivery_limit).await?;
+            let serves = serves.unwrap_or_else(|| if cfg!(feature = "cuda") { JobClass::ALL.to_vec() } else { vec![JobClass::Cpu] });
+            if serves.contains(&JobClass::Gpu) && !cfg!(feature = "cuda") {
+                tracing::warn!("serving gpu jobs (encoding, training, dense search) on a CPU build: they run here, far slower than on a GPU");
+            }
+            info!(serves = ?serves, "job classes");
+            let queue = AmqpQueue::connect(&broker, &queue, delivery_limit, &serves).await?;
             let settings = WorkerSettings { retry_for_s: retry_for, heartbeat_s: heartbeat };
             Worker::new(name, StoreAccess::FromMessage, settings).serve(&queue, stop_signals(), drain_after).await
         }

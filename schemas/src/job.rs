@@ -155,6 +155,36 @@ pub struct ScanConfig {
     pub output: String,
 }
 
+/// The kind of worker a job wants; each class has its own queue on the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobClass {
+    Gpu,
+    Cpu,
+}
+
+impl JobClass {
+    pub const ALL: [JobClass; 2] = [JobClass::Gpu, JobClass::Cpu];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            JobClass::Gpu => "gpu",
+            JobClass::Cpu => "cpu",
+        }
+    }
+}
+
+impl std::str::FromStr for JobClass {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "gpu" => Ok(JobClass::Gpu),
+            "cpu" => Ok(JobClass::Cpu),
+            other => Err(format!("unknown job class `{other}` (known: gpu, cpu)")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetrieveInputs {
@@ -286,6 +316,18 @@ pub enum JobSpec {
 }
 
 impl JobSpec {
+    /// Which workers should take the job: model work (encoding, training, QSFT, dense search) is `gpu`;
+    /// reading and writing data (ingest, the index, merging scans, BM25, scoring) is `cpu`.
+    pub fn class(&self) -> JobClass {
+        match self {
+            JobSpec::Encode { .. } | JobSpec::Scan { .. } | JobSpec::TrainReader { .. } | JobSpec::TrainPhrase { .. } | JobSpec::QsftEpoch { .. } => {
+                JobClass::Gpu
+            }
+            JobSpec::Retrieve { inputs, config } if inputs.scans.is_empty() && !config.encoders.is_empty() => JobClass::Gpu,
+            JobSpec::Ingest { .. } | JobSpec::Index { .. } | JobSpec::Retrieve { .. } | JobSpec::Score { .. } => JobClass::Cpu,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             JobSpec::Ingest { .. } => "ingest",

@@ -15,10 +15,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A `phrasesweep worker` on the test RabbitMQ serving `queue`, with the S3 environment `s3`.
+/// A `phrasesweep worker` on the test RabbitMQ serving `queue` (jobs of both classes), with the S3
+/// environment `s3`.
 pub fn worker(queue: &str, name: &str, s3: &HashMap<String, String>) -> Command {
     let mut cmd = bin();
-    cmd.args(["worker", "--broker", &rabbitmq_url(), "--queue", queue, "--name", name]).envs(s3);
+    cmd.args(["worker", "--broker", &rabbitmq_url(), "--queue", queue, "--name", name, "--serves", "cpu,gpu"]).envs(s3);
     cmd
 }
 
@@ -280,7 +281,7 @@ impl QueueCleanup {
 impl Drop for QueueCleanup {
     fn drop(&mut self) {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/rabbitmq-ctl.sh");
-        for q in [self.queue.clone(), format!("{}.dead", self.queue), self.events.clone()] {
+        for q in [format!("{}.gpu", self.queue), format!("{}.cpu", self.queue), format!("{}.dead", self.queue), self.events.clone()] {
             let _ = Command::new(&script).args(["-q", "delete_queue", &q]).output();
         }
         // rabbitmqctl has no delete_exchange: the broker's own function does it.

@@ -1,6 +1,7 @@
 //! RabbitMQ transport (lapin). Jobs live in a durable quorum queue with a dead-letter exchange and a
-//! delivery limit; messages are persistent and published with confirms; a worker takes one job at a
-//! time (prefetch 1) and acks only once the job's output is durable. A lost connection is re-opened
+//! delivery limit, one queue per class of job (`gpu`, `cpu`); messages are persistent and published
+//! with confirms; a worker takes one job at a time from the classes it serves and acks only once the
+//! job's output is durable. A lost connection is re-opened
 //! with backoff; deliveries of the old connection come back from the broker, which is harmless since
 //! jobs are idempotent.
 
@@ -15,6 +16,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
 use phrasesweep_schemas::config::redact_url;
+use phrasesweep_schemas::job::JobClass;
 use phrasesweep_schemas::{JobEnvelope, JobEvent};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,15 +37,27 @@ pub struct AmqpQueue {
 
 struct Inner {
     url: String,
-    /// Job queue, its dead-letter exchange (`<queue>.dlx`) and dead-letter queue (`<queue>.dead`).
+    /// The job queues, one per class (`<queue>.gpu`, `<queue>.cpu`), their dead-letter exchange
+    /// (`<queue>.dlx`) and dead-letter queue (`<queue>.dead`).
     queue: String,
     dlx: String,
     dead: String,
     delivery_limit: u32,
+    /// The classes this process takes jobs of, in the order it looks for them.
+    serves: Vec<JobClass>,
     state: Mutex<Option<Link>>,
-    jobs: Mutex<Option<Consumer>>,
+    /// The channel jobs are taken on (`basic.get`, one at a time) and settled on.
+    jobs: Mutex<Option<Channel>>,
     events: Mutex<Option<(String, Consumer)>>,
 }
+
+/// The queue of a class of jobs.
+pub fn class_queue(queue: &str, class: JobClass) -> String {
+    format!("{queue}.{}", class.name())
+}
+
+/// How often an idle worker looks for a job, at most (it looks sooner right after one).
+const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// One live connection and its channels.
 struct Link {
@@ -54,7 +68,8 @@ struct Link {
 
 impl AmqpQueue {
     /// Connects and declares the topology; fails fast with a clear error if the broker cannot be reached.
-    pub async fn connect(url: &str, queue: &str, delivery_limit: u32) -> Result<Self> {
+    /// `serves` are the classes of jobs `next_job` takes (none for a coordinator).
+    pub async fn connect(url: &str, queue: &str, delivery_limit: u32, serves: &[JobClass]) -> Result<Self> {
         let q = Self {
             inner: Arc::new(Inner {
                 url: url.to_string(),
@@ -62,6 +77,7 @@ impl AmqpQueue {
                 dlx: format!("{queue}.dlx"),
                 dead: format!("{queue}.dead"),
                 delivery_limit,
+                serves: serves.to_vec(),
                 state: Mutex::new(None),
                 jobs: Mutex::new(None),
                 events: Mutex::new(None),
@@ -108,12 +124,16 @@ impl AmqpQueue {
         let mut args = quorum();
         args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(self.inner.dlx.as_str().into()));
         args.insert("x-delivery-limit".into(), AMQPValue::LongInt(self.inner.delivery_limit as i32));
-        if let Err(e) = ch.queue_declare(self.inner.queue.as_str().into(), QueueDeclareOptions::durable(), args).await {
-            // Declared earlier with other arguments (another delivery limit): use it as it is.
-            warn!("job queue exists with other settings ({e}); using it as declared");
-            let ch = conn.create_channel().await?;
-            ch.queue_declare(self.inner.queue.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
-                .await?;
+        let mut ch = ch;
+        for class in JobClass::ALL {
+            let name = class_queue(&self.inner.queue, class);
+            if let Err(e) = ch.queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args.clone()).await {
+                // Declared earlier with other arguments (another delivery limit): use it as it is. The
+                // refusal closed the channel.
+                warn!("job queue {name} exists with other settings ({e}); using it as declared");
+                ch = conn.create_channel().await?;
+                ch.queue_declare(name.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await?;
+            }
         }
         let _ = ch.close(200, "declared".into()).await;
         Ok(())
@@ -247,33 +267,35 @@ impl JobQueue for AmqpQueue {
     type Delivery = AmqpDelivery;
 
     async fn publish_job(&self, job: &JobEnvelope) -> Result<()> {
-        self.publish(&self.inner.queue, &serde_json::to_vec(job)?).await
+        self.publish(&class_queue(&self.inner.queue, job.spec.class()), &serde_json::to_vec(job)?).await
     }
 
+    /// Takes one job with `basic.get` from the first of the served classes' queues that has one. A
+    /// consumer per queue would hold a prefetched job of one class while running one of the other; a
+    /// get takes a job only when the worker is free to run it.
     async fn next_job(&self) -> Result<Option<AmqpDelivery>> {
-        let mut consumer = self.inner.jobs.lock().await;
+        let mut channel = self.inner.jobs.lock().await;
+        let mut idle = Duration::from_millis(50);
         loop {
-            if consumer.is_none() {
-                let (conn, _, generation) = self.link().await?;
-                let ch = conn.create_channel().await?;
-                ch.basic_qos(1, BasicQosOptions::default()).await?;
-                let c = ch
-                    .basic_consume(
-                        self.inner.queue.as_str().into(),
-                        format!("worker-{}-{generation}", std::process::id()).as_str().into(),
-                        BasicConsumeOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await?;
-                *consumer = Some(c);
+            if channel.as_ref().is_none_or(|c| !c.status().connected()) {
+                let (conn, _, _) = self.link().await?;
+                *channel = Some(conn.create_channel().await?);
             }
-            match consumer.as_mut().unwrap().next().await {
-                Some(Ok(delivery)) => return Ok(Some(AmqpDelivery { delivery })),
-                Some(Err(e)) => warn!("job consumer failed: {e}; reconnecting"),
-                None => warn!("job consumer closed; reconnecting"),
+            let ch = channel.as_ref().unwrap();
+            for &class in &self.inner.serves {
+                let queue = class_queue(&self.inner.queue, class);
+                match ch.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false }).await {
+                    Ok(Some(msg)) => return Ok(Some(AmqpDelivery { delivery: msg.delivery })),
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!("cannot take a job from {queue}: {e}; reconnecting");
+                        *channel = None;
+                        break;
+                    }
+                }
             }
-            *consumer = None;
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(idle).await;
+            idle = (idle * 2).min(IDLE_POLL);
         }
     }
 
