@@ -37,7 +37,7 @@ start=$(date +%s.%N)
 "$bin" run "$work/configs/embedded.toml" > "$work/embedded.out" 2> "$work/embedded.log" || { tail -20 "$work/embedded.log"; exit 1; }
 embedded=$(python3 -c "print($(date +%s.%N) - $start)")
 for w in 1 2 3; do
-  "$bin" worker --broker "$amqp" --queue "$tag.jobs" --name "bench-w$w" > "$work/w$w.log" 2>&1 &
+  "$bin" worker --broker "$amqp" --queue "$tag.jobs" --name "bench-w$w" --serves cpu,gpu > "$work/w$w.log" 2>&1 &
   pids+=($!)
 done
 start=$(date +%s.%N)
