@@ -39,6 +39,9 @@ install -d -o rabbitmq -g rabbitmq "$base" "$base/log"
 sed "s/@PORT@/$port/" "$here/rabbitmq/rabbitmq.conf" > "$base/rabbitmq.conf"
 chown rabbitmq:rabbitmq "$base/rabbitmq.conf"
 
+# From a folder that outlives the caller: a node started from a test's folder, since removed, cannot
+# run shell commands (rabbitmqctl status then fails with `enoent`).
+cd "$base"
 runuser -u rabbitmq -- env HOME=/var/lib/rabbitmq \
   RABBITMQ_NODENAME="$node" \
   RABBITMQ_CONFIG_FILE="$base/rabbitmq.conf" \
