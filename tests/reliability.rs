@@ -55,7 +55,7 @@ async fn a_poison_job_is_dead_lettered_with_its_panic_and_a_rerun_retries_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_errors_are_retried_with_backoff_inside_the_worker() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, store) = local_run(dir.path(), "transient", "[embedded.worker]\nretry_for_s = 60\n");
+    let (config, store) = local_run(dir.path(), "transient", "[embedded.worker]\nretry_for_s = 300\n");
     let out = run_bounded(bin().args(["run", config.to_str().unwrap()]).env("PHRASESWEEP_FAULT_TRANSIENT", "8"), LIMIT);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");

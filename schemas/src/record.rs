@@ -20,11 +20,11 @@ pub fn dead_path(id: &str) -> String {
 pub fn attempts_dir(id: &str) -> String {
     format!("jobs/{id}/attempts/")
 }
-/// One attempt's record; the millisecond timestamp first, so a listing is in time order, and `nonce`
-/// last, so two deliveries settled in the same millisecond keep both records.
-pub fn attempt_path(id: &str, at_ms: u128, by: &str, nonce: &str) -> String {
+/// One attempt's record; the nanosecond timestamp first, so a listing is in time order, and `nonce`
+/// last, so two records of one instant both stay.
+pub fn attempt_path(id: &str, at_ns: u128, by: &str, nonce: &str) -> String {
     let by: String = by.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
-    format!("{}{at_ms:014}-{by}-{nonce}.json", attempts_dir(id))
+    format!("{}{at_ns:020}-{by}-{nonce}.json", attempts_dir(id))
 }
 
 /// A worker took the job (`attempt` counts deliveries). While the job runs, the worker rewrites it every

@@ -251,9 +251,9 @@ impl Worker {
 
 /// Adds `attempt` to job `id`'s history.
 pub async fn record_attempt(store: &Store, id: &str, attempt: &Attempt) -> Result<()> {
-    let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let at_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let nonce = &uuid::Uuid::new_v4().simple().to_string()[..8];
-    store.put_json(&record::attempt_path(id, at_ms, &attempt.by, nonce), attempt).await
+    store.put_json(&record::attempt_path(id, at_ns, &attempt.by, nonce), attempt).await
 }
 
 /// What a worker is told while it serves, in increasing order: carry on, finish the job in hand and
