@@ -1,9 +1,8 @@
 //! RabbitMQ transport (lapin). Jobs live in a durable quorum queue with a dead-letter exchange and a
 //! delivery limit, one queue per class of job (`gpu`, `cpu`); messages are persistent and published
 //! with confirms; a worker takes one job at a time from the classes it serves and acks only once the
-//! job's output is durable. A lost connection is re-opened
-//! with backoff; deliveries of the old connection come back from the broker, which is harmless since
-//! jobs are idempotent.
+//! job's output is durable. A lost connection is re-opened with backoff; deliveries of the old
+//! connection come back from the broker, which is harmless since jobs are idempotent.
 
 use super::{JobDelivery, JobQueue};
 use anyhow::{Result, anyhow, bail};
@@ -104,7 +103,7 @@ impl AmqpQueue {
     }
 
     async fn declare(&self, conn: &Connection) -> Result<()> {
-        let ch = conn.create_channel().await?;
+        let mut ch = conn.create_channel().await?;
         ch.exchange_declare(
             self.inner.dlx.as_str().into(),
             ExchangeKind::Fanout,
@@ -124,7 +123,6 @@ impl AmqpQueue {
         let mut args = quorum();
         args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(self.inner.dlx.as_str().into()));
         args.insert("x-delivery-limit".into(), AMQPValue::LongInt(self.inner.delivery_limit as i32));
-        let mut ch = ch;
         for class in JobClass::ALL {
             let name = class_queue(&self.inner.queue, class);
             if let Err(e) = ch.queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args.clone()).await {
