@@ -173,21 +173,16 @@ fn committed_state(store: &Path) -> BTreeMap<String, String> {
 /// Every object under an S3 store URI (or why it cannot be listed).
 fn s3_objects(uri: &str, env: &std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
     let config = store_config(uri, env);
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            let listed = match phrasesweep_workers::io::store::Store::from_config(&config) {
-                Ok(store) => store.list("").await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match listed {
-                Ok(paths) => paths.into_iter().map(|p| (p, String::new())).collect(),
-                Err(e) => BTreeMap::from([("(cannot list)".to_string(), e.lines().next().unwrap_or_default().to_string())]),
-            }
-        })
+    on_own_runtime(async move {
+        let listed = match phrasesweep_workers::io::store::Store::from_config(&config) {
+            Ok(store) => store.list("").await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match listed {
+            Ok(paths) => paths.into_iter().map(|p| (p, String::new())).collect(),
+            Err(e) => BTreeMap::from([("(cannot list)".to_string(), e.lines().next().unwrap_or_default().to_string())]),
+        }
     })
-    .join()
-    .unwrap()
 }
 
 #[test]

@@ -95,7 +95,7 @@ unit = "paragraph"
 }
 
 fn infra(script: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra").join(script);
+    let path = infra_script(script);
     let out = Command::new(&path).output().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert!(out.status.success(), "{script} failed: {}", String::from_utf8_lossy(&out.stderr));
 }

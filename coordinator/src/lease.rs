@@ -36,12 +36,6 @@ async fn current(store: &Store) -> Result<Option<(u64, Lease)>> {
     Ok(None)
 }
 
-/// This process, as a lease names its holder.
-fn holder() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-    format!("{host}:{}", std::process::id())
-}
-
 impl LeaseGuard {
     /// Takes the store for `run`, or refuses with the holder's name while another coordinator holds it.
     pub async fn acquire(store: &Store, run: &str, lease_s: u64) -> Result<Self> {
@@ -65,7 +59,7 @@ impl LeaseGuard {
                 }
                 None => 0,
             };
-            let lease = Lease { holder: holder(), run: run.to_string(), since_unix: now, expires_unix: now + lease_s, released: false };
+            let lease = Lease { holder: phrasesweep_workers::env::host_pid(), run: run.to_string(), since_unix: now, expires_unix: now + lease_s, released: false };
             if store.put_if_absent(&lease_path(next), serde_json::to_vec_pretty(&lease)?).await? {
                 info!(lease = next, "took the store's lease");
                 let lost = Arc::new(AtomicBool::new(false));

@@ -224,10 +224,7 @@ async fn run(cli: Cli) -> Result<()> {
             coordinate(&config, &b).await
         }
         Command::Worker { broker, name, queue, delivery_limit, retry_for, heartbeat, drain_after, serves } => {
-            let name = name.unwrap_or_else(|| {
-                let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-                format!("{host}:{}", std::process::id())
-            });
+            let name = name.unwrap_or_else(phrasesweep_workers::env::host_pid);
             let serves = serves.unwrap_or_else(|| if cfg!(feature = "cuda") { JobClass::ALL.to_vec() } else { vec![JobClass::Cpu] });
             if serves.contains(&JobClass::Gpu) && !cfg!(feature = "cuda") {
                 tracing::warn!("serving gpu jobs (encoding, training, dense search) on a CPU build: they run here, far slower than on a GPU");

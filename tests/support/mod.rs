@@ -242,9 +242,22 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
+/// A script of the project's `infra/` folder.
+pub fn infra_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra").join(name)
+}
+
+/// Runs `fut` to its end on a runtime of its own, on a thread of its own: usable from a test's runtime
+/// and from a `Drop` that runs in one.
+pub fn on_own_runtime<T: Send + 'static>(fut: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    std::thread::spawn(move || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(fut))
+        .join()
+        .unwrap()
+}
+
 /// `rabbitmqctl` on the test node (infra/rabbitmq-ctl.sh); fails the test when it cannot run.
 pub fn rabbitmqctl(args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/rabbitmq-ctl.sh");
+    let script = infra_script("rabbitmq-ctl.sh");
     let out = Command::new(script).args(args).output().expect("run infra/rabbitmq-ctl.sh");
     assert!(out.status.success(), "rabbitmqctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -280,7 +293,7 @@ impl QueueCleanup {
 
 impl Drop for QueueCleanup {
     fn drop(&mut self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/rabbitmq-ctl.sh");
+        let script = infra_script("rabbitmq-ctl.sh");
         for q in [format!("{}.gpu", self.queue), format!("{}.cpu", self.queue), format!("{}.dead", self.queue), self.events.clone()] {
             let _ = Command::new(&script).args(["-q", "delete_queue", &q]).output();
         }
@@ -318,17 +331,12 @@ impl S3Cleanup {
 impl Drop for S3Cleanup {
     fn drop(&mut self) {
         let config = store_config(&self.uri, &self.env);
-        // Its own runtime on its own thread: the test's runtime may be the one dropping this.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                let Ok(store) = Store::from_config(&config) else { return };
-                for path in store.list("").await.unwrap_or_default() {
-                    let _ = store.delete(&path).await;
-                }
-            })
-        })
-        .join();
+        on_own_runtime(async move {
+            let Ok(store) = Store::from_config(&config) else { return };
+            for path in store.list("").await.unwrap_or_default() {
+                let _ = store.delete(&path).await;
+            }
+        });
     }
 }
 

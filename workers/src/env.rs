@@ -53,6 +53,12 @@ pub fn get() -> &'static Env {
     })
 }
 
+/// This process as logs and records name it: `host:pid`.
+pub fn host_pid() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    format!("{host}:{}", std::process::id())
+}
+
 /// Lets Lance compute on every core: it keeps two cores for I/O and, on a machine with two, computes on
 /// one thread unless `LANCE_CPU_THREADS` says otherwise (it reads the variable when its pool starts).
 /// Call before any thread starts; a value already set is kept.
