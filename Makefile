@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/phrasesweep/target
 export PHRASESWEEP_STATE ?= $(HOME)/.cache/phrasesweep/services
 CARGO ?= cargo
 
-.PHONY: setup build demo eval-dev train-demo train-cpu qsft-cpu qsft-trained services services-stop test chaos check-cuda bench bench-search bench-farm
+.PHONY: setup build demo eval-dev train-demo train-cpu qsft-cpu qsft-trained services services-stop test chaos check-cuda bench bench-search bench-farm bench-scale
 
 setup:
 	infra/setup.sh
@@ -87,3 +87,7 @@ bench-search: setup
 ## The demo sweep embedded vs on RabbitMQ + S3 with three workers, on this machine.
 bench-farm: services
 	scripts/bench_farm.sh
+
+## The coordinator planning and following a sweep of 100,000 jobs against the S3 test server (docs/scale.md).
+bench-scale: services
+	set -a && . $(PHRASESWEEP_STATE)/s3.env && set +a && $(CARGO) run --example scale

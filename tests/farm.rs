@@ -223,3 +223,88 @@ async fn jobs_go_to_the_workers_that_serve_their_class() {
     assert!(cpu_kinds.contains(&"ingest".into()) && gpu_kinds.contains(&"encode".into()), "both took jobs: {cpu_kinds:?} {gpu_kinds:?}");
     assert!(gpu.log().contains("serving gpu jobs (encoding, training, dense search) on a CPU build"), "{}", gpu.log());
 }
+
+/// Sweeps share a farm: a short sweep started 10 s after a long one finishes while the long one still
+/// runs (workers take turns between sweeps rather than draining the first one's backlog), and a sweep
+/// started with a higher priority has all its jobs taken before any other sweep's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweeps_on_one_farm_take_turns_and_a_priority_jumps_the_queue() {
+    let amqp = rabbitmq_url();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = format!("{}.jobs", unique("shared"));
+    let (long, short, urgent) = (unique("long"), unique("short"), unique("urgent"));
+    let _cleanup = [&long, &short, &urgent].map(|run| QueueCleanup::new(run, &queue));
+    let corpus = data("fixture/docs.jsonl");
+    let config = |name: &str, shard_docs: usize| {
+        let store = dir.path().join(name);
+        let path = write_config(dir.path(), name, store.to_str().unwrap(), &corpus, &format!("[broker]\nurl = \"{amqp}\"\nqueue = \"{queue}\"\n"));
+        let text = std::fs::read_to_string(&path).unwrap().replace("shard_docs = 20", &format!("shard_docs = {shard_docs}"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    // 60 ingest jobs of at least 0.7 s on two workers: about 25 s of work.
+    let (long_config, short_config, urgent_config) = (config(&long, 1), config(&short, 20), config(&urgent, 10));
+    let paused = |who: &str| Proc::spawn(worker(&queue, who, &Default::default()).env("PHRASESWEEP_FAULT_PAUSE_MS", "700").env("PHRASESWEEP_FAULT_JOB", "ingest"));
+    let (w1, w2) = (paused("w1"), paused("w2"));
+    let coordinator = |config: &std::path::Path, priority: &str| Proc::spawn(bin().args(["coordinator", config.to_str().unwrap(), "--priority", priority]));
+
+    let mut long_run = coordinator(&long_config, "0");
+    std::thread::sleep(Duration::from_secs(10));
+    let mut short_run = coordinator(&short_config, "0");
+    assert!(short_run.wait(LIMIT).success(), "{}", short_run.log());
+    assert!(long_run.child.try_wait().unwrap().is_none(), "the short sweep finished only after the long one:\n{}", long_run.log());
+
+    let mut urgent_run = coordinator(&urgent_config, "5");
+    assert!(urgent_run.wait(LIMIT).success(), "{}", urgent_run.log());
+    assert!(long_run.child.try_wait().unwrap().is_none(), "the urgent sweep finished only after the long one:\n{}", long_run.log());
+    assert!(long_run.wait(LIMIT).success(), "{}", long_run.log());
+
+    let takes = takes(&[("w1", &w1), ("w2", &w2)]);
+    let of = |sweep: &str| takes.iter().filter(|t| t.2 == *sweep).count();
+    assert_eq!((of(&long), of(&short), of(&urgent)), (60, 3, 6), "every job taken once: {takes:?}");
+    // Once a worker took an urgent job, no worker took another sweep's job until the urgent ones ran out.
+    let first = takes.iter().position(|t| t.2 == urgent).unwrap();
+    let last = takes.iter().rposition(|t| t.2 == urgent).unwrap();
+    let cut_in: Vec<_> = takes[first..=last].iter().filter(|t| t.2 != urgent).collect();
+    assert!(cut_in.len() <= 1, "the urgent sweep's jobs go first (one job of another sweep may be taken while a worker has not heard of it yet): {cut_in:?}");
+}
+
+/// `phrasesweep workers` lists the workers that answer the roll call, with the job each has in hand; a
+/// killed worker drops off at once, and a hung one (SIGSTOP) is not listed until it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_lists_live_workers_and_drops_dead_ones() {
+    let amqp = rabbitmq_url();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("roll");
+    let queue = format!("{name}.jobs");
+    let _cleanup = QueueCleanup::new(&name, &queue);
+    let store = dir.path().join("store");
+    let config = write_config(dir.path(), &name, store.to_str().unwrap(), &data("fixture/docs.jsonl"), &format!("[broker]\nurl = \"{amqp}\"\nqueue = \"{queue}\"\n"));
+    let busy = |who: &str| Proc::spawn(worker(&queue, who, &Default::default()).env("PHRASESWEEP_FAULT_PAUSE_MS", "60000").env("PHRASESWEEP_FAULT_JOB", "ingest"));
+    let (w1, mut w2) = (busy("roll-w1"), busy("roll-w2"));
+    let _coord = Proc::spawn(bin().args(["coordinator", config.to_str().unwrap()]));
+    for w in [&w1, &w2] {
+        w.wait_for_log("fault injection: pausing", LIMIT);
+    }
+    let roll = || {
+        let out = run_bounded(bin().args(["workers", "--broker", &amqp, "--queue", &queue]), LIMIT);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed = roll();
+    assert!(listed.contains("2 workers answered"), "{listed}");
+    for who in ["roll-w1", "roll-w2"] {
+        let line = listed.lines().find(|l| l.starts_with(who)).unwrap_or_else(|| panic!("{who} is not listed:\n{listed}"));
+        assert!(line.contains("ingest") && line.contains(&name), "{who} has an ingest job of {name} in hand:\n{listed}");
+        assert!(line.contains("cpu,gpu") && line.contains("cpu (") && line.contains(env!("CARGO_PKG_VERSION")), "{line}");
+    }
+    let signal = |p: &Proc, sig| unsafe { libc::kill(p.child.id() as i32, sig) };
+    signal(&w1, libc::SIGSTOP);
+    let listed = roll();
+    assert!(listed.contains("1 worker answered") && !listed.contains("roll-w1"), "a hung worker does not answer:\n{listed}");
+    signal(&w1, libc::SIGCONT);
+    w2.child.kill().unwrap();
+    w2.child.wait().unwrap();
+    let listed = roll();
+    assert!(listed.contains("1 worker answered") && listed.contains("roll-w1") && !listed.contains("roll-w2"), "the killed worker is gone:\n{listed}");
+}

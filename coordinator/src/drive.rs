@@ -6,6 +6,7 @@ use crate::lease::LeaseGuard;
 use crate::pipeline::{self, Visitor, read_outcomes};
 use crate::plan::{self, Stage};
 use crate::progress::Progress;
+use crate::records::JobRecords;
 use anyhow::{Context, Result, bail};
 use phrasesweep_schemas::record::{self, CORPUS_DATASET, Failed, METRICS_FILE, PHRASES_DATASET, StageCommit, StageKind};
 use phrasesweep_workers::io::store::now_unix;
@@ -188,25 +189,28 @@ async fn run_stage<Q: JobQueue>(
 
     // Dead letters of an earlier run are recorded first, so that clearing below sees them.
     collect_dead_letters(queue).await?;
+    let records = JobRecords::read(store).await?;
     let mut pending: BTreeMap<String, &JobEnvelope> = BTreeMap::new();
     let mut done = 0;
     for job in &stage.jobs {
-        if store.exists(&record::done_path(&job.id.0)).await? {
+        let files = records.get(&job.id.0);
+        if files.done {
             done += 1;
         } else {
-            history::clear_failure(store, &job.id.0).await?;
+            if files.failed || files.dead {
+                history::clear_failure(store, &job.id.0).await?;
+            }
             pending.insert(job.id.0.clone(), job);
         }
     }
+    drop(records);
     info!(stage = %stage.name(), jobs = stage.jobs.len(), to_run = pending.len(), "planned stage");
-    for job in pending.values() {
-        queue.publish_job(job).await.with_context(|| format!("cannot publish job {}", job.id.short()))?;
-    }
+    queue.publish_jobs(&pending.values().copied().collect::<Vec<_>>()).await.context("cannot publish the stage's jobs")?;
     let mut progress = Progress::new(&stage.name(), stage.jobs.len() as u64);
     report.skipped += done;
     progress.already_done(done as u64);
     let events = plan::events_queue(config);
-    let mut poll = tokio::time::interval(POLL_EVERY);
+    let mut next_look = tokio::time::Instant::now() + POLL_EVERY;
     let mut failures = Vec::new();
     while !pending.is_empty() {
         tokio::select! {
@@ -214,11 +218,10 @@ async fn run_stage<Q: JobQueue>(
                 let event = event?;
                 match event.outcome {
                     JobOutcome::Started => {}
+                    // A worker sends Done once the record is written, and done records stay: an event
+                    // left from an earlier run also means done.
                     JobOutcome::Done { summary } => {
-                        if pending.contains_key(&event.job_id.0)
-                            && store.exists(&record::done_path(&event.job_id.0)).await?
-                        {
-                            pending.remove(&event.job_id.0);
+                        if pending.remove(&event.job_id.0).is_some() {
                             report.executed += 1;
                             progress.inc(&summary);
                         }
@@ -233,22 +236,28 @@ async fn run_stage<Q: JobQueue>(
                     }
                 }
             }
-            _ = poll.tick() => {
+            _ = tokio::time::sleep_until(next_look) => {
+                // The store, for records whose events never arrived: one listing, however many jobs.
+                let looked = tokio::time::Instant::now();
                 collect_dead_letters(queue).await?;
+                let records = JobRecords::read(store).await?;
                 let ids: Vec<String> = pending.keys().cloned().collect();
                 for id in ids {
-                    if store.exists(&record::done_path(&id)).await? {
+                    let files = records.get(&id);
+                    if files.done {
                         pending.remove(&id);
                         report.executed += 1;
                         progress.inc("recorded");
-                    } else if let Some(f) = store.get_json::<Failed>(&record::failed_path(&id)).await? {
-                        pending.remove(&id);
-                        failures.push(f.error);
-                    } else if let Some(f) = store.get_json::<Failed>(&record::dead_path(&id)).await? {
-                        pending.remove(&id);
-                        failures.push(format!("job {} was dead-lettered: {}", &id[..12], f.error));
+                    } else if files.failed || files.dead {
+                        let (path, dead) = if files.failed { (record::failed_path(&id), false) } else { (record::dead_path(&id), true) };
+                        if let Some(f) = store.get_json::<Failed>(&path).await? {
+                            pending.remove(&id);
+                            failures.push(if dead { format!("job {} was dead-lettered: {}", &id[..12], f.error) } else { f.error });
+                        }
                     }
                 }
+                // A store so big that a look takes long is looked at less often.
+                next_look = tokio::time::Instant::now() + POLL_EVERY.max(looked.elapsed() * 10);
             }
         }
     }

@@ -10,10 +10,12 @@ pub mod pipeline;
 pub mod plan;
 pub mod preflight;
 pub mod progress;
+pub mod records;
 pub mod results;
 pub mod search;
 pub mod status;
 pub mod summary;
+pub mod workers;
 
 pub use drive::{RunReport, drive};
 pub use embedded::run_embedded;

@@ -2,20 +2,24 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use phrasesweep_coordinator::{drive, results, run_embedded, search, status, summary};
+use phrasesweep_coordinator::{drive, results, run_embedded, search, status, summary, workers};
 use phrasesweep_schemas::retrieval::Unit;
 use phrasesweep_schemas::ExperimentConfig;
 use phrasesweep_schemas::config::{BrokerConfig, WorkerSettings, redact_url};
+use phrasesweep_schemas::farm::WorkerCard;
 use phrasesweep_schemas::job::JobClass;
 use phrasesweep_schemas::settings::SearchSettings;
 use phrasesweep_workers::io::queue::amqp::{AmqpQueue, DEFAULT_JOB_QUEUE};
-use phrasesweep_workers::io::store::Store;
+use phrasesweep_workers::io::store::{Store, now_unix};
 use phrasesweep_workers::worker::{Stop, StoreAccess, Worker};
 use std::path::PathBuf;
 use tracing::info;
 
+/// The crate version and the commit this binary was built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("PHRASESWEEP_COMMIT"), ")");
+
 #[derive(Parser)]
-#[command(name = "phrasesweep", version, about = "DensePhrases-style retrieval experiments, from one machine to a farm")]
+#[command(name = "phrasesweep", version = VERSION, about = "DensePhrases-style retrieval experiments, from one machine to a farm")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,12 +33,30 @@ enum Command {
         /// RabbitMQ URL (overrides `broker.url` of the config); workers must be started separately.
         #[arg(long, env = "PHRASESWEEP_BROKER")]
         broker: Option<String>,
+        /// The sweep's priority on a shared farm (overrides `coordinator.priority`).
+        #[arg(long, allow_hyphen_values = true)]
+        priority: Option<i32>,
     },
     /// Plan CONFIG's jobs on RabbitMQ, follow them, and commit each stage.
     Coordinator {
         config: PathBuf,
         #[arg(long, env = "PHRASESWEEP_BROKER")]
         broker: Option<String>,
+        /// The sweep's priority on a shared farm (overrides `coordinator.priority`).
+        #[arg(long, allow_hyphen_values = true)]
+        priority: Option<i32>,
+    },
+    /// The live workers of a farm: each answers the roll call with its host, device, memory, classes
+    /// served, build, job in hand, jobs settled and the sweeps it serves.
+    Workers {
+        #[arg(long, env = "PHRASESWEEP_BROKER")]
+        broker: String,
+        /// The farm's job queue (the config's `broker.queue`).
+        #[arg(long, default_value = DEFAULT_JOB_QUEUE)]
+        queue: String,
+        /// Seconds to wait for answers.
+        #[arg(long, default_value_t = 2.0)]
+        wait: f64,
     },
     /// Serve jobs from RabbitMQ until stopped. S3 credentials come from the AWS_* environment.
     Worker {
@@ -181,8 +203,9 @@ async fn coordinate(config: &ExperimentConfig, broker: &BrokerConfig) -> Result<
     let store = Store::from_config(&config.store)?;
     store.check_access().await?;
     let url = broker.url.as_str();
-    let queue = AmqpQueue::connect(url, &broker.queue, broker.delivery_limit, &[]).await?;
-    info!(broker = %redact_url(url), "coordinating");
+    let priority = config.coordinator.priority;
+    let queue = AmqpQueue::coordinator(url, &broker.queue, broker.delivery_limit, &config.name, priority).await?;
+    info!(broker = %redact_url(url), sweep = %config.name, priority, "coordinating");
     report(&store, drive(&queue, &store, config).await?).await
 }
 
@@ -207,9 +230,13 @@ async fn report(store: &Store, report: phrasesweep_coordinator::RunReport) -> Re
 
 async fn run(cli: Cli) -> Result<()> {
     let load = |p: &PathBuf| phrasesweep_coordinator::config_file::load(p).map_err(anyhow::Error::from);
+    let with_priority = |mut config: ExperimentConfig, priority: Option<i32>| {
+        config.coordinator.priority = priority.unwrap_or(config.coordinator.priority);
+        config
+    };
     match cli.command {
-        Command::Run { config, broker } => {
-            let config = load(&config)?;
+        Command::Run { config, broker, priority } => {
+            let config = with_priority(load(&config)?, priority);
             match choose_broker(&config, broker) {
                 Some(b) => coordinate(&config, &b).await,
                 None => {
@@ -218,8 +245,8 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Coordinator { config, broker } => {
-            let config = load(&config)?;
+        Command::Coordinator { config, broker, priority } => {
+            let config = with_priority(load(&config)?, priority);
             let b = choose_broker(&config, broker).context("no broker: pass --broker URL or set broker.url in the config")?;
             coordinate(&config, &b).await
         }
@@ -230,9 +257,29 @@ async fn run(cli: Cli) -> Result<()> {
                 tracing::warn!("serving gpu jobs (encoding, training, dense search) on a CPU build: they run here, far slower than on a GPU");
             }
             info!(serves = ?serves, "job classes");
-            let queue = AmqpQueue::connect(&broker, &queue, delivery_limit, &serves).await?;
+            let card = WorkerCard {
+                name: name.clone(),
+                host: phrasesweep_workers::env::host_name(),
+                pid: std::process::id(),
+                device: phrasesweep_workers::model::device::describe_job_device(),
+                memory_bytes: phrasesweep_workers::env::memory_bytes(),
+                serves,
+                version: VERSION.into(),
+                started_unix: now_unix(),
+                current: None,
+                jobs_settled: 0,
+                sweeps: Vec::new(),
+                at_unix: 0,
+            };
+            let queue = AmqpQueue::worker(&broker, &queue, delivery_limit, card).await?;
             let settings = WorkerSettings { retry_for_s: retry_for, heartbeat_s: heartbeat };
             Worker::new(name, StoreAccess::FromMessage, settings).serve(&queue, stop_signals(), drain_after).await
+        }
+        Command::Workers { broker, queue, wait } => {
+            let farm = AmqpQueue::observer(&broker, &queue).await?;
+            let cards = farm.roll_call(std::time::Duration::from_secs_f64(wait)).await?;
+            print!("{}", workers::table(&cards, now_unix()));
+            Ok(())
         }
         Command::Search { index, query_encoder, unit, k, nprobes, question } => {
             let hits = search::search_store(&index, &query_encoder, unit.into(), k, nprobes, &question).await?;

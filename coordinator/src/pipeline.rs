@@ -39,14 +39,19 @@ pub async fn outcomes<T: DeserializeOwned>(store: &Store, stage: &Stage) -> Resu
     read_outcomes(store, &stage.name(), &stage.jobs).await
 }
 
-/// The typed outcomes of `jobs`, done jobs of the stage named `stage`.
+/// The typed outcomes of `jobs`, done jobs of the stage named `stage`, in their order; read
+/// `READ_AHEAD` at a time, as a stage of thousands of jobs would wait on one round trip after another.
 pub async fn read_outcomes<'a, T: DeserializeOwned>(store: &Store, stage: &str, jobs: impl IntoIterator<Item = &'a JobEnvelope>) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    for job in jobs {
-        let done: Done = store.get_json(&record::done_path(&job.id.0)).await?.with_context(|| format!("the record of job {} vanished", job.id.short()))?;
-        v.push(serde_json::from_value(done.output).with_context(|| format!("job {} left an unreadable {stage} record", job.id.short()))?);
-    }
-    Ok(v)
+    use futures::{StreamExt, TryStreamExt};
+    const READ_AHEAD: usize = 32;
+    futures::stream::iter(jobs)
+        .map(|job| async move {
+            let done: Done = store.get_json(&record::done_path(&job.id.0)).await?.with_context(|| format!("the record of job {} vanished", job.id.short()))?;
+            serde_json::from_value(done.output).with_context(|| format!("job {} left an unreadable {stage} record", job.id.short()))
+        })
+        .buffered(READ_AHEAD)
+        .try_collect()
+        .await
 }
 
 /// Walks the stages of `config` in order, as far as `visitor` lets it.

@@ -170,7 +170,7 @@ impl Default for EmbeddedConfig {
     }
 }
 
-/// How coordinators share a store (`[coordinator]`).
+/// How coordinators share a store, and a farm (`[coordinator]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CoordinatorSettings {
@@ -182,11 +182,16 @@ pub struct CoordinatorSettings {
     /// `status` calls a running job stale when its worker's last heartbeat is older than this.
     #[serde(default = "default_stale_after_s")]
     pub stale_after_s: u64,
+    /// On a farm shared by several sweeps, workers take jobs from the sweeps of the highest priority
+    /// that have any, round-robin among sweeps of equal priority. 0 unless someone jumps the queue on
+    /// purpose; negative yields to everyone else.
+    #[serde(default)]
+    pub priority: i32,
 }
 
 impl Default for CoordinatorSettings {
     fn default() -> Self {
-        Self { lease_s: default_lease_s(), stale_after_s: default_stale_after_s() }
+        Self { lease_s: default_lease_s(), stale_after_s: default_stale_after_s(), priority: 0 }
     }
 }
 

@@ -3,11 +3,12 @@
 //! (no files, environment or clock), so both sides (and users' own tools) can depend on it cheaply.
 //!
 //! Its modules import each other in one direction only: `settings`, `retrieval` and `record` are
-//! leaves; `train` builds on `settings`; `job` on those; `config`, `outcome` and `event` on `job`;
+//! leaves; `train` builds on `settings`; `job` on those; `config`, `outcome`, `event` and `farm` on `job`;
 //! `tables` on `outcome`.
 
 pub mod config;
 pub mod event;
+pub mod farm;
 pub mod job;
 pub mod outcome;
 pub mod record;

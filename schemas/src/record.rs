@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The folder of every job's records.
+pub const JOBS_DIR: &str = "jobs/";
+
 pub fn started_path(id: &str) -> String {
     format!("jobs/{id}/started.json")
 }

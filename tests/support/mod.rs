@@ -278,29 +278,47 @@ pub fn close_connections_of(pid: u32) -> usize {
     closed
 }
 
-/// Deletes a test's queues and exchange from the broker when dropped: the job queue, its dead-letter
-/// queue and exchange, and the run's event queue.
+/// Deletes a test's queues and exchanges from the broker when dropped: the sweep's job queues, the
+/// farm's dead-letter queue and exchanges, and the run's event queue.
 pub struct QueueCleanup {
     pub queue: String,
-    pub events: String,
+    pub run: String,
 }
 
 impl QueueCleanup {
     pub fn new(run: &str, queue: &str) -> Self {
-        Self { queue: queue.to_string(), events: format!("phrasesweep.events.{run}") }
+        Self { queue: queue.to_string(), run: run.to_string() }
     }
 }
 
 impl Drop for QueueCleanup {
     fn drop(&mut self) {
         let script = infra_script("rabbitmq-ctl.sh");
-        for q in [format!("{}.gpu", self.queue), format!("{}.cpu", self.queue), format!("{}.dead", self.queue), self.events.clone()] {
+        let (queue, run) = (&self.queue, &self.run);
+        for q in [format!("{queue}.gpu.{run}"), format!("{queue}.cpu.{run}"), format!("{queue}.dead"), format!("phrasesweep.events.{run}")] {
             let _ = Command::new(&script).args(["-q", "delete_queue", &q]).output();
         }
         // rabbitmqctl has no delete_exchange: the broker's own function does it.
-        let dlx = format!("rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"{}.dlx\">>), false, <<\"tests\">>).", self.queue);
-        let _ = Command::new(&script).args(["-q", "eval", &dlx]).output();
+        for exchange in ["dlx", "farm"] {
+            let delete = format!("rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"{queue}.{exchange}\">>), false, <<\"tests\">>).");
+            let _ = Command::new(&script).args(["-q", "eval", &delete]).output();
+        }
     }
+}
+
+/// The `took a job` lines of worker logs, in time order: (time, worker, sweep). Every log line starts
+/// with its RFC 3339 time, so the text orders them.
+pub fn takes(workers: &[(&str, &Proc)]) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for (who, p) in workers {
+        for line in p.log().lines().filter(|l| l.contains("took a job")) {
+            let time = line.split_whitespace().next().unwrap_or_default().to_string();
+            let sweep = line.split("sweep=").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or_default().to_string();
+            out.push((time, who.to_string(), sweep));
+        }
+    }
+    out.sort();
+    out
 }
 
 /// The `status` table row of `stage`, as numbers: jobs, done, running, stale, failed, dead-lettered, waiting.

@@ -53,10 +53,21 @@ pub fn get() -> &'static Env {
     })
 }
 
+/// This machine's name (/etc/hostname).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}
+
 /// This process as logs and records name it: `host:pid`.
 pub fn host_pid() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-    format!("{host}:{}", std::process::id())
+    format!("{}:{}", host_name(), std::process::id())
+}
+
+/// The machine's memory in bytes (`MemTotal` of /proc/meminfo; 0 where there is none).
+pub fn memory_bytes() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kib = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+    kib.unwrap_or(0) * 1024
 }
 
 /// Lets Lance compute on every core: it keeps two cores for I/O and, on a machine with two, computes on

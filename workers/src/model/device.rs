@@ -51,6 +51,15 @@ pub type Job = Gpu;
 /// [`Job`] with autodiff, for training jobs.
 pub type JobTrain = burn::backend::Autodiff<Job>;
 
+/// The device jobs run on, in words: `cuda:N` in a CUDA build, else `cpu (N cores)`.
+pub fn describe_job_device() -> String {
+    match crate::env::get().device.as_deref() {
+        Some(d) if cfg!(feature = "cuda") => d.to_string(),
+        _ if cfg!(feature = "cuda") => "cuda:0".into(),
+        _ => format!("cpu ({} cores)", std::thread::available_parallelism().map_or(1, |n| n.get())),
+    }
+}
+
 /// The device jobs run on: `$PHRASESWEEP_DEVICE` (`cuda:N` in a CUDA build, default `cuda:0`), else the CPU.
 pub fn job_device() -> Result<burn::tensor::Device<Job>> {
     let spec: DeviceSpec = crate::env::get().device.as_deref().unwrap_or(if cfg!(feature = "cuda") { "cuda:0" } else { "cpu" }).parse()?;

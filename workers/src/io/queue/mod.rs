@@ -4,8 +4,9 @@
 
 pub mod amqp;
 pub mod embedded;
+pub mod sweeps;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use phrasesweep_schemas::{JobEnvelope, JobEvent};
 use std::future::Future;
 
@@ -16,6 +17,16 @@ pub trait JobQueue: Clone + Send + Sync + 'static {
 
     /// Publishes a job durably (returns once the broker has confirmed it).
     fn publish_job(&self, job: &JobEnvelope) -> impl Future<Output = Result<()>> + Send;
+
+    /// Publishes many jobs durably; returns once the broker has confirmed them all.
+    fn publish_jobs(&self, jobs: &[&JobEnvelope]) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            for job in jobs {
+                self.publish_job(job).await.with_context(|| format!("cannot publish job {}", job.id.short()))?;
+            }
+            Ok(())
+        }
+    }
 
     /// Waits for the next job; `None` once the queue is closed for good (embedded mode's shutdown).
     fn next_job(&self) -> impl Future<Output = Result<Option<Self::Delivery>>> + Send;

@@ -1,0 +1,94 @@
+//! The sweeps a worker knows of, and the order it looks for their jobs in: highest priority first,
+//! round-robin among sweeps of equal priority, starting after the one it served last. So a long sweep
+//! started first does not starve a short one started later, and a sweep given a higher priority jumps
+//! the queue.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Announcements a sweep may miss before the worker forgets it (its coordinator ended or died).
+const MISSED: u32 = 3;
+
+#[derive(Debug, Default)]
+pub struct SweepBook {
+    known: BTreeMap<String, Known>,
+    last_served: Option<(i32, String)>,
+}
+
+#[derive(Debug)]
+struct Known {
+    priority: i32,
+    expires: Instant,
+}
+
+impl SweepBook {
+    /// A coordinator announced `sweep`; it is forgotten once `MISSED` announcements fail to come.
+    pub fn heard(&mut self, sweep: &str, priority: i32, every_s: u64, now: Instant) {
+        let expires = now + Duration::from_secs(every_s.max(1)) * MISSED + Duration::from_secs(1);
+        self.known.insert(sweep.to_string(), Known { priority, expires });
+    }
+
+    /// Stops looking at `sweep` until it is announced again (its queue is gone).
+    pub fn forget(&mut self, sweep: &str) {
+        self.known.remove(sweep);
+    }
+
+    /// The worker took a job of `sweep`: the next look starts at the sweep after it.
+    pub fn served(&mut self, sweep: &str) {
+        if let Some(k) = self.known.get(sweep) {
+            self.last_served = Some((k.priority, sweep.to_string()));
+        }
+    }
+
+    /// The live sweeps in the order to look for a job in.
+    pub fn order(&mut self, now: Instant) -> Vec<String> {
+        self.known.retain(|_, k| k.expires > now);
+        let mut sweeps: Vec<(i32, &String)> = self.known.iter().map(|(name, k)| (k.priority, name)).collect();
+        sweeps.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        let mut out = Vec::with_capacity(sweeps.len());
+        for group in sweeps.chunk_by(|a, b| a.0 == b.0) {
+            // Within a priority, the sweeps after the last one served come first.
+            let start = match &self.last_served {
+                Some((p, last)) if *p == group[0].0 => group.iter().position(|(_, name)| *name > last).unwrap_or(0),
+                _ => 0,
+            };
+            out.extend(group[start..].iter().chain(&group[..start]).map(|(_, name)| (*name).clone()));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_sweeps_take_turns_and_a_priority_goes_first() {
+        let now = Instant::now();
+        let mut book = SweepBook::default();
+        book.heard("long", 0, 2, now);
+        assert_eq!(book.order(now), ["long"]);
+        book.served("long");
+        book.heard("short", 0, 2, now);
+        assert_eq!(book.order(now), ["short", "long"], "the sweep after the one served last comes first");
+        book.served("short");
+        assert_eq!(book.order(now), ["long", "short"]);
+        book.heard("urgent", 5, 2, now);
+        book.heard("later", -1, 2, now);
+        assert_eq!(book.order(now), ["urgent", "long", "short", "later"]);
+        book.served("urgent");
+        assert_eq!(book.order(now), ["urgent", "long", "short", "later"], "a lone sweep of its priority stays first");
+    }
+
+    #[test]
+    fn a_sweep_no_longer_announced_is_forgotten() {
+        let now = Instant::now();
+        let mut book = SweepBook::default();
+        book.heard("a", 0, 2, now);
+        book.heard("b", 0, 2, now + Duration::from_secs(6));
+        assert_eq!(book.order(now + Duration::from_secs(6)), ["a", "b"]);
+        assert_eq!(book.order(now + Duration::from_secs(8)), ["b"], "three announcements missed");
+        book.forget("b");
+        assert!(book.order(now).is_empty());
+    }
+}
