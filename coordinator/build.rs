@@ -25,5 +25,8 @@ fn main() {
             println!("cargo:rerun-if-changed={git_dir}/{head_ref}");
         }
     }
-    println!("cargo:rerun-if-changed=build.rs");
+    // Edits to the sources change the dirty flag before anything is staged.
+    for dir in ["build.rs", "src", "../workers/src", "../schemas/src"] {
+        println!("cargo:rerun-if-changed={dir}");
+    }
 }

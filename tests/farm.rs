@@ -262,6 +262,10 @@ async fn sweeps_on_one_farm_take_turns_and_a_priority_jumps_the_queue() {
     let takes = takes(&[("w1", &w1), ("w2", &w2)]);
     let of = |sweep: &str| takes.iter().filter(|t| t.2 == *sweep).count();
     assert_eq!((of(&long), of(&short), of(&urgent)), (60, 3, 6), "every job taken once: {takes:?}");
+    // Turns: a worker that took a short job takes a long one next, so two workers' three short jobs
+    // have a long one among them.
+    let (first, last) = (takes.iter().position(|t| t.2 == short).unwrap(), takes.iter().rposition(|t| t.2 == short).unwrap());
+    assert!(takes[first..last].iter().any(|t| t.2 == long), "the sweeps take turns: {:?}", &takes[first..=last]);
     // Once a worker took an urgent job, no worker took another sweep's job until the urgent ones ran out.
     let first = takes.iter().position(|t| t.2 == urgent).unwrap();
     let last = takes.iter().rposition(|t| t.2 == urgent).unwrap();

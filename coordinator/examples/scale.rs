@@ -4,10 +4,13 @@
 //! of them are already done (each with the started, done and attempt records a worker leaves), and
 //! measures what the coordinator does with them:
 //!
-//! - telling which jobs are done: before, a request or three per job (a HEAD of done.json, and for each
-//!   job not done the two failure records); now one listing of `jobs/`;
+//! - telling which jobs are done: before, a request or three per job one after another (a HEAD of
+//!   done.json, and for each job not done its two failure records); now one listing of `jobs/` (and, for
+//!   comparison, the same requests per job 32 at a time, what a stage of at most 1,000 jobs does);
 //! - one look at the store while following the stage: before, three requests per pending job; now the
 //!   same single listing;
+//! - committing the stage, which reads every done job's outcome: before, one after another; now 32 at
+//!   a time;
 //! - publishing the jobs not done to RabbitMQ: before, one confirm round trip per job; now windows of
 //!   confirms;
 //! - memory: the process's resident size before and after planning, and its peak.
@@ -17,6 +20,7 @@
 
 use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt};
+use phrasesweep_coordinator::pipeline::read_outcomes;
 use phrasesweep_coordinator::records::JobRecords;
 use phrasesweep_schemas::record::{self, Attempt, AttemptOutcome, Done, Failed, Started};
 use phrasesweep_schemas::{JobEnvelope, JobSpec};
@@ -96,10 +100,15 @@ async fn main() -> Result<()> {
         store.get_json::<Failed>(&record::dead_path(&job.id.0)).await?;
     }
     let (before_look_s, before_look_req) = (clock.elapsed().as_secs_f64() * scale, (requests()? - r0) as f64 * scale);
+    // Asking about each job, 32 at a time (what a stage of at most `PROBE_AT_MOST` jobs does).
+    let sample_ids: Vec<&str> = sample.iter().map(|j| j.id.0.as_str()).collect();
+    let (r0, clock) = (requests()?, Instant::now());
+    JobRecords::probe(&store, &sample_ids).await?;
+    let (probe_s, probe_req) = (clock.elapsed().as_secs_f64() * scale, (requests()? - r0) as f64 * scale);
 
     // Now: one listing tells every job's state.
     let (r0, clock) = (requests()?, Instant::now());
-    let records = JobRecords::read(&store).await?;
+    let records = JobRecords::list(&store).await?;
     let pending: Vec<&JobEnvelope> = planned.iter().filter(|j| !records.get(&j.id.0).done).collect();
     let (now_s, now_req) = (clock.elapsed().as_secs_f64(), requests()? - r0);
     anyhow::ensure!(pending.len() == jobs - jobs.div_ceil(2), "the listing found {} jobs not done of {jobs}", pending.len());
@@ -107,7 +116,25 @@ async fn main() -> Result<()> {
         "which jobs are done: before {before_plan_s:.1} s and {before_plan_req:.0} requests (from {} jobs), now {now_s:.1} s and {now_req} requests",
         sample.len()
     );
+    println!("asking about each job, {} at a time: {probe_s:.1} s and {probe_req:.0} requests", 32);
     println!("one look while following: before {before_look_s:.1} s and {before_look_req:.0} requests, now {now_s:.1} s and {now_req} requests (the same listing)");
+
+    // Committing a stage reads every job's outcome from its done record: one after another before, 32
+    // at a time now (a sample of the done jobs).
+    let done_sample: Vec<&JobEnvelope> = sample.iter().step_by(2).collect();
+    let clock = Instant::now();
+    for job in &done_sample {
+        store.get_json::<Done>(&record::done_path(&job.id.0)).await?;
+    }
+    let outcomes_scale = (jobs / 2) as f64 / done_sample.len() as f64;
+    let before_outcomes_s = clock.elapsed().as_secs_f64() * outcomes_scale;
+    let clock = Instant::now();
+    read_outcomes::<serde_json::Value>(&store, "bench", done_sample.iter().copied()).await?;
+    println!(
+        "reading {} done jobs' outcomes: before {before_outcomes_s:.1} s, now {:.1} s",
+        jobs / 2,
+        clock.elapsed().as_secs_f64() * outcomes_scale
+    );
 
     // Publishing the pending jobs: one round trip each (a sample) against windows of confirms.
     let amqp = std::env::var("PHRASESWEEP_TEST_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());

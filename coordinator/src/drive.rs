@@ -189,7 +189,8 @@ async fn run_stage<Q: JobQueue>(
 
     // Dead letters of an earlier run are recorded first, so that clearing below sees them.
     collect_dead_letters(queue).await?;
-    let records = JobRecords::read(store).await?;
+    let ids: Vec<&str> = stage.jobs.iter().map(|j| j.id.0.as_str()).collect();
+    let records = JobRecords::of(store, &ids).await?;
     let mut pending: BTreeMap<String, &JobEnvelope> = BTreeMap::new();
     let mut done = 0;
     for job in &stage.jobs {
@@ -212,54 +213,71 @@ async fn run_stage<Q: JobQueue>(
     let events = plan::events_queue(config);
     let mut next_look = tokio::time::Instant::now() + POLL_EVERY;
     let mut failures = Vec::new();
-    while !pending.is_empty() {
-        tokio::select! {
-            event = queue.next_event(&events) => {
-                let event = event?;
-                match event.outcome {
-                    JobOutcome::Started => {}
-                    // A worker sends Done once the record is written, and done records stay: an event
-                    // left from an earlier run also means done.
-                    JobOutcome::Done { summary } => {
-                        if pending.remove(&event.job_id.0).is_some() {
-                            report.executed += 1;
-                            progress.inc(&summary);
+    // Jobs a Done event took off the list, confirmed on the store before the stage commits.
+    let mut by_event: Vec<&JobEnvelope> = Vec::new();
+    loop {
+        while !pending.is_empty() {
+            tokio::select! {
+                event = queue.next_event(&events) => {
+                    let event = event?;
+                    match event.outcome {
+                        JobOutcome::Started => {}
+                        // A worker sends Done once the record is written: believed now, confirmed on the
+                        // store for all such jobs at once before the commit.
+                        JobOutcome::Done { summary } => {
+                            if let Some(job) = pending.remove(&event.job_id.0) {
+                                by_event.push(job);
+                                report.executed += 1;
+                                progress.inc(&summary);
+                            }
                         }
-                    }
-                    JobOutcome::Failed { error } => {
-                        // The event queue outlives runs: believe a failure its record still shows
-                        // (a rerun cleared the records of the failures it retries).
-                        if pending.contains_key(&event.job_id.0) && store.exists(&record::failed_path(&event.job_id.0)).await? {
-                            pending.remove(&event.job_id.0);
-                            failures.push(error);
+                        JobOutcome::Failed { error } => {
+                            // The event queue outlives runs: believe a failure its record still shows
+                            // (a rerun cleared the records of the failures it retries).
+                            if pending.contains_key(&event.job_id.0) && store.exists(&record::failed_path(&event.job_id.0)).await? {
+                                pending.remove(&event.job_id.0);
+                                failures.push(error);
+                            }
                         }
                     }
                 }
-            }
-            _ = tokio::time::sleep_until(next_look) => {
-                // The store, for records whose events never arrived: one listing, however many jobs.
-                let looked = tokio::time::Instant::now();
-                collect_dead_letters(queue).await?;
-                let records = JobRecords::read(store).await?;
-                let ids: Vec<String> = pending.keys().cloned().collect();
-                for id in ids {
-                    let files = records.get(&id);
-                    if files.done {
-                        pending.remove(&id);
-                        report.executed += 1;
-                        progress.inc("recorded");
-                    } else if files.failed || files.dead {
-                        let (path, dead) = if files.failed { (record::failed_path(&id), false) } else { (record::dead_path(&id), true) };
-                        if let Some(f) = store.get_json::<Failed>(&path).await? {
+                _ = tokio::time::sleep_until(next_look) => {
+                    // The store, for records whose events never arrived.
+                    let looked = tokio::time::Instant::now();
+                    collect_dead_letters(queue).await?;
+                    let ids: Vec<String> = pending.keys().cloned().collect();
+                    let records = JobRecords::of(store, &ids.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+                    for id in ids {
+                        let files = records.get(&id);
+                        if files.done {
                             pending.remove(&id);
-                            failures.push(if dead { format!("job {} was dead-lettered: {}", &id[..12], f.error) } else { f.error });
+                            report.executed += 1;
+                            progress.inc("recorded");
+                        } else if files.failed || files.dead {
+                            let (path, dead) = if files.failed { (record::failed_path(&id), false) } else { (record::dead_path(&id), true) };
+                            if let Some(f) = store.get_json::<Failed>(&path).await? {
+                                pending.remove(&id);
+                                failures.push(if dead { format!("job {} was dead-lettered: {}", &id[..12], f.error) } else { f.error });
+                            }
                         }
                     }
+                    // A store so big that a look takes long is looked at less often.
+                    next_look = tokio::time::Instant::now() + POLL_EVERY.max(looked.elapsed() * 10);
                 }
-                // A store so big that a look takes long is looked at less often.
-                next_look = tokio::time::Instant::now() + POLL_EVERY.max(looked.elapsed() * 10);
             }
         }
+        // An event left in the queue by an earlier run over a store since emptied names a job with no
+        // record: it goes back on the list, and to the queue.
+        let ids: Vec<&str> = by_event.iter().map(|j| j.id.0.as_str()).collect();
+        let records = JobRecords::of(store, &ids).await?;
+        let unrecorded: Vec<&JobEnvelope> = by_event.drain(..).filter(|j| !records.get(&j.id.0).done).collect();
+        if unrecorded.is_empty() {
+            break;
+        }
+        warn!(stage = %stage.name(), jobs = unrecorded.len(), "done events without a record on the store (left from an earlier run); running those jobs again");
+        report.executed -= unrecorded.len();
+        queue.publish_jobs(&unrecorded).await.context("cannot publish the stage's jobs")?;
+        pending.extend(unrecorded.into_iter().map(|j| (j.id.0.clone(), j)));
     }
     progress.finish();
     // The stage's other jobs ran to the end, so a rerun redoes only the failed ones.

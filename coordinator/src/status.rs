@@ -126,7 +126,7 @@ impl Visitor for Counter<'_> {
 pub async fn stage_status(config: &ExperimentConfig) -> Result<Status> {
     let store = Store::from_config(&config.store)?;
     store.check_access().await?;
-    let records = JobRecords::read(&store).await?;
+    let records = JobRecords::list(&store).await?;
     let mut counter = Counter { store: &store, records, stale_after_s: config.coordinator.stale_after_s, status: Status::default() };
     pipeline::walk(&store, config, &mut counter).await?;
     Ok(counter.status)

@@ -278,8 +278,8 @@ pub fn close_connections_of(pid: u32) -> usize {
     closed
 }
 
-/// Deletes a test's queues and exchanges from the broker when dropped: the sweep's job queues, the
-/// farm's dead-letter queue and exchanges, and the run's event queue.
+/// Deletes a test's queues and exchange from the broker when dropped: the sweep's job and dead-letter
+/// queues, the run's event queue, and the farm's exchange.
 pub struct QueueCleanup {
     pub queue: String,
     pub run: String,
@@ -295,14 +295,12 @@ impl Drop for QueueCleanup {
     fn drop(&mut self) {
         let script = infra_script("rabbitmq-ctl.sh");
         let (queue, run) = (&self.queue, &self.run);
-        for q in [format!("{queue}.gpu.{run}"), format!("{queue}.cpu.{run}"), format!("{queue}.dead"), format!("phrasesweep.events.{run}")] {
+        for q in [format!("{queue}.gpu.{run}"), format!("{queue}.cpu.{run}"), format!("{queue}.dead.{run}"), format!("phrasesweep.events.{run}")] {
             let _ = Command::new(&script).args(["-q", "delete_queue", &q]).output();
         }
         // rabbitmqctl has no delete_exchange: the broker's own function does it.
-        for exchange in ["dlx", "farm"] {
-            let delete = format!("rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"{queue}.{exchange}\">>), false, <<\"tests\">>).");
-            let _ = Command::new(&script).args(["-q", "eval", &delete]).output();
-        }
+        let delete = format!("rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"{queue}.farm\">>), false, <<\"tests\">>).");
+        let _ = Command::new(&script).args(["-q", "eval", &delete]).output();
     }
 }
 

@@ -1,5 +1,6 @@
-//! RabbitMQ transport (lapin). Jobs live in durable quorum queues with a dead-letter exchange and a
-//! delivery limit, one queue per sweep and class of job (`<queue>.<class>.<sweep>`); messages are
+//! RabbitMQ transport (lapin). Jobs live in durable quorum queues with a delivery limit, one queue per
+//! sweep and class of job (`<queue>.<class>.<sweep>`), dead-lettered to the sweep's own
+//! `<queue>.dead.<sweep>`; messages are
 //! persistent and published with confirms; a worker takes one job at a time and acks only once the
 //! job's output is durable. A lost connection is re-opened with backoff; deliveries of the old
 //! connection come back from the broker, which is harmless since jobs are idempotent.
@@ -44,9 +45,6 @@ struct Inner {
     url: String,
     /// The name every queue and exchange of the farm starts with.
     queue: String,
-    /// The dead-letter exchange (`<queue>.dlx`) and queue (`<queue>.dead`) shared by every sweep.
-    dlx: String,
-    dead: String,
     /// The broadcast exchange (`<queue>.farm`) of sweep announcements and roll calls.
     farm: String,
     delivery_limit: u32,
@@ -80,6 +78,12 @@ struct Live {
 /// The queue of one sweep's jobs of one class.
 pub fn sweep_queue(queue: &str, class: JobClass, sweep: &str) -> String {
     format!("{queue}.{}.{sweep}", class.name())
+}
+
+/// The queue of one sweep's dead-lettered jobs, which only that sweep's coordinator reads (it records
+/// them on the sweep's store, which another sweep's coordinator may not even reach).
+pub fn dead_queue(queue: &str, sweep: &str) -> String {
+    format!("{queue}.dead.{sweep}")
 }
 
 /// Jobs published before waiting for their confirms.
@@ -141,8 +145,6 @@ impl AmqpQueue {
             inner: Arc::new(Inner {
                 url: url.to_string(),
                 queue: queue.to_string(),
-                dlx: format!("{queue}.dlx"),
-                dead: format!("{queue}.dead"),
                 farm: format!("{queue}.farm"),
                 delivery_limit,
                 role,
@@ -163,6 +165,11 @@ impl AmqpQueue {
     pub async fn roll_call(&self, wait: Duration) -> Result<Vec<WorkerCard>> {
         let (conn, _, _) = self.link().await?;
         let ch = conn.create_channel().await?;
+        let farm = self.inner.farm.as_str();
+        let passive = ExchangeDeclareOptions { passive: true, ..Default::default() };
+        if ch.exchange_declare(farm.into(), ExchangeKind::Fanout, passive, FieldTable::default()).await.is_err() {
+            bail!("no farm on this broker uses the job queue `{}` (no exchange {farm}): check --queue", self.inner.queue);
+        }
         let reply = ch
             .queue_declare("".into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
             .await?;
@@ -209,25 +216,16 @@ impl AmqpQueue {
             .map_err(|e| anyhow!("cannot reach RabbitMQ at {shown}: {e}"))?;
         let publish = conn.create_channel().await?;
         publish.confirm_select(ConfirmSelectOptions::default()).await?;
-        self.declare(&conn).await?;
+        if !matches!(self.inner.role, Role::Observer) {
+            self.declare(&conn).await?;
+        }
         Ok(Link { conn: Arc::new(conn), publish, generation })
     }
 
     async fn declare(&self, conn: &Connection) -> Result<()> {
         let ch = conn.create_channel().await?;
-        for exchange in [&self.inner.dlx, &self.inner.farm] {
-            let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-            ch.exchange_declare(exchange.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default()).await?;
-        }
-        ch.queue_declare(self.inner.dead.as_str().into(), QueueDeclareOptions::durable(), quorum()).await?;
-        ch.queue_bind(
-            self.inner.dead.as_str().into(),
-            self.inner.dlx.as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        ch.exchange_declare(self.inner.farm.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default()).await?;
         let _ = ch.close(200, "declared".into()).await;
         if let Role::Coordinator { sweep, .. } = &self.inner.role {
             self.declare_sweep(conn, sweep).await?;
@@ -235,13 +233,18 @@ impl AmqpQueue {
         Ok(())
     }
 
-    /// Declares `sweep`'s job queues, one per class.
+    /// Declares `sweep`'s job queues, one per class, and its dead-letter queue.
     async fn declare_sweep(&self, conn: &Connection, sweep: &str) -> Result<()> {
         let mut ch = conn.create_channel().await?;
-        let mut args = quorum();
-        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(self.inner.dlx.as_str().into()));
+        let dead = dead_queue(&self.inner.queue, sweep);
+        let mut expires = quorum();
+        expires.insert("x-expires".into(), AMQPValue::LongInt(SWEEP_QUEUE_EXPIRES.as_millis() as i32));
+        ch.queue_declare(dead.as_str().into(), QueueDeclareOptions::durable(), expires.clone()).await?;
+        let mut args = expires;
+        // Through the default exchange, straight to the sweep's own dead-letter queue.
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(dead.as_str().into()));
         args.insert("x-delivery-limit".into(), AMQPValue::LongInt(self.inner.delivery_limit as i32));
-        args.insert("x-expires".into(), AMQPValue::LongInt(SWEEP_QUEUE_EXPIRES.as_millis() as i32));
         for class in JobClass::ALL {
             let name = sweep_queue(&self.inner.queue, class, sweep);
             if let Err(e) = ch.queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args.clone()).await {
@@ -448,32 +451,35 @@ impl JobQueue for AmqpQueue {
                 *channel = Some(conn.create_channel().await?);
             }
             let ch = channel.as_ref().unwrap();
-            let sweeps = self.inner.book.lock().unwrap().order(Instant::now());
-            'look: for &class in &card.serves {
-                for sweep in &sweeps {
-                    let queue = sweep_queue(&self.inner.queue, class, sweep);
-                    match ch.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false }).await {
-                        Ok(Some(msg)) => {
-                            info!(sweep = %sweep, class = class.name(), "took a job");
-                            self.inner.book.lock().unwrap().served(sweep);
-                            let job = serde_json::from_slice::<JobEnvelope>(&msg.delivery.data).ok();
-                            self.inner.live.lock().unwrap().current = Some(CurrentJob {
-                                id: job.as_ref().map(|j| j.id.0.clone()).unwrap_or_default(),
-                                label: job.as_ref().map(|j| j.spec.label()).unwrap_or_else(|| "unreadable".into()),
-                                sweep: sweep.clone(),
-                                since_unix: unix_now(),
-                            });
-                            return Ok(Some(AmqpDelivery { delivery: msg.delivery, live: self.inner.live.clone() }));
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            // The queue is gone (the refusal closed the channel) or so is the link: look
-                            // again once the sweep is announced again.
-                            warn!("cannot take a job from {queue}: {e}");
-                            self.inner.book.lock().unwrap().forget(sweep);
-                            *channel = None;
-                            break 'look;
-                        }
+            // A higher priority first, then the classes in the order served, then the sweeps' turns.
+            let groups = self.inner.book.lock().unwrap().order(Instant::now());
+            let mut order: Vec<(JobClass, &String)> = Vec::new();
+            for group in &groups {
+                order.extend(card.serves.iter().flat_map(|&class| group.iter().map(move |sweep| (class, sweep))));
+            }
+            for (class, sweep) in order {
+                let queue = sweep_queue(&self.inner.queue, class, sweep);
+                match ch.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false }).await {
+                    Ok(Some(msg)) => {
+                        info!(sweep = %sweep, class = class.name(), "took a job");
+                        self.inner.book.lock().unwrap().served(sweep);
+                        let job = serde_json::from_slice::<JobEnvelope>(&msg.delivery.data).ok();
+                        self.inner.live.lock().unwrap().current = Some(CurrentJob {
+                            id: job.as_ref().map(|j| j.id.0.clone()).unwrap_or_default(),
+                            label: job.as_ref().map(|j| j.spec.label()).unwrap_or_else(|| "unreadable".into()),
+                            sweep: sweep.clone(),
+                            since_unix: unix_now(),
+                        });
+                        return Ok(Some(AmqpDelivery { delivery: msg.delivery, live: self.inner.live.clone() }));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        // The queue is gone (the refusal closed the channel) or so is the link: look
+                        // again once the sweep is announced again.
+                        warn!("cannot take a job from {queue}: {e}");
+                        self.inner.book.lock().unwrap().forget(sweep);
+                        *channel = None;
+                        break;
                     }
                 }
             }
@@ -526,9 +532,10 @@ impl JobQueue for AmqpQueue {
     }
 
     async fn next_dead_letter(&self) -> Result<Option<Vec<u8>>> {
+        let Role::Coordinator { sweep, .. } = &self.inner.role else { return Ok(None) };
         let (conn, _, _) = self.link().await?;
         let ch = conn.create_channel().await?;
-        let msg = ch.basic_get(self.inner.dead.as_str().into(), BasicGetOptions { no_ack: true }).await?;
+        let msg = ch.basic_get(dead_queue(&self.inner.queue, sweep).as_str().into(), BasicGetOptions { no_ack: true }).await?;
         let _ = ch.close(200, "done".into()).await;
         Ok(msg.map(|m| m.delivery.data))
     }
@@ -581,7 +588,7 @@ async fn answer_roll_call(inner: &Inner, ch: &Channel, to: &str) {
         card.current = live.current.clone();
         card.jobs_settled = live.settled;
     }
-    card.sweeps = inner.book.lock().unwrap().order(Instant::now());
+    card.sweeps = inner.book.lock().unwrap().order(Instant::now()).concat();
     card.at_unix = unix_now();
     let body = serde_json::to_vec(&card).expect("a worker card serialises");
     if let Err(e) = ch.basic_publish("".into(), to.into(), BasicPublishOptions::default(), &body, BasicProperties::default()).await {

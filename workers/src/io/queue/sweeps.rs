@@ -3,7 +3,7 @@
 //! started first does not starve a short one started later, and a sweep given a higher priority jumps
 //! the queue.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 /// Announcements a sweep may miss before the worker forgets it (its coordinator ended or died).
@@ -12,7 +12,9 @@ const MISSED: u32 = 3;
 #[derive(Debug, Default)]
 pub struct SweepBook {
     known: BTreeMap<String, Known>,
-    last_served: Option<(i32, String)>,
+    /// Per priority, the sweep served last: serving a sweep of one priority leaves the turns of the
+    /// others where they were.
+    last_served: HashMap<i32, String>,
 }
 
 #[derive(Debug)]
@@ -33,28 +35,26 @@ impl SweepBook {
         self.known.remove(sweep);
     }
 
-    /// The worker took a job of `sweep`: the next look starts at the sweep after it.
+    /// The worker took a job of `sweep`: the next look at its priority starts at the sweep after it.
     pub fn served(&mut self, sweep: &str) {
         if let Some(k) = self.known.get(sweep) {
-            self.last_served = Some((k.priority, sweep.to_string()));
+            self.last_served.insert(k.priority, sweep.to_string());
         }
     }
 
-    /// The live sweeps in the order to look for a job in.
-    pub fn order(&mut self, now: Instant) -> Vec<String> {
+    /// The live sweeps in the order to look for a job in: one group per priority, highest first, each
+    /// starting after the sweep of that priority served last.
+    pub fn order(&mut self, now: Instant) -> Vec<Vec<String>> {
         self.known.retain(|_, k| k.expires > now);
         let mut sweeps: Vec<(i32, &String)> = self.known.iter().map(|(name, k)| (k.priority, name)).collect();
         sweeps.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-        let mut out = Vec::with_capacity(sweeps.len());
-        for group in sweeps.chunk_by(|a, b| a.0 == b.0) {
-            // Within a priority, the sweeps after the last one served come first.
-            let start = match &self.last_served {
-                Some((p, last)) if *p == group[0].0 => group.iter().position(|(_, name)| *name > last).unwrap_or(0),
-                _ => 0,
-            };
-            out.extend(group[start..].iter().chain(&group[..start]).map(|(_, name)| (*name).clone()));
-        }
-        out
+        sweeps
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|group| {
+                let start = self.last_served.get(&group[0].0).map_or(0, |last| group.iter().position(|(_, name)| *name > last).unwrap_or(0));
+                group[start..].iter().chain(&group[..start]).map(|(_, name)| (*name).clone()).collect()
+            })
+            .collect()
     }
 }
 
@@ -67,17 +67,21 @@ mod tests {
         let now = Instant::now();
         let mut book = SweepBook::default();
         book.heard("long", 0, 2, now);
-        assert_eq!(book.order(now), ["long"]);
+        assert_eq!(book.order(now), [["long"]]);
         book.served("long");
         book.heard("short", 0, 2, now);
-        assert_eq!(book.order(now), ["short", "long"], "the sweep after the one served last comes first");
+        assert_eq!(book.order(now), [["short", "long"]], "the sweep after the one served last comes first");
         book.served("short");
-        assert_eq!(book.order(now), ["long", "short"]);
+        assert_eq!(book.order(now), [["long", "short"]]);
         book.heard("urgent", 5, 2, now);
         book.heard("later", -1, 2, now);
-        assert_eq!(book.order(now), ["urgent", "long", "short", "later"]);
+        assert_eq!(book.order(now), [vec!["urgent"], vec!["long", "short"], vec!["later"]]);
         book.served("urgent");
-        assert_eq!(book.order(now), ["urgent", "long", "short", "later"], "a lone sweep of its priority stays first");
+        assert_eq!(
+            book.order(now),
+            [vec!["urgent"], vec!["long", "short"], vec!["later"]],
+            "serving another priority leaves the turns of this one as they were"
+        );
     }
 
     #[test]
@@ -86,8 +90,8 @@ mod tests {
         let mut book = SweepBook::default();
         book.heard("a", 0, 2, now);
         book.heard("b", 0, 2, now + Duration::from_secs(6));
-        assert_eq!(book.order(now + Duration::from_secs(6)), ["a", "b"]);
-        assert_eq!(book.order(now + Duration::from_secs(8)), ["b"], "three announcements missed");
+        assert_eq!(book.order(now + Duration::from_secs(6)), [["a", "b"]]);
+        assert_eq!(book.order(now + Duration::from_secs(8)), [["b"]], "three announcements missed");
         book.forget("b");
         assert!(book.order(now).is_empty());
     }
