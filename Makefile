@@ -63,7 +63,7 @@ test: services
 ## The chaos suite of docs/reliability.md: three seeded runs of 20 worker kills, a RabbitMQ node restart and a
 ## 20 s S3 stop during a dense sweep on the farm, then the poison, duplicate and crash cases. `make test` runs
 ## one short schedule.
-CHAOS_REPORT ?= out/chaos.txt
+CHAOS_REPORT ?= $(CURDIR)/out/chaos.txt
 chaos: services
 	mkdir -p $(dir $(CHAOS_REPORT))
 	for seed in 1 2 3; do \

@@ -144,6 +144,19 @@ async fn a_training_job_killed_mid_epoch_resumes_from_its_last_checkpoint() {
     assert!(log.contains("train-reader: 6/6 steps"), "and finish the epoch's 6 steps:\n{log}");
     assert!(log.contains("the starting evaluation is on the store"), "nor evaluate the untrained reader again:\n{log}");
     assert!(coord.log().contains("reader: SQuAD dev"), "{}", coord.log());
+    // The training log holds every step once: the killed worker's four from the checkpoint, then the
+    // rescuer's two.
+    let store = phrasesweep_workers::io::store::Store::from_config(&store_config(&uri, &s3)).unwrap();
+    let logs = store.list(phrasesweep_workers::train::log::TRAINING_DIR).await.unwrap();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let (batches, _) = phrasesweep_workers::io::parquet::read_parquet(&store, &logs[0]).await.unwrap();
+    let mut lr_steps = Vec::new();
+    for b in &batches {
+        use arrow::array::AsArray;
+        let (step, metric) = (b.column(1).as_primitive::<arrow::datatypes::UInt64Type>(), b.column(2).as_string::<i32>());
+        lr_steps.extend((0..b.num_rows()).filter(|&i| metric.value(i) == "lr").map(|i| step.value(i)));
+    }
+    assert_eq!(lr_steps, (0..6).collect::<Vec<u64>>(), "one log row per step, across the resume");
 }
 
 /// SIGTERM during a job drains the worker: it finishes the job, acks it and exits, and nothing is

@@ -397,6 +397,26 @@ k = 20
             .any(|e| e.unwrap().file_name().to_string_lossy().starts_with(std::path::Path::new(kind).file_name().unwrap().to_str().unwrap()));
         assert!(found, "no checkpoint folder for {kind} under {}", store.join("models").display());
     }
+    // Every training job left its log: a learning rate for each step, a loss and gradient norm for
+    // each step that learned, each loss term, and the evaluations before and after.
+    let logs = on_own_runtime(training_logs(store.clone()));
+    let names: Vec<&str> = logs.keys().map(String::as_str).collect();
+    assert_eq!(names.len(), 5, "reader, phrase encoder, two epochs of `query`, one of `context+distill`: {names:?}");
+    for (name, rows) in &logs {
+        let metric = |m: &str| rows.iter().filter(|r| r.1 == m).collect::<Vec<_>>();
+        let (lr, loss, norm) = (metric("lr"), metric("loss"), metric("grad_norm"));
+        assert!(!lr.is_empty() && loss.len() == norm.len(), "{name}: {} lr, {} loss, {} grad_norm rows", lr.len(), loss.len(), norm.len());
+        // The second epoch of `query` may find no target among its questions' candidates.
+        assert!(!loss.is_empty() || name.contains("epoch-2"), "{name} logged no loss");
+        assert!(loss.iter().chain(&norm).all(|r| r.2.is_finite() && r.2 >= 0.0), "{name}: {rows:?}");
+        assert!(rows.iter().any(|r| r.1.starts_with("eval.")), "{name} logged no evaluation");
+        if name.contains("context+distill") {
+            assert!(!metric("loss.context").is_empty() && !metric("loss.distill").is_empty(), "{name}: each term is logged");
+        }
+    }
+    let steps = |name: &str| logs.iter().find(|(n, _)| n.contains(name)).map(|(_, r)| r.iter().filter(|r| r.1 == "lr").map(|r| r.0).collect::<Vec<_>>()).unwrap();
+    let (first, second) = (steps("query-epoch-1"), steps("query-epoch-2"));
+    assert!(first.iter().max() < second.iter().min(), "epoch 2 continues epoch 1's step numbers: {first:?} {second:?}");
     // `status` walks the same pipeline graph as `run`: it reports exactly the stages the run committed,
     // in the same order, each committed with all its jobs done.
     let committed: Vec<&str> = stdout.lines().find_map(|l| l.split_once("committed: ")).expect("a `committed:` line").1.split(", ").collect();
@@ -408,6 +428,24 @@ k = 20
     assert!(rows.iter().all(|r| r[1] == r[2] && r.last() != Some(&"no")), "every stage done and committed:\n{status_out}");
     let again = run_bounded(bin().args(["run", config.to_str().unwrap()]), LIMIT);
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"), "{}", String::from_utf8_lossy(&again.stdout));
+}
+
+/// The training logs of a store, by file name: (step, metric, value) rows.
+async fn training_logs(store: std::path::PathBuf) -> std::collections::BTreeMap<String, Vec<(u64, String, f64)>> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Float64Type, UInt64Type};
+    let s = phrasesweep_workers::io::store::Store::at(store.to_str().unwrap()).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for path in s.list(phrasesweep_workers::train::log::TRAINING_DIR).await.unwrap() {
+        let (batches, _) = phrasesweep_workers::io::parquet::read_parquet(&s, &path).await.unwrap();
+        let mut rows = Vec::new();
+        for b in &batches {
+            let (step, metric, value) = (b.column(1).as_primitive::<UInt64Type>(), b.column(2).as_string::<i32>(), b.column(3).as_primitive::<Float64Type>());
+            rows.extend((0..b.num_rows()).map(|i| (step.value(i), metric.value(i).to_string(), value.value(i))));
+        }
+        out.insert(path, rows);
+    }
+    out
 }
 
 /// Job ids are content hashes of what a job does: a refactor that changes how a job is serialised would

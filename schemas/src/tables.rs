@@ -121,3 +121,14 @@ pub fn per_question_schema() -> Arc<Schema> {
         Field::new("sent_correct", DataType::Boolean, false),
     ]))
 }
+
+/// A training job's log: one row per (step, metric): `lr`, `loss`, `grad_norm`, `loss.<term>` per step,
+/// and `eval.<field>` at the steps its evaluations ran (before the first step, after the last).
+pub fn training_log_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("job", DataType::Utf8, false),
+        Field::new("step", DataType::UInt64, false),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, false),
+    ]))
+}

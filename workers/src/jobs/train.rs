@@ -17,6 +17,7 @@ use crate::train::phrase::{self, PhraseModels, PhraseRow, phrase_loss, phrase_ro
 use crate::train::qsft::{self, QsftBatch, QsftQuestion, qsft_loss};
 use crate::train::rc::{Example, parse_nq_gold, parse_squad};
 use crate::train::reader::{self, ReaderRow, reader_loss, reader_row};
+use crate::train::log::{Eval, write_log};
 use crate::train::resume::{RunSpan, Scratch, StepLoss, Trained, batch_rows, drop_partial, epoch_batches, partial_dir, run_steps, start_evaluation, subset};
 use anyhow::Result;
 use burn::module::{AutodiffModule, Module};
@@ -56,6 +57,8 @@ pub async fn train_reader(store: &Store, inputs: &SupervisedInputs, config: &Sup
     let (em, f1) = reader::evaluate(&model, &text, &dev, s, &device)?;
     info!(em, f1, "reader after training on SQuAD dev");
     let after = serde_json::json!({ "em": em, "f1": f1, "questions": dev.len() });
+    let evals = [Eval { step: 0, result: &before }, Eval { step: trained.progress.step, result: &after }];
+    write_log(store, &config.output, "train the reader", &trained.progress.log, &evals).await?;
     let checkpoint = publish(store, &model, READER_KIND, &start, &config.output, Role::Reader).await?;
     drop_partial(store, &partial).await?;
     Ok(outcome(BTreeMap::from([(Role::Reader, checkpoint)]), s, &train, &trained, before, after))
@@ -121,8 +124,10 @@ pub async fn train_phrase(store: &Store, inputs: &SupervisedInputs, config: &Sup
         (Role::Phrase, publish(store, &models.phrase, PHRASE_KIND, &start, &config.output, Role::Phrase).await?),
         (Role::Query, publish(store, &models.query, QUERY_KIND, &start, &config.output, Role::Query).await?),
     ]);
-    drop_partial(store, &partial).await?;
     let (before, after) = (serde_json::to_value(before).unwrap_or_default(), serde_json::to_value(after).unwrap_or_default());
+    let evals = [Eval { step: 0, result: &before }, Eval { step: trained.progress.step, result: &after }];
+    write_log(store, &config.output, "train the phrase encoder", &trained.progress.log, &evals).await?;
+    drop_partial(store, &partial).await?;
     Ok(outcome(checkpoints, s, &train, &trained, before, after))
 }
 
@@ -213,6 +218,12 @@ pub async fn qsft_epoch(store: &Store, inputs: &QsftInputs, config: &QsftConfig)
     let dev_after = qsft::evaluate(&index, &model, &text, &dev, query_len, &device).await?;
     info!(run = run.name, epoch = config.epoch, em = dev_after.em, sentence_mar = dev_after.sentence_mar, last_lr = trained.last_lr, "qsft epoch evaluated on dev");
     let checkpoint = publish(store, &model, QUERY_KIND, &start, &config.output, Role::Query).await?;
+    let before = dev_before.as_ref().map(|b| serde_json::to_value(b).unwrap_or_default());
+    let after = serde_json::to_value(&dev_after).unwrap_or_default();
+    let mut evals: Vec<Eval> = before.iter().map(|b| Eval { step: span.offset, result: b }).collect();
+    evals.push(Eval { step: span.offset + trained.progress.step, result: &after });
+    let job = format!("qsft {} epoch {}", run.name, config.epoch);
+    write_log(store, &config.output, &job, &trained.progress.log, &evals).await?;
     drop_partial(store, &partial).await?;
     let (loss_first, loss_last) = trained.loss_ends();
     Ok(QsftOutcome {

@@ -3,6 +3,7 @@
 //! training job runs; the job handlers in `jobs::train` read the inputs, build the models and drive it
 //! over the store.
 
+pub mod log;
 pub mod losses;
 pub mod optim;
 pub mod phrase;

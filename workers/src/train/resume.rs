@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use crate::train::log::StepLog;
 use tracing::info;
 
 /// Where a job keeps its resumable state: named by the job, so no other job ever reads it.
@@ -35,6 +36,9 @@ pub struct Progress {
     pub losses: Vec<f64>,
     /// Per loss term, the sum of its values and the number of steps it had targets in.
     pub terms: BTreeMap<String, (f64, usize)>,
+    /// Every step done, for the training log.
+    #[serde(default)]
+    pub log: Vec<StepLog>,
 }
 
 /// A local scratch folder that is removed when dropped.
@@ -273,6 +277,7 @@ where
     log.add(progress.step as u64);
     for (step, entry) in steps.into_iter().enumerate().skip(progress.step) {
         trainer.lr = optim.schedule.lr(optim.lr, optim.warmup, span.offset + step, run_total);
+        let mut logged = StepLog { step: span.offset + step, lr: trainer.lr, ..Default::default() };
         if let Some(input) = prepare(entry).await?
             && let Some(l) = loss(&model, input)?
         {
@@ -282,10 +287,14 @@ where
                 let e = progress.terms.entry(term.to_string()).or_default();
                 e.0 += v as f64;
                 e.1 += 1;
+                logged.terms.insert(term.to_string(), v as f64);
             }
-            model = trainer.step(model, l.total).0;
+            let (stepped, stats) = trainer.step(model, l.total);
+            model = stepped;
             progress.losses.push(value as f64);
+            (logged.loss, logged.grad_norm) = (Some(value as f64), Some(stats.grad_norm));
         }
+        progress.log.push(logged);
         progress.step = step + 1;
         log.add(1);
         if progress.step % optim.checkpoint_every.max(1) == 0 && progress.step < total {
