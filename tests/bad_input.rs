@@ -146,8 +146,8 @@ fn cases(models: &Path) -> Vec<Case> {
 }
 
 /// What a store has committed, and nothing else: every file outside the job records (`jobs/`), the
-/// leases (`leases/`) and Lance's data files (`*.lance/data/`, which only a committed version makes
-/// visible), with its size and, for records and manifests, its bytes' sha256.
+/// leases (`leases/`), the run ledger (`runs/`, which records failed runs too) and Lance's data files
+/// (`*.lance/data/`, which only a committed version makes visible), with its bytes' sha256.
 fn committed_state(store: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut stack = vec![store.to_path_buf()];
@@ -156,7 +156,7 @@ fn committed_state(store: &Path) -> BTreeMap<String, String> {
         for e in entries {
             let p = e.unwrap().path();
             let rel = p.strip_prefix(store).unwrap().to_string_lossy().into_owned();
-            if rel.starts_with("jobs") || rel.starts_with("leases") || rel.contains(".lance/data") {
+            if rel.starts_with("jobs") || rel.starts_with("leases") || rel.starts_with("runs") || rel.contains(".lance/data") {
                 continue;
             }
             if p.is_dir() {

@@ -196,6 +196,33 @@ fn pipeline_on_the_farm_and_embedded_scores_every_retrieval_and_finds_a_copied_p
     let stdout = String::from_utf8_lossy(&again.stdout);
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     assert!(stdout.contains("nothing to do"), "a finished sweep reruns nothing:\n{stdout}");
+
+    // The archive: every run stays in its store's ledger (the rerun hid nothing), and SQL reads the
+    // ledgers of the S3 and the local store together.
+    let archive = |args: &[&str]| -> Vec<Vec<String>> {
+        let out = run_bounded(bin().arg("results").args([store.to_str().unwrap(), uri.as_str()]).args(args).envs(&s3), LIMIT);
+        assert!(out.status.success(), "results {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| l.split(',').map(String::from).collect()).collect()
+    };
+    let runs = archive(&["--sql", "SELECT sweep, status, jobs_executed, commit FROM runs ORDER BY sweep, jobs_executed DESC", "--format", "csv"]);
+    assert_eq!(runs[0], ["sweep", "status", "jobs_executed", "commit"]);
+    let sweeps: Vec<(&str, &str, bool)> = runs[1..].iter().map(|r| (r[0].as_str(), r[1].as_str(), r[2] != "0")).collect();
+    assert_eq!(sweeps, [("pipeline", "done", true), ("pipeline", "done", false), (name.as_str(), "done", true)], "{runs:?}");
+    assert!(runs[1..].iter().all(|r| r[3].len() >= 12 && r[3] != "unknown"), "each run names the commit it was built from: {runs:?}");
+    let json = run_bounded(
+        bin().args(["results", store.to_str().unwrap(), &uri, "--where", "retrieval = 'bm25-paragraph'", "--sort", "sweep, started_unix", "--format", "json"]).envs(&s3),
+        LIMIT,
+    );
+    assert!(json.status.success(), "{}", String::from_utf8_lossy(&json.stderr));
+    let bm25: Vec<serde_json::Value> = String::from_utf8_lossy(&json.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let found: Vec<(&str, f64)> = bm25.iter().map(|r| (r["sweep"].as_str().unwrap(), r["mar_seed"].as_f64().unwrap())).collect();
+    assert_eq!(found.iter().map(|f| f.0).collect::<Vec<_>>(), ["pipeline", "pipeline", name.as_str()], "both embedded runs and the farm's: {bm25:?}");
+    let expected = row(&rows, "bm25-paragraph").1;
+    assert!(found.iter().all(|(_, m)| (m - expected).abs() < 1e-4), "{found:?} against {expected}");
+    assert!(bm25.iter().all(|r| r["run_id"].is_string() && r["mar_strict"].is_f64() && r.get("curve_seed").is_none()), "{bm25:?}");
+    let parquet = dir.path().join("results.parquet");
+    let out = run_bounded(bin().args(["results", store.to_str().unwrap(), "--format", "parquet", "-o", parquet.to_str().unwrap()]), LIMIT);
+    assert!(out.status.success() && std::fs::read(&parquet).unwrap().starts_with(b"PAR1"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// The fixture's questions by the pretrained query encoder.
@@ -417,6 +444,11 @@ k = 20
     let steps = |name: &str| logs.iter().find(|(n, _)| n.contains(name)).map(|(_, r)| r.iter().filter(|r| r.1 == "lr").map(|r| r.0).collect::<Vec<_>>()).unwrap();
     let (first, second) = (steps("query-epoch-1"), steps("query-epoch-2"));
     assert!(first.iter().max() < second.iter().min(), "epoch 2 continues epoch 1's step numbers: {first:?} {second:?}");
+    // The logs are the archive's `training` table too.
+    let lr_rows: usize = logs.values().map(|rows| rows.iter().filter(|r| r.1 == "lr").count()).sum();
+    let sql = run_bounded(bin().args(["results", store.to_str().unwrap(), "--sql", "SELECT count(*) AS n FROM training WHERE metric = 'lr'", "--format", "csv"]), LIMIT);
+    assert!(sql.status.success(), "{}", String::from_utf8_lossy(&sql.stderr));
+    assert_eq!(String::from_utf8_lossy(&sql.stdout).lines().nth(1), Some(lr_rows.to_string().as_str()), "{}", String::from_utf8_lossy(&sql.stdout));
     // `status` walks the same pipeline graph as `run`: it reports exactly the stages the run committed,
     // in the same order, each committed with all its jobs done.
     let committed: Vec<&str> = stdout.lines().find_map(|l| l.split_once("committed: ")).expect("a `committed:` line").1.split(", ").collect();

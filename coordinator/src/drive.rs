@@ -2,13 +2,14 @@
 //! source of truth) until every job is recorded, then commit the stage's output once.
 
 use crate::history;
+use crate::ledger;
 use crate::lease::LeaseGuard;
 use crate::pipeline::{self, Visitor, read_outcomes};
 use crate::plan::{self, Stage};
 use crate::progress::Progress;
 use crate::records::JobRecords;
 use anyhow::{Context, Result, bail};
-use phrasesweep_schemas::record::{self, CORPUS_DATASET, Failed, METRICS_FILE, PHRASES_DATASET, StageCommit, StageKind};
+use phrasesweep_schemas::record::{self, CORPUS_DATASET, Done, Failed, METRICS_FILE, PHRASES_DATASET, StageCommit, StageKind};
 use phrasesweep_workers::io::store::now_unix;
 use phrasesweep_schemas::tables::{corpus_schema, metrics_schema, phrases_schema};
 use phrasesweep_schemas::{ExperimentConfig, JobEnvelope, JobOutcome, JobSpec};
@@ -19,7 +20,7 @@ use phrasesweep_workers::io::lance::commit_fragments;
 use phrasesweep_workers::io::parquet::write_parquet;
 use phrasesweep_workers::io::queue::JobQueue;
 use phrasesweep_workers::io::store::Store;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -40,6 +41,10 @@ pub struct RunReport {
     pub recall_at_100: Option<f64>,
     /// One line per training job: what it trained and how it scores before and after.
     pub training: Vec<String>,
+    /// The workers that ran this run's jobs.
+    pub workers: BTreeSet<String>,
+    /// Per stage, the seconds this run's jobs of it took.
+    pub stage_seconds: BTreeMap<String, f64>,
 }
 
 /// Executes stages: publishes a stage's pending jobs, follows them to the end, and commits the stage.
@@ -61,21 +66,42 @@ impl<Q: JobQueue> Visitor for Driver<'_, Q> {
 /// else's business (embedded tasks or worker processes).
 pub async fn drive<Q: JobQueue>(queue: &Q, store: &Store, config: &ExperimentConfig) -> Result<RunReport> {
     let lease = LeaseGuard::acquire(store, &config.name, config.coordinator.lease_s).await?;
+    let started_unix = now_unix();
+    let mut report = RunReport::default();
     // Stopped by Ctrl-C or SIGTERM, the coordinator still frees the store for the next one.
     let result = tokio::select! {
-        r = drive_stages(queue, store, config, &lease) => r,
+        r = drive_stages(queue, store, config, &lease, &mut report) => r,
         signal = stop_signal() => Err(anyhow::anyhow!("stopped by {signal}; nothing of the stage in progress was committed, and a rerun resumes it")),
     };
+    // The ledger keeps every run, failed ones too, while the lease still holds.
+    let run = ledger::RunRecord {
+        run_id: ledger::new_run_id(started_unix),
+        config: config.clone(),
+        status: match &result {
+            Ok(()) => "done".into(),
+            Err(e) => format!("failed: {e:#}"),
+        },
+        started_unix,
+        ended_unix: now_unix(),
+        executed: report.executed,
+        skipped: report.skipped,
+        workers: report.workers.clone(),
+        stage_seconds: report.stage_seconds.clone(),
+    };
+    if let Err(e) = ledger::append(store, &run, &report.metrics).await {
+        warn!("cannot add the run to the store's ledger: {e:#}");
+    } else {
+        info!(run = %run.run_id, "recorded in the run ledger");
+    }
     if let Err(e) = lease.release().await {
         warn!("cannot release the store's lease (it expires by itself): {e:#}");
     }
-    result
+    result.map(|()| report)
 }
 
-async fn drive_stages<Q: JobQueue>(queue: &Q, store: &Store, config: &ExperimentConfig, lease: &LeaseGuard) -> Result<RunReport> {
+async fn drive_stages<Q: JobQueue>(queue: &Q, store: &Store, config: &ExperimentConfig, lease: &LeaseGuard, report: &mut RunReport) -> Result<()> {
     crate::preflight::check_inputs(store, config).await?;
-    let mut report = RunReport::default();
-    let walked = pipeline::walk(store, config, &mut Driver { queue, store, config, lease, report: &mut report }).await?;
+    let walked = pipeline::walk(store, config, &mut Driver { queue, store, config, lease, report }).await?;
     if let Some(out) = &walked.reader {
         report.training.push(format!("reader: SQuAD dev {} before, {} after", out.before, out.after));
     }
@@ -106,7 +132,7 @@ async fn drive_stages<Q: JobQueue>(queue: &Q, store: &Store, config: &Experiment
     if report.executed == 0 && report.committed.is_empty() {
         info!("nothing to do: all {} jobs are already done and committed", report.skipped);
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Waits for SIGINT or SIGTERM and names it.
@@ -215,6 +241,8 @@ async fn run_stage<Q: JobQueue>(
     let mut failures = Vec::new();
     // Jobs a Done event took off the list, confirmed on the store before the stage commits.
     let mut by_event: Vec<&JobEnvelope> = Vec::new();
+    // Jobs this run saw done, for the ledger.
+    let mut executed: Vec<&JobEnvelope> = Vec::new();
     loop {
         while !pending.is_empty() {
             tokio::select! {
@@ -250,7 +278,7 @@ async fn run_stage<Q: JobQueue>(
                     for id in ids {
                         let files = records.get(&id);
                         if files.done {
-                            pending.remove(&id);
+                            executed.extend(pending.remove(&id));
                             report.executed += 1;
                             progress.inc("recorded");
                         } else if files.failed || files.dead {
@@ -270,7 +298,8 @@ async fn run_stage<Q: JobQueue>(
         // record: it goes back on the list, and to the queue.
         let ids: Vec<&str> = by_event.iter().map(|j| j.id.0.as_str()).collect();
         let records = JobRecords::of(store, &ids).await?;
-        let unrecorded: Vec<&JobEnvelope> = by_event.drain(..).filter(|j| !records.get(&j.id.0).done).collect();
+        let (confirmed, unrecorded): (Vec<&JobEnvelope>, Vec<&JobEnvelope>) = by_event.drain(..).partition(|j| records.get(&j.id.0).done);
+        executed.extend(confirmed);
         if unrecorded.is_empty() {
             break;
         }
@@ -280,6 +309,7 @@ async fn run_stage<Q: JobQueue>(
         pending.extend(unrecorded.into_iter().map(|j| (j.id.0.clone(), j)));
     }
     progress.finish();
+    account(store, &stage.name(), &executed, report).await?;
     // The stage's other jobs ran to the end, so a rerun redoes only the failed ones.
     if !failures.is_empty() {
         let failed = failures.len();
@@ -295,6 +325,18 @@ async fn run_stage<Q: JobQueue>(
     report.committed.push(stage.name());
     drop_spent_optimisers(store, stage).await?;
     Ok(commit)
+}
+
+/// Adds the workers and seconds of the stage's jobs this run executed to the report, from their
+/// records (read 32 at a time).
+async fn account(store: &Store, stage: &str, executed: &[&JobEnvelope], report: &mut RunReport) -> Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    let records: Vec<Option<Done>> = futures::stream::iter(executed).map(|j| async move { store.get_json::<Done>(&record::done_path(&j.id.0)).await }).buffered(32).try_collect().await?;
+    for done in records.into_iter().flatten() {
+        *report.stage_seconds.entry(stage.to_string()).or_default() += done.seconds;
+        report.workers.insert(done.worker);
+    }
+    Ok(())
 }
 
 /// Each shard checked its own document ids; across shards it is checked here, before anything is

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use phrasesweep_coordinator::{drive, results, run_embedded, search, status, summary, workers};
+use phrasesweep_coordinator::{archive, drive, results, run_embedded, search, status, summary, workers};
 use phrasesweep_schemas::retrieval::Unit;
 use phrasesweep_schemas::ExperimentConfig;
 use phrasesweep_schemas::config::{BrokerConfig, WorkerSettings, redact_url};
@@ -108,14 +108,32 @@ enum Command {
         nprobes: usize,
         question: String,
     },
-    /// The metrics table of a run, from its store.
+    /// The metrics of a store's last run; with several stores, `--where`, `--sort`, `--sql` or
+    /// `--format`, a query over every run of every store named (their run ledgers): tables `runs`,
+    /// `metrics`, `training`, and the view `results` (metrics beside their run's sweep, store, status,
+    /// commit and start).
     Results {
-        /// The run's store (path, file:// or s3://).
-        uri: String,
+        /// The stores (path, file:// or s3://); S3 credentials come from the AWS_* environment.
+        #[arg(required = true)]
+        stores: Vec<String>,
         /// Also write each retrieval's evidence as a run file of the reference study
-        /// (`DIR/<retrieval>.tsv`: `qid \t repr(texts) \t repr(meta)` per question).
+        /// (`DIR/<retrieval>.tsv`: `qid \t repr(texts) \t repr(meta)` per question); one store only.
         #[arg(long, value_name = "DIR")]
         export_runs: Option<PathBuf>,
+        /// A filter on `results`, in SQL (`"retrieval = 'sentence' AND mar_seed > 0.5"`).
+        #[arg(long = "where", value_name = "SQL")]
+        filter: Option<String>,
+        /// The order of `results`, in SQL (`"mar_seed DESC"`).
+        #[arg(long, value_name = "SQL")]
+        sort: Option<String>,
+        /// A whole query of one's own over `runs`, `metrics`, `training` and `results`.
+        #[arg(long)]
+        sql: Option<String>,
+        #[arg(long, value_enum)]
+        format: Option<archive::Format>,
+        /// Where `--format parquet` writes (text formats go to standard output).
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Score a run file in the reference study's format against a questions file, in every mAR form.
     Score { runfile: PathBuf, questions: PathBuf },
@@ -288,8 +306,24 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Results { uri, export_runs } => {
-            let store = Store::at(&uri)?;
+        Command::Results { stores, export_runs, filter, sort, sql, format, output } if stores.len() > 1 || filter.is_some() || sort.is_some() || sql.is_some() || format.is_some() => {
+            anyhow::ensure!(export_runs.is_none(), "--export-runs exports one store's last run: name one store and no query");
+            let stores = stores.iter().map(|s| Store::at(s)).collect::<Result<Vec<_>>>()?;
+            let (schema, batches) = archive::query(&stores, &archive::Query { sql, filter, sort }).await?;
+            let format = format.unwrap_or(archive::Format::Table);
+            let bytes = archive::render(&batches, schema, format)?;
+            match (format, output) {
+                (_, Some(path)) => std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?,
+                (archive::Format::Parquet, None) => anyhow::bail!("--format parquet writes a file: name it with --output"),
+                (_, None) => {
+                    use std::io::Write;
+                    std::io::stdout().write_all(&bytes)?;
+                }
+            }
+            Ok(())
+        }
+        Command::Results { stores, export_runs, .. } => {
+            let store = Store::at(&stores[0])?;
             print!("{}", results::table(&results::read_metrics(&store).await?));
             if let Some(dir) = export_runs {
                 for file in results::export_runs(&store, &dir).await? {

@@ -156,6 +156,10 @@ pub const CORPUS_DATASET: &str = "corpus.lance";
 pub const PHRASES_DATASET: &str = "phrases.lance";
 /// The metrics of every retrieval of the last run.
 pub const METRICS_FILE: &str = "metrics.parquet";
+/// The run ledger: one Parquet file per run, never overwritten.
+pub const RUNS_DIR: &str = "runs/";
+/// The metrics of every run: one Parquet file per run, beside its row in [`RUNS_DIR`].
+pub const RUN_METRICS_DIR: &str = "metrics/";
 
 /// What a stage leaves behind; it names the stage and decides how its outputs are committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

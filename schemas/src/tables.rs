@@ -107,6 +107,38 @@ pub fn metrics_schema() -> Arc<Schema> {
     Arc::new(Schema::new(fields))
 }
 
+/// The metrics table of the run ledger (`metrics/<run>.parquet`): [`metrics_schema`] led by the run's id.
+pub fn run_metrics_schema() -> Arc<Schema> {
+    let mut fields = vec![Field::new("run_id", DataType::Utf8, false)];
+    fields.extend(metrics_schema().fields().iter().map(|f| f.as_ref().clone()));
+    Arc::new(Schema::new(fields))
+}
+
+/// The run ledger (`runs/<run>.parquet`): one row per run of a config on a store, failed runs included.
+pub fn runs_schema() -> Arc<Schema> {
+    let text = |name: &str| Field::new(name, DataType::Utf8, false);
+    let count = |name: &str| Field::new(name, DataType::UInt64, false);
+    Arc::new(Schema::new(vec![
+        text("run_id"),
+        text("sweep"),
+        text("store"),
+        // `done`, or `failed: <why>`.
+        text("status"),
+        text("config"),
+        text("config_sha256"),
+        text("version"),
+        // The git commit the coordinator was built from, `+dirty` with uncommitted changes.
+        text("commit"),
+        count("started_unix"),
+        count("ended_unix"),
+        count("jobs_executed"),
+        count("jobs_skipped"),
+        // JSON: the workers that ran this run's jobs, and per stage the seconds its jobs took.
+        text("workers"),
+        text("stage_seconds"),
+    ]))
+}
+
 /// Per question: whether and where its answer was found.
 pub fn per_question_schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![

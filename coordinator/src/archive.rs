@@ -1,0 +1,142 @@
+//! The archive as SQL: the run ledgers of any number of stores (local or S3) as DataFusion tables,
+//! for `phrasesweep results STORE… --sql/--where/--sort/--format`.
+//!
+//! - `runs`: one row per run (`runs/` of each store): sweep, store, status, config and its sha256,
+//!   version and commit, start and end, jobs, workers, seconds per stage;
+//! - `metrics`: one row per retrieval per run (`metrics/`), with its `run_id`;
+//! - `training`: every training job's log (`training/`): job, step, metric, value;
+//! - `results`: `metrics` but the curves, beside its run's sweep, store, status, commit and start: what
+//!   `--where` and `--sort` filter and order when no `--sql` is given.
+
+use crate::ledger::read_table;
+use anyhow::{Context, Result, bail};
+use arrow::array::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use arrow_schema::{DataType, SchemaRef};
+use lance::deps::datafusion::datasource::MemTable;
+use lance::deps::datafusion::prelude::SessionContext;
+use phrasesweep_schemas::outcome::Metrics;
+use phrasesweep_schemas::record::{RUN_METRICS_DIR, RUNS_DIR};
+use phrasesweep_schemas::tables::{run_metrics_schema, runs_schema, training_log_schema};
+use phrasesweep_workers::io::store::Store;
+use phrasesweep_workers::train::log::TRAINING_DIR;
+use std::fmt::Write;
+use std::sync::Arc;
+
+/// How query results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+    Parquet,
+}
+
+/// What to ask: SQL of one's own, or the `results` view filtered and ordered.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub sql: Option<String>,
+    pub filter: Option<String>,
+    pub sort: Option<String>,
+}
+
+impl Query {
+    fn text(&self) -> Result<String> {
+        if let Some(sql) = &self.sql {
+            if self.filter.is_some() || self.sort.is_some() {
+                bail!("--sql is a whole query: put its WHERE and ORDER BY in it rather than --where and --sort");
+            }
+            return Ok(sql.clone());
+        }
+        let mut q = "SELECT * FROM results".to_string();
+        if let Some(w) = &self.filter {
+            write!(q, " WHERE {w}")?;
+        }
+        write!(q, " ORDER BY {}", self.sort.as_deref().unwrap_or("started_unix, run_id, retrieval"))?;
+        Ok(q)
+    }
+}
+
+/// `results`: each run's metrics but their curves (which `metrics` keeps), beside the run's sweep,
+/// store, status, commit and start.
+fn results_view() -> String {
+    let floats: String = Metrics::FLOAT_COLUMNS.iter().map(|c| format!(", m.{c}")).collect();
+    format!(
+        "CREATE VIEW results AS SELECT r.sweep, r.store, r.status, r.commit, r.started_unix, m.run_id, m.retrieval, m.mode, \
+         m.questions{floats} FROM metrics m JOIN runs r ON m.run_id = r.run_id"
+    )
+}
+
+/// Runs `query` over the ledgers of `stores`: the answer's schema and rows.
+pub async fn query(stores: &[Store], query: &Query) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let ctx = SessionContext::new();
+    for (name, dir, schema) in [("runs", RUNS_DIR, runs_schema()), ("metrics", RUN_METRICS_DIR, run_metrics_schema()), ("training", TRAINING_DIR, training_log_schema())] {
+        let mut batches = Vec::new();
+        for store in stores {
+            // Each file's own metadata (its provenance) is not the table's.
+            for b in read_table(store, dir).await? {
+                batches.push(RecordBatch::try_new(schema.clone(), b.columns().to_vec()).with_context(|| format!("a `{name}` file of {}", store.root_uri()))?);
+            }
+        }
+        let table = MemTable::try_new(schema, vec![batches]).with_context(|| format!("the `{name}` tables of the stores disagree"))?;
+        ctx.register_table(name, Arc::new(table))?;
+    }
+    ctx.sql(&results_view()).await?.collect().await?;
+    let text = query.text()?;
+    let frame = ctx.sql(&text).await.with_context(|| format!("cannot run `{text}`"))?;
+    let schema = frame.schema().inner().clone();
+    Ok((schema, frame.collect().await?))
+}
+
+/// `batches` as `format` (Parquet is bytes; the rest text).
+pub fn render(batches: &[RecordBatch], schema: SchemaRef, format: Format) -> Result<Vec<u8>> {
+    Ok(match format {
+        Format::Table => format!("{}\n", arrow::util::pretty::pretty_format_batches(batches)?).into_bytes(),
+        Format::Csv => delimited(batches, &schema)?.into_bytes(),
+        Format::Json => json_lines(batches)?.into_bytes(),
+        Format::Parquet => phrasesweep_workers::io::parquet::to_parquet(schema, batches, &[])?,
+    })
+}
+
+/// CSV with a header, fields quoted where they hold a comma, quote or line break.
+fn delimited(batches: &[RecordBatch], schema: &SchemaRef) -> Result<String> {
+    let quote = |s: &str| if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
+    let mut out = schema.fields().iter().map(|f| quote(f.name())).collect::<Vec<_>>().join(",") + "\n";
+    let options = FormatOptions::default();
+    for b in batches {
+        let columns = b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options)).collect::<Result<Vec<_>, _>>()?;
+        for row in 0..b.num_rows() {
+            let fields: Vec<String> = columns.iter().map(|c| quote(&c.value(row).to_string())).collect();
+            writeln!(out, "{}", fields.join(","))?;
+        }
+    }
+    Ok(out)
+}
+
+/// One JSON object per row: numbers and booleans as themselves, lists as arrays, the rest as strings.
+fn json_lines(batches: &[RecordBatch]) -> Result<String> {
+    let options = FormatOptions::default();
+    let mut out = String::new();
+    for b in batches {
+        let schema = b.schema();
+        let columns = b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options)).collect::<Result<Vec<_>, _>>()?;
+        for row in 0..b.num_rows() {
+            let mut object = serde_json::Map::new();
+            for (field, column) in schema.fields().iter().zip(&columns) {
+                let shown = column.value(row).to_string();
+                let value = if b.column_by_name(field.name()).is_some_and(|c| c.is_null(row)) {
+                    serde_json::Value::Null
+                } else {
+                    match field.data_type() {
+                        DataType::Boolean | DataType::List(_) | DataType::LargeList(_) => serde_json::from_str(&shown).unwrap_or(serde_json::Value::String(shown)),
+                        t if t.is_numeric() => serde_json::from_str(&shown).unwrap_or(serde_json::Value::String(shown)),
+                        _ => serde_json::Value::String(shown),
+                    }
+                };
+                object.insert(field.name().clone(), value);
+            }
+            writeln!(out, "{}", serde_json::Value::Object(object))?;
+        }
+    }
+    Ok(out)
+}
