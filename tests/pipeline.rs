@@ -220,6 +220,27 @@ fn pipeline_on_the_farm_and_embedded_scores_every_retrieval_and_finds_a_copied_p
     let expected = row(&rows, "bm25-paragraph").1;
     assert!(found.iter().all(|(_, m)| (m - expected).abs() < 1e-4), "{found:?} against {expected}");
     assert!(bm25.iter().all(|r| r["run_id"].is_string() && r["mar_strict"].is_f64() && r.get("curve_seed").is_none()), "{bm25:?}");
+    let counted = archive(&["--sql", "SELECT count(*) AS n FROM questions WHERE retrieval = 'static'", "--format", "csv"]);
+    assert_eq!(counted[1], ["80"], "40 questions in each of the two embedded runs: {counted:?}");
+    // Two runs compared: the f16 store's against the first f32 run, question by question.
+    let first_run = |s: &std::path::Path| {
+        let out = run_bounded(bin().args(["results", s.to_str().unwrap(), "--sql", "SELECT run_id FROM runs ORDER BY run_id", "--format", "csv"]), LIMIT);
+        String::from_utf8_lossy(&out.stdout).lines().nth(1).expect("a run").to_string()
+    };
+    let (f32_run, f16_run) = (first_run(&store), first_run(&half));
+    let compared = run_bounded(
+        bin().args(["compare", &f16_run, &f32_run[..16], "--store", store.to_str().unwrap(), "--store", half.to_str().unwrap(), "--retrieval", "static"]),
+        LIMIT,
+    );
+    let text = String::from_utf8_lossy(&compared.stdout);
+    assert!(compared.status.success(), "{}", String::from_utf8_lossy(&compared.stderr));
+    let first = text.lines().next().unwrap_or_default();
+    assert!(first.starts_with("static: mAR") && first.contains("over 40 paired questions") && text.contains("better in"), "{text}");
+    // `…): +0.0012, 95 % interval [-0.0010, +0.0034] over 40 paired questions`
+    let tail = first.rsplit_once("): ").map_or("", |t| t.1);
+    let numbers: Vec<f64> = tail.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+')).filter_map(|w| w.parse().ok()).collect();
+    let (diff, lo, hi) = (numbers[0], numbers[2], numbers[3]);
+    assert!(lo <= diff && diff <= hi && diff.abs() <= 0.005, "{first}: {numbers:?}");
     let parquet = dir.path().join("results.parquet");
     let out = run_bounded(bin().args(["results", store.to_str().unwrap(), "--format", "parquet", "-o", parquet.to_str().unwrap()]), LIMIT);
     assert!(out.status.success() && std::fs::read(&parquet).unwrap().starts_with(b"PAR1"), "{}", String::from_utf8_lossy(&out.stderr));

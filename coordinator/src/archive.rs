@@ -5,19 +5,21 @@
 //!   version and commit, start and end, jobs, workers, seconds per stage;
 //! - `metrics`: one row per retrieval per run (`metrics/`), with its `run_id`;
 //! - `training`: every training job's log (`training/`): job, step, metric, value;
+//! - `questions`: every run's per-question scores, by run and retrieval;
 //! - `results`: `metrics` but the curves, beside its run's sweep, store, status, commit and start: what
 //!   `--where` and `--sort` filter and order when no `--sql` is given.
 
 use crate::ledger::read_table;
 use anyhow::{Context, Result, bail};
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use arrow_schema::{DataType, SchemaRef};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use lance::deps::datafusion::datasource::MemTable;
 use lance::deps::datafusion::prelude::SessionContext;
 use phrasesweep_schemas::outcome::Metrics;
 use phrasesweep_schemas::record::{RUN_METRICS_DIR, RUNS_DIR};
-use phrasesweep_schemas::tables::{run_metrics_schema, runs_schema, training_log_schema};
+use phrasesweep_schemas::tables::{per_question_schema, run_metrics_schema, runs_schema, training_log_schema};
+use phrasesweep_workers::io::parquet::read_parquet;
 use phrasesweep_workers::io::store::Store;
 use phrasesweep_workers::train::log::TRAINING_DIR;
 use std::fmt::Write;
@@ -81,11 +83,37 @@ pub async fn query(stores: &[Store], query: &Query) -> Result<(SchemaRef, Vec<Re
         let table = MemTable::try_new(schema, vec![batches]).with_context(|| format!("the `{name}` tables of the stores disagree"))?;
         ctx.register_table(name, Arc::new(table))?;
     }
+    ctx.register_table("questions", Arc::new(questions_table(stores).await?))?;
     ctx.sql(&results_view()).await?.collect().await?;
     let text = query.text()?;
     let frame = ctx.sql(&text).await.with_context(|| format!("cannot run `{text}`"))?;
     let schema = frame.schema().inner().clone();
     Ok((schema, frame.collect().await?))
+}
+
+/// Every run's per-question tables, each row led by its run and retrieval.
+async fn questions_table(stores: &[Store]) -> Result<MemTable> {
+    let mut fields = vec![Field::new("run_id", DataType::Utf8, false), Field::new("retrieval", DataType::Utf8, false)];
+    fields.extend(per_question_schema().fields().iter().map(|f| f.as_ref().clone()));
+    let schema = Arc::new(Schema::new(fields));
+    let mut batches = Vec::new();
+    for store in stores {
+        for m in read_table(store, RUN_METRICS_DIR).await? {
+            let text = |name: &str| m.column_by_name(name).map(|c| c.as_string::<i32>().clone());
+            let (Some(run), Some(retrieval), Some(path)) = (text("run_id"), text("retrieval"), text("per_question")) else { continue };
+            for i in (0..m.num_rows()).filter(|&i| !path.value(i).is_empty()) {
+                for b in read_parquet(store, path.value(i)).await.with_context(|| format!("{}/{}", store.root_uri(), path.value(i)))?.0 {
+                    let mut columns: Vec<ArrayRef> = vec![
+                        Arc::new(StringArray::from(vec![run.value(i); b.num_rows()])),
+                        Arc::new(StringArray::from(vec![retrieval.value(i); b.num_rows()])),
+                    ];
+                    columns.extend(b.columns().iter().cloned());
+                    batches.push(RecordBatch::try_new(schema.clone(), columns)?);
+                }
+            }
+        }
+    }
+    Ok(MemTable::try_new(schema, vec![batches])?)
 }
 
 /// `batches` as `format` (Parquet is bytes; the rest text).

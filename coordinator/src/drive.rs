@@ -45,6 +45,8 @@ pub struct RunReport {
     pub workers: BTreeSet<String>,
     /// Per stage, the seconds this run's jobs of it took.
     pub stage_seconds: BTreeMap<String, f64>,
+    /// Per retrieval, its per-question table on the store.
+    pub per_question: BTreeMap<String, String>,
 }
 
 /// Executes stages: publishes a stage's pending jobs, follows them to the end, and commits the stage.
@@ -88,7 +90,7 @@ pub async fn drive<Q: JobQueue>(queue: &Q, store: &Store, config: &ExperimentCon
         workers: report.workers.clone(),
         stage_seconds: report.stage_seconds.clone(),
     };
-    if let Err(e) = ledger::append(store, &run, &report.metrics).await {
+    if let Err(e) = ledger::append(store, &run, &report.metrics, &report.per_question).await {
         warn!("cannot add the run to the store's ledger: {e:#}");
     } else {
         info!(run = %run.run_id, "recorded in the run ledger");
@@ -126,6 +128,14 @@ async fn drive_stages<Q: JobQueue>(queue: &Q, store: &Store, config: &Experiment
     report.recall_at_100 = (!recalls.is_empty()).then(|| recalls.iter().sum::<f64>() / recalls.len() as f64);
     if let Some((score, metrics)) = walked.score {
         lease.check().await?;
+        report.per_question = score
+            .jobs
+            .iter()
+            .filter_map(|j| match &j.spec {
+                JobSpec::Score { config, .. } => Some((config.retrieval.name.clone(), config.per_question.clone())),
+                _ => None,
+            })
+            .collect();
         write_metrics(store, config, &score, &metrics, report.recall_at_100).await?;
         report.metrics = metrics;
     }

@@ -40,8 +40,9 @@ pub fn new_run_id(started_unix: u64) -> String {
     format!("{started_unix:010}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
-/// Appends `run` and its `metrics` (one row per retrieval) to the store's ledger.
-pub async fn append(store: &Store, run: &RunRecord, metrics: &[Metrics]) -> Result<()> {
+/// Appends `run` and its `metrics` (one row per retrieval; `per_question` names each retrieval's
+/// per-question table on the store) to the store's ledger.
+pub async fn append(store: &Store, run: &RunRecord, metrics: &[Metrics], per_question: &BTreeMap<String, String>) -> Result<()> {
     // Secrets are never serialised, so the config can be kept whole.
     let config = toml::to_string(&run.config).unwrap_or_default();
     let text = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v])) };
@@ -70,6 +71,8 @@ pub async fn append(store: &Store, run: &RunRecord, metrics: &[Metrics]) -> Resu
         let batch = metrics_batch(metrics)?;
         let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from(vec![run.run_id.as_str(); batch.num_rows()]))];
         columns.extend(batch.columns().iter().cloned());
+        let paths = metrics.iter().map(|m| per_question.get(&m.retrieval).map_or("", String::as_str));
+        columns.push(Arc::new(StringArray::from_iter_values(paths)));
         let batch = RecordBatch::try_new(run_metrics_schema(), columns)?;
         put_new(store, &format!("{RUN_METRICS_DIR}{}.parquet", run.run_id), to_parquet(run_metrics_schema(), &[batch], &[])?).await?;
     }

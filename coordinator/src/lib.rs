@@ -2,6 +2,7 @@
 //! (RabbitMQ or in-process), committing each stage's output once, and reporting.
 
 pub mod archive;
+pub mod compare;
 pub mod config_file;
 pub mod drive;
 pub mod embedded;

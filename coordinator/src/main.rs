@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use phrasesweep_coordinator::{archive, drive, results, run_embedded, search, status, summary, workers};
+use phrasesweep_coordinator::{archive, compare, drive, results, run_embedded, search, status, summary, workers};
 use phrasesweep_schemas::retrieval::Unit;
 use phrasesweep_schemas::ExperimentConfig;
 use phrasesweep_schemas::config::{BrokerConfig, WorkerSettings, redact_url};
@@ -134,6 +134,22 @@ enum Command {
         /// Where `--format parquet` writes (text formats go to standard output).
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
+    },
+    /// Two runs side by side (ids, or unique prefixes, from `results`): per retrieval both scored, the
+    /// difference in mAR with a paired bootstrap 95 % interval over their questions, and the questions
+    /// each did better on.
+    Compare {
+        run_a: String,
+        run_b: String,
+        /// The stores whose ledgers hold the runs (path, file:// or s3://).
+        #[arg(long = "store", required = true)]
+        stores: Vec<String>,
+        /// Only this retrieval.
+        #[arg(long)]
+        retrieval: Option<String>,
+        /// Questions named per direction.
+        #[arg(long, default_value_t = 5)]
+        show: usize,
     },
     /// Score a run file in the reference study's format against a questions file, in every mAR form.
     Score { runfile: PathBuf, questions: PathBuf },
@@ -330,6 +346,11 @@ async fn run(cli: Cli) -> Result<()> {
                     eprintln!("wrote {}", file.display());
                 }
             }
+            Ok(())
+        }
+        Command::Compare { run_a, run_b, stores, retrieval, show } => {
+            let stores = stores.iter().map(|s| Store::at(s)).collect::<Result<Vec<_>>>()?;
+            print!("{}", compare::compare(&stores, &run_a, &run_b, retrieval.as_deref(), show).await?);
             Ok(())
         }
         Command::Score { runfile, questions } => {

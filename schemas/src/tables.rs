@@ -107,10 +107,12 @@ pub fn metrics_schema() -> Arc<Schema> {
     Arc::new(Schema::new(fields))
 }
 
-/// The metrics table of the run ledger (`metrics/<run>.parquet`): [`metrics_schema`] led by the run's id.
+/// The metrics table of the run ledger (`metrics/<run>.parquet`): [`metrics_schema`] led by the run's id,
+/// and the store path of the retrieval's per-question table ([`per_question_schema`]).
 pub fn run_metrics_schema() -> Arc<Schema> {
     let mut fields = vec![Field::new("run_id", DataType::Utf8, false)];
     fields.extend(metrics_schema().fields().iter().map(|f| f.as_ref().clone()));
+    fields.push(Field::new("per_question", DataType::Utf8, false));
     Arc::new(Schema::new(fields))
 }
 
