@@ -153,7 +153,7 @@ async fn a_training_job_killed_mid_epoch_resumes_from_its_last_checkpoint() {
     let mut lr_steps = Vec::new();
     for b in &batches {
         use arrow::array::AsArray;
-        let (step, metric) = (b.column(1).as_primitive::<arrow::datatypes::UInt64Type>(), b.column(2).as_string::<i32>());
+        let (step, metric) = (b.column(2).as_primitive::<arrow::datatypes::UInt64Type>(), b.column(3).as_string::<i32>());
         lr_steps.extend((0..b.num_rows()).filter(|&i| metric.value(i) == "lr").map(|i| step.value(i)));
     }
     assert_eq!(lr_steps, (0..6).collect::<Vec<u64>>(), "one log row per step, across the resume");

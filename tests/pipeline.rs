@@ -220,6 +220,9 @@ fn pipeline_on_the_farm_and_embedded_scores_every_retrieval_and_finds_a_copied_p
     let expected = row(&rows, "bm25-paragraph").1;
     assert!(found.iter().all(|(_, m)| (m - expected).abs() < 1e-4), "{found:?} against {expected}");
     assert!(bm25.iter().all(|r| r["run_id"].is_string() && r["mar_strict"].is_f64() && r.get("curve_seed").is_none()), "{bm25:?}");
+    let configs = run_bounded(bin().args(["results", &uri, "--sql", "SELECT config FROM runs", "--format", "json"]).envs(&s3), LIMIT);
+    let configs = String::from_utf8_lossy(&configs.stdout);
+    assert!(configs.contains("amqp://guest:***@") && !configs.contains("guest:guest"), "the ledger keeps the broker URL without its password:\n{configs}");
     let counted = archive(&["--sql", "SELECT count(*) AS n FROM questions WHERE retrieval = 'static'", "--format", "csv"]);
     assert_eq!(counted[1], ["80"], "40 questions in each of the two embedded runs: {counted:?}");
     // Two runs compared: the f16 store's against the first f32 run, question by question.
@@ -493,7 +496,7 @@ async fn training_logs(store: std::path::PathBuf) -> std::collections::BTreeMap<
         let (batches, _) = phrasesweep_workers::io::parquet::read_parquet(&s, &path).await.unwrap();
         let mut rows = Vec::new();
         for b in &batches {
-            let (step, metric, value) = (b.column(1).as_primitive::<UInt64Type>(), b.column(2).as_string::<i32>(), b.column(3).as_primitive::<Float64Type>());
+            let (step, metric, value) = (b.column(2).as_primitive::<UInt64Type>(), b.column(3).as_string::<i32>(), b.column(4).as_primitive::<Float64Type>());
             rows.extend((0..b.num_rows()).map(|i| (step.value(i), metric.value(i).to_string(), value.value(i))));
         }
         out.insert(path, rows);

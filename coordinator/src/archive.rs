@@ -60,39 +60,64 @@ impl Query {
 }
 
 /// `results`: each run's metrics but their curves (which `metrics` keeps), beside the run's sweep,
-/// store, status, commit and start.
+/// store, status, commit, start and jobs executed (a rerun that executed none repeats the numbers of
+/// the run before it).
 fn results_view() -> String {
     let floats: String = Metrics::FLOAT_COLUMNS.iter().map(|c| format!(", m.{c}")).collect();
     format!(
-        "CREATE VIEW results AS SELECT r.sweep, r.store, r.status, r.commit, r.started_unix, m.run_id, m.retrieval, m.mode, \
-         m.questions{floats} FROM metrics m JOIN runs r ON m.run_id = r.run_id"
+        "CREATE VIEW results AS SELECT r.sweep, r.store, r.status, r.commit, r.started_unix, r.jobs_executed, m.run_id, \
+         m.retrieval, m.mode, m.questions{floats} FROM metrics m JOIN runs r ON m.run_id = r.run_id"
     )
+}
+
+/// `stores` without repeats (the same root named twice would count each run twice).
+pub fn distinct(stores: &[Store]) -> Vec<&Store> {
+    let mut seen = std::collections::HashSet::new();
+    stores.iter().filter(|s| seen.insert(s.root_uri().to_string())).collect()
+}
+
+/// A ledger file's rows as today's `schema` has them, column by column by name: a file written before a
+/// nullable column was added gets nulls there, so older ledgers stay readable as the schemas grow.
+fn as_table(schema: &SchemaRef, b: &RecordBatch) -> Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match b.column_by_name(f.name()) {
+            Some(c) => Ok(c.clone()),
+            None if f.is_nullable() => Ok(arrow::array::new_null_array(f.data_type(), b.num_rows())),
+            None => bail!("no column `{}`", f.name()),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// Runs `query` over the ledgers of `stores`: the answer's schema and rows.
 pub async fn query(stores: &[Store], query: &Query) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let stores = distinct(stores);
     let ctx = SessionContext::new();
     for (name, dir, schema) in [("runs", RUNS_DIR, runs_schema()), ("metrics", RUN_METRICS_DIR, run_metrics_schema()), ("training", TRAINING_DIR, training_log_schema())] {
         let mut batches = Vec::new();
-        for store in stores {
-            // Each file's own metadata (its provenance) is not the table's.
+        for store in &stores {
             for b in read_table(store, dir).await? {
-                batches.push(RecordBatch::try_new(schema.clone(), b.columns().to_vec()).with_context(|| format!("a `{name}` file of {}", store.root_uri()))?);
+                batches.push(as_table(&schema, &b).with_context(|| format!("a `{name}` file of {}", store.root_uri()))?);
             }
         }
         let table = MemTable::try_new(schema, vec![batches]).with_context(|| format!("the `{name}` tables of the stores disagree"))?;
         ctx.register_table(name, Arc::new(table))?;
     }
-    ctx.register_table("questions", Arc::new(questions_table(stores).await?))?;
-    ctx.sql(&results_view()).await?.collect().await?;
     let text = query.text()?;
+    // Every run's per-question files are read only for a query that asks for them.
+    if text.contains("questions") {
+        ctx.register_table("questions", Arc::new(questions_table(&stores).await?))?;
+    }
+    ctx.sql(&results_view()).await?.collect().await?;
     let frame = ctx.sql(&text).await.with_context(|| format!("cannot run `{text}`"))?;
     let schema = frame.schema().inner().clone();
     Ok((schema, frame.collect().await?))
 }
 
 /// Every run's per-question tables, each row led by its run and retrieval.
-async fn questions_table(stores: &[Store]) -> Result<MemTable> {
+async fn questions_table(stores: &[&Store]) -> Result<MemTable> {
     let mut fields = vec![Field::new("run_id", DataType::Utf8, false), Field::new("retrieval", DataType::Utf8, false)];
     fields.extend(per_question_schema().fields().iter().map(|f| f.as_ref().clone()));
     let schema = Arc::new(Schema::new(fields));
@@ -119,7 +144,7 @@ async fn questions_table(stores: &[Store]) -> Result<MemTable> {
 /// `batches` as `format` (Parquet is bytes; the rest text).
 pub fn render(batches: &[RecordBatch], schema: SchemaRef, format: Format) -> Result<Vec<u8>> {
     Ok(match format {
-        Format::Table => format!("{}\n", arrow::util::pretty::pretty_format_batches(batches)?).into_bytes(),
+        Format::Table => format!("{}\n", arrow::util::pretty::pretty_format_batches_with_schema(schema, batches)?).into_bytes(),
         Format::Csv => delimited(batches, &schema)?.into_bytes(),
         Format::Json => json_lines(batches)?.into_bytes(),
         Format::Parquet => phrasesweep_workers::io::parquet::to_parquet(schema, batches, &[])?,
@@ -150,9 +175,9 @@ fn json_lines(batches: &[RecordBatch]) -> Result<String> {
         let columns = b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options)).collect::<Result<Vec<_>, _>>()?;
         for row in 0..b.num_rows() {
             let mut object = serde_json::Map::new();
-            for (field, column) in schema.fields().iter().zip(&columns) {
+            for ((field, column), array) in schema.fields().iter().zip(&columns).zip(b.columns()) {
                 let shown = column.value(row).to_string();
-                let value = if b.column_by_name(field.name()).is_some_and(|c| c.is_null(row)) {
+                let value = if array.is_null(row) {
                     serde_json::Value::Null
                 } else {
                     match field.data_type() {

@@ -8,6 +8,7 @@ use arrow::datatypes::Float64Type;
 use phrasesweep_schemas::record::RUN_METRICS_DIR;
 use phrasesweep_workers::io::parquet::read_parquet;
 use phrasesweep_workers::io::store::Store;
+use phrasesweep_workers::train::rc::splitmix64;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -21,16 +22,17 @@ struct RunTables {
     per_question: BTreeMap<String, String>,
 }
 
-/// Finds run `wanted` (its id or a prefix of one) among `stores`' ledgers.
+/// Finds run `wanted` (its id or a prefix of one) among `stores`' ledgers (a store named twice counts
+/// once).
 async fn find(stores: &[Store], wanted: &str) -> Result<RunTables> {
     let mut found: Vec<RunTables> = Vec::new();
-    for store in stores {
+    for store in crate::archive::distinct(stores) {
         let mut runs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for b in read_table(store, RUN_METRICS_DIR).await? {
             let text = |name: &str| b.column_by_name(name).map(|c| c.as_string::<i32>().clone());
             let (Some(id), Some(retrieval), Some(path)) = (text("run_id"), text("retrieval"), text("per_question")) else { continue };
             for i in 0..b.num_rows() {
-                if id.value(i).starts_with(wanted) {
+                if id.value(i).starts_with(wanted) && !path.value(i).is_empty() {
                     runs.entry(id.value(i).to_string()).or_default().insert(retrieval.value(i).to_string(), path.value(i).to_string());
                 }
             }
@@ -63,19 +65,11 @@ pub fn bootstrap(diffs: &[f64]) -> (f64, f64, f64) {
         return (0.0, 0.0, 0.0);
     }
     let mean = diffs.iter().sum::<f64>() / n as f64;
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = || {
-        // splitmix64
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut next = splitmix64(0);
     let mut means: Vec<f64> = (0..RESAMPLES).map(|_| (0..n).map(|_| diffs[(next() % n as u64) as usize]).sum::<f64>() / n as f64).collect();
     means.sort_by(f64::total_cmp);
-    let at = |q: f64| means[((q * RESAMPLES as f64) as usize).min(RESAMPLES - 1)];
-    (mean, at(0.025), at(0.975))
+    // The 250th and 9,751st of 10,000: 2.5 % of the resampled means lie outside on each side.
+    (mean, means[RESAMPLES * 25 / 1000 - 1], means[RESAMPLES - RESAMPLES * 25 / 1000])
 }
 
 /// The comparison of runs `a` and `b` (ids or unique prefixes), as text: one block per retrieval
@@ -90,6 +84,9 @@ pub async fn compare(stores: &[Store], a: &str, b: &str, retrieval: Option<&str>
     for r in common {
         let (qa, qb) = (per_question(&a.store, &a.per_question[r]).await?, per_question(&b.store, &b.per_question[r]).await?);
         let paired: Vec<(&String, f64)> = qa.iter().filter_map(|(q, x)| qb.get(q).map(|y| (q, x - y))).collect();
+        if paired.is_empty() {
+            bail!("{r}: runs {} and {} share no question", a.id, b.id);
+        }
         let diffs: Vec<f64> = paired.iter().map(|p| p.1).collect();
         let (mean, lo, hi) = bootstrap(&diffs);
         let (mar_a, mar_b) = (paired.iter().map(|p| qa[p.0]).sum::<f64>(), paired.iter().map(|p| qb[p.0]).sum::<f64>());

@@ -90,15 +90,18 @@ pub async fn drive<Q: JobQueue>(queue: &Q, store: &Store, config: &ExperimentCon
         workers: report.workers.clone(),
         stage_seconds: report.stage_seconds.clone(),
     };
-    if let Err(e) = ledger::append(store, &run, &report.metrics, &report.per_question).await {
-        warn!("cannot add the run to the store's ledger: {e:#}");
-    } else {
-        info!(run = %run.run_id, "recorded in the run ledger");
+    let recorded = ledger::append(store, &run, &report.metrics, &report.per_question).await;
+    match &recorded {
+        Ok(()) => info!(run = %run.run_id, "recorded in the run ledger"),
+        Err(e) => warn!("cannot add the run to the store's ledger: {e:#}"),
     }
     if let Err(e) = lease.release().await {
         warn!("cannot release the store's lease (it expires by itself): {e:#}");
     }
-    result.map(|()| report)
+    // A run that failed says why; one that succeeded fails if its row is not in the ledger.
+    result?;
+    recorded.context("the run finished, but its row could not be added to the store's run ledger")?;
+    Ok(report)
 }
 
 async fn drive_stages<Q: JobQueue>(queue: &Q, store: &Store, config: &ExperimentConfig, lease: &LeaseGuard, report: &mut RunReport) -> Result<()> {
@@ -319,7 +322,9 @@ async fn run_stage<Q: JobQueue>(
         pending.extend(unrecorded.into_iter().map(|j| (j.id.0.clone(), j)));
     }
     progress.finish();
-    account(store, &stage.name(), &executed, report).await?;
+    if let Err(e) = account(store, &stage.name(), &executed, report).await {
+        warn!(stage = %stage.name(), "cannot read the stage's job records for the run ledger: {e:#}");
+    }
     // The stage's other jobs ran to the end, so a rerun redoes only the failed ones.
     if !failures.is_empty() {
         let failed = failures.len();

@@ -43,8 +43,9 @@ pub fn new_run_id(started_unix: u64) -> String {
 /// Appends `run` and its `metrics` (one row per retrieval; `per_question` names each retrieval's
 /// per-question table on the store) to the store's ledger.
 pub async fn append(store: &Store, run: &RunRecord, metrics: &[Metrics], per_question: &BTreeMap<String, String>) -> Result<()> {
-    // Secrets are never serialised, so the config can be kept whole.
-    let config = toml::to_string(&run.config).unwrap_or_default();
+    // Secrets are never serialised (S3 keys are skipped, the broker URL loses its password), so the
+    // config can be kept whole.
+    let config = toml::to_string(&run.config).context("cannot write the config into the ledger")?;
     let text = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v])) };
     let count = |v: u64| -> ArrayRef { Arc::new(UInt64Array::from(vec![v])) };
     let row = RecordBatch::try_new(

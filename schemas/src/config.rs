@@ -111,7 +111,9 @@ impl StoreConfig {
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerConfig {
-    /// `amqp://user:pass@host:port/vhost`; the password is never logged.
+    /// `amqp://user:pass@host:port/vhost`; the password is never logged, and a serialised config
+    /// (provenance, the run ledger) holds the URL without it.
+    #[serde(serialize_with = "serialize_redacted")]
     pub url: String,
     /// Job queue name; farms sharing one broker use different names.
     #[serde(default = "default_queue")]
@@ -433,6 +435,10 @@ impl ExperimentConfig {
 }
 
 /// Hides the password of a URL such as `amqp://user:secret@host/`, for logs and errors.
+fn serialize_redacted<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(url))
+}
+
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
     let (authority, tail) = rest.split_once('/').map_or((rest, None), |(a, t)| (a, Some(t)));
@@ -470,6 +476,9 @@ path = "docs.jsonl"
         assert!(c.broker.is_none());
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(!toml::to_string(&c).unwrap().contains("hunter2"));
+        let farm = ExperimentConfig::parse(&format!("{GOOD}\n[broker]\nurl = \"amqp://guest:sesame@host:5672/%2f\"\n")).unwrap();
+        let written = toml::to_string(&farm).unwrap();
+        assert!(!written.contains("sesame") && written.contains("amqp://guest:***@host:5672/%2f"), "{written}");
     }
 
     #[test]

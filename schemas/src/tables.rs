@@ -157,9 +157,11 @@ pub fn per_question_schema() -> Arc<Schema> {
 }
 
 /// A training job's log: one row per (step, metric): `lr`, `loss`, `grad_norm`, `loss.<term>` per step,
-/// and `eval.<field>` at the steps its evaluations ran (before the first step, after the last).
+/// and `eval.<field>` at the steps its evaluations ran (before the first step, after the last). `output`
+/// (the job's model folder on the store, named by what it trained) tells one job's curve from another's.
 pub fn training_log_schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
+        Field::new("output", DataType::Utf8, false),
         Field::new("job", DataType::Utf8, false),
         Field::new("step", DataType::UInt64, false),
         Field::new("metric", DataType::Utf8, false),

@@ -60,6 +60,7 @@ pub async fn write_log(store: &Store, output: &str, job: &str, steps: &[StepLog]
     let batch = RecordBatch::try_new(
         training_log_schema(),
         vec![
+            Arc::new(StringArray::from(vec![output; rows.len()])),
             Arc::new(StringArray::from(vec![job; rows.len()])),
             Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.0))),
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1.as_str()))),

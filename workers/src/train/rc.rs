@@ -174,16 +174,21 @@ pub fn em_f1(prediction: &str, answers: &[String]) -> (f64, f64) {
     (em, f)
 }
 
-/// A deterministic shuffle (SplitMix64-driven Fisher–Yates), so an epoch's order depends only on its seed.
-pub fn shuffle<T>(items: &mut [T], seed: u64) {
+/// SplitMix64 from `seed`: a small deterministic generator, so what it drives depends only on the seed.
+pub fn splitmix64(seed: u64) -> impl FnMut() -> u64 {
     let mut state = seed;
-    let mut next = || {
+    move || {
         state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = state;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
-    };
+    }
+}
+
+/// A deterministic shuffle (SplitMix64-driven Fisher–Yates), so an epoch's order depends only on its seed.
+pub fn shuffle<T>(items: &mut [T], seed: u64) {
+    let mut next = splitmix64(seed);
     for i in (1..items.len()).rev() {
         let j = (next() % (i as u64 + 1)) as usize;
         items.swap(i, j);
