@@ -15,7 +15,7 @@ use phrasesweep_workers::worker::{Stop, StoreAccess, Worker};
 use std::path::PathBuf;
 use tracing::info;
 
-/// The crate version and the commit this binary was built from.
+/// The crate version and the commit this binary was built from (as the run ledger records them).
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("PHRASESWEEP_COMMIT"), ")");
 
 #[derive(Parser)]
@@ -110,8 +110,8 @@ enum Command {
     },
     /// The metrics of a store's last run; with several stores, `--where`, `--sort`, `--sql` or
     /// `--format`, a query over every run of every store named (their run ledgers): tables `runs`,
-    /// `metrics`, `training`, and the view `results` (metrics beside their run's sweep, store, status,
-    /// commit and start).
+    /// `metrics`, `questions` (per-question scores), `training` (training logs), and the view
+    /// `results` (metrics beside their run's sweep, store, status, commit, start and jobs executed).
     Results {
         /// The stores (path, file:// or s3://); S3 credentials come from the AWS_* environment.
         #[arg(required = true)]
