@@ -9,9 +9,9 @@
 //! - `results`: `metrics` but the curves, beside its run's sweep, store, status, commit and start: what
 //!   `--where` and `--sort` filter and order when no `--sql` is given.
 
-use crate::ledger::read_table;
+use crate::ledger::{per_question_tables, read_table};
 use anyhow::{Context, Result, bail};
-use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use lance::deps::datafusion::datasource::MemTable;
@@ -123,18 +123,14 @@ async fn questions_table(stores: &[&Store]) -> Result<MemTable> {
     let schema = Arc::new(Schema::new(fields));
     let mut batches = Vec::new();
     for store in stores {
-        for m in read_table(store, RUN_METRICS_DIR).await? {
-            let text = |name: &str| m.column_by_name(name).map(|c| c.as_string::<i32>().clone());
-            let (Some(run), Some(retrieval), Some(path)) = (text("run_id"), text("retrieval"), text("per_question")) else { continue };
-            for i in (0..m.num_rows()).filter(|&i| !path.value(i).is_empty()) {
-                for b in read_parquet(store, path.value(i)).await.with_context(|| format!("{}/{}", store.root_uri(), path.value(i)))?.0 {
-                    let mut columns: Vec<ArrayRef> = vec![
-                        Arc::new(StringArray::from(vec![run.value(i); b.num_rows()])),
-                        Arc::new(StringArray::from(vec![retrieval.value(i); b.num_rows()])),
-                    ];
-                    columns.extend(b.columns().iter().cloned());
-                    batches.push(RecordBatch::try_new(schema.clone(), columns)?);
-                }
+        for (run, retrieval, path) in per_question_tables(store).await? {
+            for b in read_parquet(store, &path).await.with_context(|| format!("{}/{path}", store.root_uri()))?.0 {
+                let mut columns: Vec<ArrayRef> = vec![
+                    Arc::new(StringArray::from(vec![run.as_str(); b.num_rows()])),
+                    Arc::new(StringArray::from(vec![retrieval.as_str(); b.num_rows()])),
+                ];
+                columns.extend(b.columns().iter().cloned());
+                batches.push(RecordBatch::try_new(schema.clone(), columns)?);
             }
         }
     }

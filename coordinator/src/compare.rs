@@ -1,11 +1,10 @@
 //! `phrasesweep compare RUN_A RUN_B`: per retrieval both runs scored, the difference in mAR with a
 //! paired bootstrap 95 % interval over the questions both answered, and the questions won and lost.
 
-use crate::ledger::read_table;
+use crate::ledger::per_question_tables;
 use anyhow::{Context, Result, bail};
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::Float64Type;
-use phrasesweep_schemas::record::RUN_METRICS_DIR;
 use phrasesweep_workers::io::parquet::read_parquet;
 use phrasesweep_workers::io::store::Store;
 use phrasesweep_workers::train::rc::splitmix64;
@@ -28,13 +27,9 @@ async fn find(stores: &[Store], wanted: &str) -> Result<RunTables> {
     let mut found: Vec<RunTables> = Vec::new();
     for store in crate::archive::distinct(stores) {
         let mut runs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-        for b in read_table(store, RUN_METRICS_DIR).await? {
-            let text = |name: &str| b.column_by_name(name).map(|c| c.as_string::<i32>().clone());
-            let (Some(id), Some(retrieval), Some(path)) = (text("run_id"), text("retrieval"), text("per_question")) else { continue };
-            for i in 0..b.num_rows() {
-                if id.value(i).starts_with(wanted) && !path.value(i).is_empty() {
-                    runs.entry(id.value(i).to_string()).or_default().insert(retrieval.value(i).to_string(), path.value(i).to_string());
-                }
+        for (id, retrieval, path) in per_question_tables(store).await? {
+            if id.starts_with(wanted) {
+                runs.entry(id).or_default().insert(retrieval, path);
             }
         }
         found.extend(runs.into_iter().map(|(id, per_question)| RunTables { id, store: store.clone(), per_question }));

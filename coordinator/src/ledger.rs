@@ -86,6 +86,18 @@ async fn put_new(store: &Store, rel: &str, bytes: Vec<u8>) -> Result<()> {
     Ok(())
 }
 
+/// Where each run's per-question tables are: (run id, retrieval, path on the store), from `metrics/`.
+pub async fn per_question_tables(store: &Store) -> Result<Vec<(String, String, String)>> {
+    use arrow::array::AsArray;
+    let mut out = Vec::new();
+    for m in read_table(store, RUN_METRICS_DIR).await? {
+        let text = |name: &str| m.column_by_name(name).map(|c| c.as_string::<i32>().clone());
+        let (Some(run), Some(retrieval), Some(path)) = (text("run_id"), text("retrieval"), text("per_question")) else { continue };
+        out.extend((0..m.num_rows()).filter(|&i| !path.value(i).is_empty()).map(|i| (run.value(i).into(), retrieval.value(i).into(), path.value(i).into())));
+    }
+    Ok(out)
+}
+
 /// Every batch of the ledger table under `dir` (`runs/`, `metrics/`, `training/`) of `store`.
 pub async fn read_table(store: &Store, dir: &str) -> Result<Vec<RecordBatch>> {
     let mut out = Vec::new();

@@ -292,9 +292,7 @@ impl AmqpQueue {
     /// Publishes persistently to a queue through the default exchange and waits for the confirm,
     /// retrying across reconnects.
     async fn publish(&self, queue: &str, body: &[u8]) -> Result<()> {
-        let props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into());
+        let props = persistent_json();
         for attempt in 0..5 {
             let (_, ch, _) = self.link().await?;
             let res = async {
@@ -326,6 +324,11 @@ impl AmqpQueue {
         let _ = ch.close(200, "declared".into()).await;
         Ok(())
     }
+}
+
+/// What every job and event is published with: persistent, JSON.
+fn persistent_json() -> BasicProperties {
+    BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into())
 }
 
 fn quorum() -> FieldTable {
@@ -408,7 +411,7 @@ impl JobQueue for AmqpQueue {
     /// per job; a job the broker did not confirm goes again the careful way, one at a time.
     async fn publish_jobs(&self, jobs: &[&JobEnvelope]) -> Result<()> {
         let Role::Coordinator { sweep, .. } = &self.inner.role else { bail!("only a coordinator's connection publishes jobs") };
-        let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
+        let props = persistent_json();
         for window in jobs.chunks(PUBLISH_WINDOW) {
             let (_, ch, _) = self.link().await?;
             let mut sent = Vec::with_capacity(window.len());
