@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/phrasesweep/target
 export PHRASESWEEP_STATE ?= $(HOME)/.cache/phrasesweep/services
 CARGO ?= cargo
 
-.PHONY: setup build demo eval-dev train-demo train-cpu qsft-cpu qsft-trained services services-stop test chaos check-cuda bench bench-search bench-farm bench-scale
+.PHONY: setup build demo sweep-demo eval-dev train-demo train-cpu qsft-cpu qsft-trained services services-stop test chaos check-cuda bench bench-search bench-farm bench-scale
 
 setup:
 	infra/setup.sh
@@ -18,6 +18,12 @@ build: setup
 ## The embedded pipeline (no broker) on the fixture of ../shared/data: ingest, encode, index, retrieve, score.
 demo: setup
 	$(CARGO) run --bin phrasesweep -- run configs/demo.toml
+
+## A sweep grid on the fixture (QSFT learning rate × loss terms, 4 points on one store), then its report.
+sweep-demo: setup
+	$(CARGO) build --bin phrasesweep
+	$(CARGO_TARGET_DIR)/debug/phrasesweep run configs/sweep-demo.toml
+	$(CARGO_TARGET_DIR)/debug/phrasesweep report out/sweep-demo -o out/sweep-demo/report.html
 
 ## The development benchmark: the dev corpus and the 500 NQ dev questions, every unit and mode, and BM25.
 ## Resumable: rerun after an interruption and finished jobs are skipped.

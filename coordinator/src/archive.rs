@@ -60,14 +60,29 @@ impl Query {
 }
 
 /// `results`: each run's metrics but their curves (which `metrics` keeps), beside the run's sweep,
-/// store, status, commit, start and jobs executed (a rerun that executed none repeats the numbers of
-/// the run before it).
-fn results_view() -> String {
+/// point and value of each of its `axes`, store, status, commit, config hash, start and jobs executed
+/// (a rerun that executed none repeats the numbers of the run before it).
+fn results_view(axes: &[String]) -> String {
+    let axes: String = axes.iter().map(|a| format!(", r.\"{}\"", a.replace('"', "\"\""))).collect();
     let floats: String = Metrics::FLOAT_COLUMNS.iter().map(|c| format!(", m.{c}")).collect();
     format!(
-        "CREATE VIEW results AS SELECT r.sweep, r.store, r.status, r.commit, r.started_unix, r.jobs_executed, m.run_id, \
-         m.retrieval, m.mode, m.questions{floats} FROM metrics m JOIN runs r ON m.run_id = r.run_id"
+        "CREATE VIEW results AS SELECT r.sweep, r.point{axes}, r.store, r.status, r.commit, r.config_sha256, r.started_unix, \
+         r.jobs_executed, m.run_id, m.retrieval, m.mode, m.questions{floats} FROM metrics m JOIN runs r ON m.run_id = r.run_id"
     )
+}
+
+/// `schema` and after it every other column of `files`, nullable, as its first file has it: the
+/// `runs` files of sweeps add a column per axis.
+fn with_columns_of(schema: &SchemaRef, files: &[RecordBatch]) -> SchemaRef {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for b in files {
+        for f in b.schema().fields() {
+            if !fields.iter().any(|g| g.name() == f.name()) {
+                fields.push(Field::new(f.name(), f.data_type().clone(), true));
+            }
+        }
+    }
+    Arc::new(Schema::new(fields))
 }
 
 /// `stores` without repeats (the same root named twice would count each run twice).
@@ -83,7 +98,9 @@ fn as_table(schema: &SchemaRef, b: &RecordBatch) -> Result<RecordBatch> {
         .fields()
         .iter()
         .map(|f| match b.column_by_name(f.name()) {
-            Some(c) => Ok(c.clone()),
+            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+            // An axis holding numbers in one sweep and text in another.
+            Some(c) => Ok(arrow::compute::cast(c, f.data_type()).with_context(|| format!("column `{}`", f.name()))?),
             None if f.is_nullable() => Ok(arrow::array::new_null_array(f.data_type(), b.num_rows())),
             None => bail!("no column `{}`", f.name()),
         })
@@ -95,13 +112,21 @@ fn as_table(schema: &SchemaRef, b: &RecordBatch) -> Result<RecordBatch> {
 pub async fn query(stores: &[Store], query: &Query) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let stores = distinct(stores);
     let ctx = SessionContext::new();
+    let mut axes = Vec::new();
     for (name, dir, schema) in [("runs", RUNS_DIR, runs_schema()), ("metrics", RUN_METRICS_DIR, run_metrics_schema()), ("training", TRAINING_DIR, training_log_schema())] {
-        let mut batches = Vec::new();
+        let mut files = Vec::new();
         for store in &stores {
-            for b in read_table(store, dir).await? {
-                batches.push(as_table(&schema, &b).with_context(|| format!("a `{name}` file of {}", store.root_uri()))?);
-            }
+            files.extend(read_table(store, dir).await?.into_iter().map(|b| (store.root_uri(), b)));
         }
+        let whole = with_columns_of(&schema, &files.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>());
+        if name == "runs" {
+            axes = whole.fields()[schema.fields().len()..].iter().map(|f| f.name().clone()).collect();
+        }
+        let schema = whole;
+        let batches = files
+            .iter()
+            .map(|(store, b)| as_table(&schema, b).with_context(|| format!("a `{name}` file of {store}")))
+            .collect::<Result<Vec<_>>>()?;
         let table = MemTable::try_new(schema, vec![batches]).with_context(|| format!("the `{name}` tables of the stores disagree"))?;
         ctx.register_table(name, Arc::new(table))?;
     }
@@ -110,10 +135,55 @@ pub async fn query(stores: &[Store], query: &Query) -> Result<(SchemaRef, Vec<Re
     if text.contains("questions") {
         ctx.register_table("questions", Arc::new(questions_table(&stores).await?))?;
     }
-    ctx.sql(&results_view()).await?.collect().await?;
+    ctx.sql(&results_view(&axes)).await?.collect().await?;
     let frame = ctx.sql(&text).await.with_context(|| format!("cannot run `{text}`"))?;
     let schema = frame.schema().inner().clone();
     Ok((schema, frame.collect().await?))
+}
+
+/// A line for each experiment (config hash) that finished more than one run that computed anything (on
+/// this store or another): whether their metrics, every number and curve, are identical to the bit. A
+/// rerun that executed no job only read the records of the run before it, and is left out.
+pub async fn reproductions(stores: &[Store]) -> Result<Vec<String>> {
+    use arrow::array::AsArray;
+    let sql = "SELECT r.config_sha256, r.run_id, m.retrieval AS sorted_by, m.* FROM runs r JOIN metrics m ON m.run_id = r.run_id \
+               WHERE r.status = 'done' AND r.jobs_executed > 0 ORDER BY r.config_sha256, r.started_unix, r.run_id, m.retrieval";
+    let (_, batches) = query(stores, &Query { sql: Some(sql.into()), ..Default::default() }).await?;
+    // Per config hash, per run (in start order): its metrics rows as text.
+    let mut groups: std::collections::BTreeMap<String, Vec<(String, Vec<String>)>> = Default::default();
+    let options = FormatOptions::default();
+    for b in &batches {
+        let (hash, run) = (b.column(0).as_string::<i32>(), b.column(1).as_string::<i32>());
+        // Every metrics column but the run id and the per-question file's path (the run's own names).
+        let schema = b.schema();
+        let shown = (3..b.num_columns())
+            .filter(|&c| !matches!(schema.field(c).name().as_str(), "run_id" | "per_question"))
+            .map(|c| ArrayFormatter::try_new(b.column(c).as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()?;
+        for i in 0..b.num_rows() {
+            let row = shown.iter().map(|c| c.value(i).to_string()).collect::<Vec<_>>().join("\t");
+            let runs = groups.entry(hash.value(i).to_string()).or_default();
+            match runs.last_mut() {
+                Some((r, rows)) if r == run.value(i) => rows.push(row),
+                _ => runs.push((run.value(i).to_string(), vec![row])),
+            }
+        }
+    }
+    let mut lines = Vec::new();
+    for (hash, runs) in groups.into_iter().filter(|(_, runs)| runs.len() > 1) {
+        let (first, rows) = &runs[0];
+        let (same, other): (Vec<_>, Vec<_>) = runs[1..].iter().partition(|(_, r)| r == rows);
+        let ids = |runs: Vec<&(String, Vec<String>)>| runs.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(", ");
+        let mut line = format!("config {}: {} runs computed it;", &hash[..12], runs.len());
+        if !same.is_empty() {
+            write!(line, " {} reproduce run {first} bit for bit", ids(same))?;
+        }
+        if !other.is_empty() {
+            write!(line, " {} differ from run {first}", ids(other))?;
+        }
+        lines.push(line);
+    }
+    Ok(lines)
 }
 
 /// Every run's per-question tables, each row led by its run and retrieval.

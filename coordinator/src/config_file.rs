@@ -2,6 +2,7 @@
 //! file system. Relative paths in the file are taken from the file's folder.
 
 use phrasesweep_schemas::ExperimentConfig;
+use phrasesweep_schemas::sweep::{self, Point};
 use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -13,12 +14,28 @@ pub struct ConfigError {
 
 /// Reads and checks a config file; the error names the file, and the field and line within it.
 pub fn load(path: &Path) -> Result<ExperimentConfig, ConfigError> {
-    let err = |message: String| ConfigError { file: path.to_path_buf(), message };
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let mut config = ExperimentConfig::parse(&text).map_err(err)?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    config.resolve_paths(|p| resolve(base, p));
+    let text = read(path)?;
+    let mut config = ExperimentConfig::parse(&text).map_err(|message| ConfigError { file: path.to_path_buf(), message })?;
+    config.resolve_paths(|p| resolve(folder(path), p));
     Ok(config)
+}
+
+/// The sweep points of a config file (one, unlabelled, without `[sweep]`), each config checked.
+pub fn points(path: &Path) -> Result<Vec<Point>, ConfigError> {
+    let text = read(path)?;
+    let mut points = sweep::points(&text).map_err(|message| ConfigError { file: path.to_path_buf(), message })?;
+    for p in &mut points {
+        p.config.resolve_paths(|s| resolve(folder(path), s));
+    }
+    Ok(points)
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError { file: path.to_path_buf(), message: format!("cannot read: {e}") })
+}
+
+fn folder(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
 }
 
 /// `p` as an absolute path from `base`, unless it is a URI or absolute already.

@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use phrasesweep_schemas::record::{self, CORPUS_DATASET, Done, Failed, METRICS_FILE, PHRASES_DATASET, StageCommit, StageKind};
 use phrasesweep_workers::io::store::now_unix;
 use phrasesweep_schemas::tables::{corpus_schema, metrics_schema, phrases_schema};
+use phrasesweep_schemas::sweep::Point;
 use phrasesweep_schemas::{ExperimentConfig, JobEnvelope, JobOutcome, JobSpec};
 use phrasesweep_schemas::outcome::{EncodeOutcome, IndexOutcome, IngestOutcome, Metrics, RetrieveOutcome, ScanOutcome};
 use phrasesweep_workers::eval::table::metrics_batch;
@@ -47,6 +48,8 @@ pub struct RunReport {
     pub stage_seconds: BTreeMap<String, f64>,
     /// Per retrieval, its per-question table on the store.
     pub per_question: BTreeMap<String, String>,
+    /// The models and inputs of every stage the run walked.
+    pub provenance: ledger::Provenance,
 }
 
 /// Executes stages: publishes a stage's pending jobs, follows them to the end, and commits the stage.
@@ -60,25 +63,28 @@ struct Driver<'a, Q> {
 
 impl<Q: JobQueue> Visitor for Driver<'_, Q> {
     async fn visit(&mut self, stage: &Stage) -> Result<Option<StageCommit>> {
+        self.report.provenance.add(stage);
         run_stage(self.queue, self.store, self.config, self.lease, stage, self.report).await.map(Some)
     }
 }
 
-/// Runs every stage of `config` over `queue`, holding the store's lease throughout. Workers are someone
-/// else's business (embedded tasks or worker processes).
-pub async fn drive<Q: JobQueue>(queue: &Q, store: &Store, config: &ExperimentConfig) -> Result<RunReport> {
+/// Runs every stage of a sweep point's config over `queue`, holding the store's lease throughout, and
+/// adds the run to the store's ledger. Workers are someone else's business (embedded tasks or worker
+/// processes).
+pub async fn drive<Q: JobQueue>(queue: &Q, store: &Store, point: &Point) -> Result<RunReport> {
+    let config = &point.config;
     let lease = LeaseGuard::acquire(store, &config.name, config.coordinator.lease_s).await?;
     let started_unix = now_unix();
     let mut report = RunReport::default();
     // Stopped by Ctrl-C or SIGTERM, the coordinator still frees the store for the next one.
     let result = tokio::select! {
         r = drive_stages(queue, store, config, &lease, &mut report) => r,
-        signal = stop_signal() => Err(anyhow::anyhow!("stopped by {signal}; nothing of the stage in progress was committed, and a rerun resumes it")),
+        signal = stop_signal() => Err(Stopped(signal).into()),
     };
     // The ledger keeps every run, failed ones too, while the lease still holds.
     let run = ledger::RunRecord {
         run_id: ledger::new_run_id(started_unix),
-        config: config.clone(),
+        point: point.clone(),
         status: match &result {
             Ok(()) => "done".into(),
             Err(e) => format!("failed: {e:#}"),
@@ -89,6 +95,7 @@ pub async fn drive<Q: JobQueue>(queue: &Q, store: &Store, config: &ExperimentCon
         skipped: report.skipped,
         workers: report.workers.clone(),
         stage_seconds: report.stage_seconds.clone(),
+        provenance: report.provenance.clone(),
     };
     let recorded = ledger::append(store, &run, &report.metrics, &report.per_question).await;
     match &recorded {
@@ -148,6 +155,11 @@ async fn drive_stages<Q: JobQueue>(queue: &Q, store: &Store, config: &Experiment
     Ok(())
 }
 
+/// A run stopped by a signal (a sweep stops with it, rather than go on to its next point).
+#[derive(Debug, thiserror::Error)]
+#[error("stopped by {0}; nothing of the stage in progress was committed, and a rerun resumes it")]
+pub struct Stopped(&'static str);
+
 /// Waits for SIGINT or SIGTERM and names it.
 async fn stop_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
@@ -199,14 +211,14 @@ async fn run_stage<Q: JobQueue>(
     report: &mut RunReport,
 ) -> Result<StageCommit> {
     let jobs_hash = stage.jobs_hash();
+    if let Some(commit) = pipeline::committed(store, stage).await? {
+        info!(stage = %stage.name(), version = commit.version, "stage already committed");
+        report.skipped += stage.jobs.len();
+        return Ok(commit);
+    }
     // The jobs of an earlier commit that this plan still holds in full: the stage grows by the rest.
     let mut committed = Vec::new();
     if let Some(commit) = store.get_json::<StageCommit>(&record::stage_path(&stage.name())).await? {
-        if commit.jobs_hash == jobs_hash {
-            info!(stage = %stage.name(), version = commit.version, "stage already committed");
-            report.skipped += stage.jobs.len();
-            return Ok(commit);
-        }
         let planned: std::collections::HashSet<&str> = stage.jobs.iter().map(|j| j.id.0.as_str()).collect();
         let grows = !commit.job_ids.is_empty() && commit.job_ids.iter().all(|id| planned.contains(id.as_str()));
         if grows {
@@ -466,6 +478,7 @@ async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str, committed: 
         input_bytes: None,
         shard_ends,
     };
+    store.put_json(&record::stage_commit_path(&stage.name(), jobs_hash), &commit).await?;
     store.put_json(&record::stage_path(&stage.name()), &commit).await?;
     info!(stage = %stage.name(), version = commit.version, rows, "committed stage");
     Ok(commit)

@@ -3,7 +3,7 @@
 
 use crate::drive::{RunReport, drive};
 use anyhow::{Result, anyhow};
-use phrasesweep_schemas::ExperimentConfig;
+use phrasesweep_schemas::sweep::Point;
 use phrasesweep_workers::io::queue::embedded::EmbeddedQueue;
 use phrasesweep_workers::io::store::Store;
 use phrasesweep_workers::worker::{StoreAccess, Worker};
@@ -12,7 +12,8 @@ use tokio::task::JoinSet;
 /// Deliveries of one job before the embedded queue gives up on it, as RabbitMQ's delivery limit does.
 const DELIVERY_LIMIT: u32 = 3;
 
-pub async fn run_embedded(config: &ExperimentConfig) -> Result<RunReport> {
+pub async fn run_embedded(point: &Point) -> Result<RunReport> {
+    let config = &point.config;
     let store = Store::from_config(&config.store)?;
     store.check_access().await?;
     let queue = EmbeddedQueue::new(DELIVERY_LIMIT);
@@ -25,7 +26,7 @@ pub async fn run_embedded(config: &ExperimentConfig) -> Result<RunReport> {
     // A worker catches its jobs' panics; should a task end anyway, the run stops with its reason
     // rather than wait for a job nobody will finish.
     let result = tokio::select! {
-        r = drive(&queue, &store, config) => r,
+        r = drive(&queue, &store, point) => r,
         Some(ended) = workers.join_next() => Err(match ended {
             Ok(Ok(())) => anyhow!("an embedded worker stopped before the run finished"),
             Ok(Err(e)) => e.context("an embedded worker stopped"),

@@ -3,10 +3,13 @@
 //! (on S3 as on disk), so the numbers of every run stay, failed runs included, and `phrasesweep results`
 //! can query them across runs and stores.
 
+use crate::plan::Stage;
 use anyhow::{Context, Result};
-use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
-use phrasesweep_schemas::ExperimentConfig;
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array};
+use arrow_schema::{DataType, Field, Schema};
 use phrasesweep_schemas::outcome::Metrics;
+use phrasesweep_schemas::sweep::{Point, value_text};
+use phrasesweep_schemas::{ExperimentConfig, JobSpec};
 use phrasesweep_schemas::record::{RUN_METRICS_DIR, RUNS_DIR};
 use phrasesweep_schemas::tables::{run_metrics_schema, runs_schema};
 use phrasesweep_workers::eval::table::metrics_batch;
@@ -20,12 +23,68 @@ use std::sync::Arc;
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const COMMIT: &str = env!("PHRASESWEEP_COMMIT");
 
+/// What a run's results were made from: each model and each input file by its sha256.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Provenance {
+    /// `phrase_encoder`, each query encoder by name, `reader.base`, `phrase.base`.
+    pub models: BTreeMap<String, String>,
+    /// `corpus` (sha256 over its shards' sha256s, in order), `questions`, and the training files.
+    pub data: BTreeMap<String, String>,
+}
+
+impl Provenance {
+    /// Adds the models and inputs the jobs of `stage` read.
+    pub fn add(&mut self, stage: &Stage) {
+        let mut shards = Vec::new();
+        for job in &stage.jobs {
+            match &job.spec {
+                JobSpec::Ingest { inputs, .. } => shards.push(inputs.sha256.as_str()),
+                JobSpec::Encode { config, .. } => {
+                    self.models.insert("phrase_encoder".into(), config.model.sha256.clone());
+                }
+                JobSpec::Retrieve { config, .. } => self.models.extend(config.encoders.iter().map(|(n, m)| (n.clone(), m.sha256.clone()))),
+                JobSpec::Score { inputs, .. } => {
+                    self.data.insert("questions".into(), inputs.questions_sha256.clone());
+                }
+                JobSpec::TrainReader { inputs, .. } | JobSpec::TrainPhrase { inputs, .. } => {
+                    let role = if matches!(job.spec, JobSpec::TrainReader { .. }) { "reader" } else { "phrase" };
+                    self.models.insert(format!("{role}.base"), inputs.model.sha256.clone());
+                    for (name, file) in [("squad_train", Some(&inputs.squad_train)), ("squad_dev", Some(&inputs.squad_dev)), ("nq_train", inputs.nq_train.as_ref())] {
+                        self.data.extend(file.map(|f| (name.to_string(), f.sha256.clone())));
+                    }
+                }
+                JobSpec::QsftEpoch { inputs, .. } => {
+                    self.data.insert("qsft_train".into(), inputs.train.sha256.clone());
+                    self.data.insert("qsft_dev".into(), inputs.dev.sha256.clone());
+                }
+                JobSpec::Index { .. } | JobSpec::Scan { .. } => {}
+            }
+        }
+        if !shards.is_empty() {
+            self.data.insert("corpus".into(), hex::encode(Sha256::digest(shards.join("\n").as_bytes())));
+        }
+    }
+}
+
+/// sha256 of what a config asks for, less where it runs (store, broker, embedded workers, coordinator):
+/// two runs of one experiment on two stores or farms share it.
+pub fn experiment_sha256(config: &ExperimentConfig) -> Result<String> {
+    let mut value = toml::Value::try_from(config).context("cannot serialise the config")?;
+    if let Some(t) = value.as_table_mut() {
+        for place in ["store", "broker", "embedded", "coordinator"] {
+            t.remove(place);
+        }
+    }
+    Ok(hex::encode(Sha256::digest(toml::to_string(&value)?.as_bytes())))
+}
+
 /// One run, as the ledger records it.
 #[derive(Debug, Clone)]
 pub struct RunRecord {
     /// Sortable by start: the start's Unix seconds, then 8 random hex digits.
     pub run_id: String,
-    pub config: ExperimentConfig,
+    /// The sweep point run (its config is the run's); a config without `[sweep]` is one unlabelled point.
+    pub point: Point,
     pub status: String,
     pub started_unix: u64,
     pub ended_unix: u64,
@@ -33,6 +92,7 @@ pub struct RunRecord {
     pub skipped: usize,
     pub workers: BTreeSet<String>,
     pub stage_seconds: BTreeMap<String, f64>,
+    pub provenance: Provenance,
 }
 
 /// A new run's id.
@@ -45,29 +105,44 @@ pub fn new_run_id(started_unix: u64) -> String {
 pub async fn append(store: &Store, run: &RunRecord, metrics: &[Metrics], per_question: &BTreeMap<String, String>) -> Result<()> {
     // Secrets are never serialised (S3 keys are skipped, the broker URL loses its password), so the
     // config can be kept whole.
-    let config = toml::to_string(&run.config).context("cannot write the config into the ledger")?;
+    let config = &run.point.config;
     let text = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v])) };
     let count = |v: u64| -> ArrayRef { Arc::new(UInt64Array::from(vec![v])) };
-    let row = RecordBatch::try_new(
-        runs_schema(),
-        vec![
-            text(&run.run_id),
-            text(&run.config.name),
-            text(store.root_uri()),
-            text(&run.status),
-            text(&config),
-            text(&hex::encode(Sha256::digest(config.as_bytes()))),
-            text(VERSION),
-            text(COMMIT),
-            count(run.started_unix),
-            count(run.ended_unix),
-            count(run.executed as u64),
-            count(run.skipped as u64),
-            text(&serde_json::to_string(&run.workers)?),
-            text(&serde_json::to_string(&run.stage_seconds)?),
-        ],
-    )?;
-    put_new(store, &format!("{RUNS_DIR}{}.parquet", run.run_id), to_parquet(runs_schema(), &[row], &[])?).await?;
+    let mut columns = vec![
+        text(&run.run_id),
+        text(&config.name),
+        text(store.root_uri()),
+        text(&run.status),
+        text(&toml::to_string(config).context("cannot write the config into the ledger")?),
+        text(&experiment_sha256(config)?),
+        text(VERSION),
+        text(COMMIT),
+        count(run.started_unix),
+        count(run.ended_unix),
+        count(run.executed as u64),
+        count(run.skipped as u64),
+        text(&serde_json::to_string(&run.workers)?),
+        text(&serde_json::to_string(&run.stage_seconds)?),
+        text(&run.point.label),
+        text(&serde_json::to_string(&run.provenance.models)?),
+        text(&serde_json::to_string(&run.provenance.data)?),
+    ];
+    // Each axis value in a column of its own, named by its axis: numbers as floats, so that they sort
+    // and compare as numbers.
+    let mut fields: Vec<Field> = runs_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    for (axis, value) in &run.point.values {
+        let (column, kind): (ArrayRef, DataType) = match value {
+            toml::Value::Float(f) => (Arc::new(Float64Array::from(vec![*f])), DataType::Float64),
+            toml::Value::Integer(i) => (Arc::new(Float64Array::from(vec![*i as f64])), DataType::Float64),
+            toml::Value::Boolean(b) => (Arc::new(BooleanArray::from(vec![*b])), DataType::Boolean),
+            v => (text(&value_text(v)), DataType::Utf8),
+        };
+        fields.push(Field::new(axis, kind, true));
+        columns.push(column);
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let row = RecordBatch::try_new(schema.clone(), columns)?;
+    put_new(store, &format!("{RUNS_DIR}{}.parquet", run.run_id), to_parquet(schema, &[row], &[])?).await?;
     if !metrics.is_empty() {
         let batch = metrics_batch(metrics)?;
         let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from(vec![run.run_id.as_str(); batch.num_rows()]))];

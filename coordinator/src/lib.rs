@@ -14,6 +14,7 @@ pub mod plan;
 pub mod preflight;
 pub mod progress;
 pub mod records;
+pub mod report;
 pub mod results;
 pub mod search;
 pub mod status;

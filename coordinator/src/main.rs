@@ -2,9 +2,10 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use phrasesweep_coordinator::{archive, compare, drive, results, run_embedded, search, status, summary, workers};
+use phrasesweep_coordinator::{RunReport, archive, compare, drive, results, run_embedded, search, status, summary, workers};
 use phrasesweep_schemas::retrieval::Unit;
 use phrasesweep_schemas::ExperimentConfig;
+use phrasesweep_schemas::sweep::Point;
 use phrasesweep_schemas::config::{BrokerConfig, WorkerSettings, redact_url};
 use phrasesweep_schemas::farm::WorkerCard;
 use phrasesweep_schemas::job::JobClass;
@@ -27,7 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the whole pipeline of CONFIG: in this process, or as coordinator when a broker is given.
+    /// Run the whole pipeline of CONFIG (each point of its `[sweep]` in turn, sharing one store): in
+    /// this process, or as coordinator when a broker is given.
     Run {
         config: PathBuf,
         /// RabbitMQ URL (overrides `broker.url` of the config); workers must be started separately.
@@ -87,10 +89,13 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         serves: Option<Vec<JobClass>>,
     },
-    /// Per stage: jobs done, running, stale, failed, dead-lettered and waiting; which worker runs each
-    /// running job; and the attempt history of every job that failed, stalled or needed more than one
-    /// delivery.
+    /// Per stage (per point of a sweep): jobs done, running, stale, failed, dead-lettered and waiting;
+    /// which worker runs each running job; and the attempt history of every job that failed, stalled or
+    /// needed more than one delivery.
     Status { config: PathBuf },
+    /// The points of CONFIG's sweep and, per stage, the jobs each point plans and how many are done
+    /// already, then the jobs to run over all points (a job shared by points counted once). Runs nothing.
+    Plan { config: PathBuf },
     /// Ranked evidence for one question from a run's phrase index.
     Search {
         /// The run's store (path, file:// or s3://); S3 credentials come from the AWS_* environment.
@@ -150,6 +155,15 @@ enum Command {
         /// Questions named per direction.
         #[arg(long, default_value_t = 5)]
         show: usize,
+    },
+    /// One self-contained HTML page of the stores' archives: recall against words retrieved, the metrics
+    /// with bootstrap intervals, each sweep axis against mAR, training loss curves, and the questions
+    /// each retrieval found. Each point is shown by its latest finished run.
+    Report {
+        #[arg(required = true)]
+        stores: Vec<String>,
+        #[arg(long, short, value_name = "FILE")]
+        output: PathBuf,
     },
     /// Score a run file in the reference study's format against a questions file, in every mAR form.
     Score { runfile: PathBuf, questions: PathBuf },
@@ -233,17 +247,55 @@ fn choose_broker(config: &ExperimentConfig, flag: Option<String>) -> Option<Brok
     }
 }
 
-async fn coordinate(config: &ExperimentConfig, broker: &BrokerConfig) -> Result<()> {
+async fn coordinate(point: &Point, broker: &BrokerConfig) -> Result<RunReport> {
+    let config = &point.config;
     let store = Store::from_config(&config.store)?;
     store.check_access().await?;
     let url = broker.url.as_str();
     let priority = config.coordinator.priority;
     let queue = AmqpQueue::coordinator(url, &broker.queue, broker.delivery_limit, &config.name, priority).await?;
     info!(broker = %redact_url(url), sweep = %config.name, priority, "coordinating");
-    report(&store, drive(&queue, &store, config).await?).await
+    drive(&queue, &store, point).await
 }
 
-async fn report(store: &Store, report: phrasesweep_coordinator::RunReport) -> Result<()> {
+/// Runs each point of a sweep in turn, on the farm when there is a broker. A point that fails does not
+/// stop the others (a stop signal does); the sweep fails if any point did, and a rerun runs only what
+/// is not done.
+async fn run_points(points: &[Point], broker: Option<String>) -> Result<()> {
+    let mut failed = Vec::new();
+    let mut scored = Vec::new();
+    for (i, point) in points.iter().enumerate() {
+        if points.len() > 1 {
+            println!("\n== point {}/{}: {}", i + 1, points.len(), point.label);
+        }
+        let ran = match choose_broker(&point.config, broker.clone()) {
+            Some(b) => coordinate(point, &b).await,
+            None => run_embedded(point).await,
+        };
+        match ran {
+            Ok(r) => {
+                scored.extend(r.metrics.iter().map(|m| (point.label.clone(), m.retrieval.clone(), m.mar_seed, m.mar_strict)));
+                report(&Store::from_config(&point.config.store)?, r).await?;
+            }
+            Err(e) if e.is::<drive::Stopped>() || points.len() == 1 => return Err(e),
+            Err(e) => {
+                tracing::error!(point = %point.label, "{e:#}");
+                failed.push(format!("{}: {e:#}", point.label));
+            }
+        }
+    }
+    if points.len() > 1 && !scored.is_empty() {
+        let width = scored.iter().map(|(p, ..)| p.len()).max().unwrap_or(0);
+        println!("\n{:<width$} {:<24} {:>8} {:>10}", "point", "retrieval", "mAR", "mAR-strict");
+        for (point, retrieval, seed, strict) in &scored {
+            println!("{point:<width$} {retrieval:<24} {seed:>8.4} {strict:>10.4}");
+        }
+    }
+    anyhow::ensure!(failed.is_empty(), "{} of {} points failed (a rerun retries them):\n{}", failed.len(), points.len(), failed.join("\n"));
+    Ok(())
+}
+
+async fn report(store: &Store, report: RunReport) -> Result<()> {
     if report.executed == 0 && report.committed.is_empty() {
         println!("nothing to do: all {} jobs were already done (content-addressed ids)", report.skipped);
     } else {
@@ -263,26 +315,19 @@ async fn report(store: &Store, report: phrasesweep_coordinator::RunReport) -> Re
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let load = |p: &PathBuf| phrasesweep_coordinator::config_file::load(p).map_err(anyhow::Error::from);
-    let with_priority = |mut config: ExperimentConfig, priority: Option<i32>| {
-        config.coordinator.priority = priority.unwrap_or(config.coordinator.priority);
-        config
+    let points = |p: &PathBuf, priority: Option<i32>| -> Result<Vec<Point>> {
+        let mut points = phrasesweep_coordinator::config_file::points(p)?;
+        for point in &mut points {
+            point.config.coordinator.priority = priority.unwrap_or(point.config.coordinator.priority);
+        }
+        Ok(points)
     };
     match cli.command {
-        Command::Run { config, broker, priority } => {
-            let config = with_priority(load(&config)?, priority);
-            match choose_broker(&config, broker) {
-                Some(b) => coordinate(&config, &b).await,
-                None => {
-                    let r = run_embedded(&config).await?;
-                    report(&Store::from_config(&config.store)?, r).await
-                }
-            }
-        }
+        Command::Run { config, broker, priority } => run_points(&points(&config, priority)?, broker).await,
         Command::Coordinator { config, broker, priority } => {
-            let config = with_priority(load(&config)?, priority);
-            let b = choose_broker(&config, broker).context("no broker: pass --broker URL or set broker.url in the config")?;
-            coordinate(&config, &b).await
+            let points = points(&config, priority)?;
+            choose_broker(&points[0].config, broker.clone()).context("no broker: pass --broker URL or set broker.url in the config")?;
+            run_points(&points, broker).await
         }
         Command::Worker { broker, name, queue, delivery_limit, retry_for, heartbeat, drain_after, serves } => {
             let name = name.unwrap_or_else(phrasesweep_workers::env::host_pid);
@@ -336,11 +381,18 @@ async fn run(cli: Cli) -> Result<()> {
                     std::io::stdout().write_all(&bytes)?;
                 }
             }
+            // Beside a table; apart from data meant for another program.
+            for line in archive::reproductions(&stores).await? {
+                if format == archive::Format::Table { println!("{line}") } else { eprintln!("{line}") }
+            }
             Ok(())
         }
         Command::Results { stores, export_runs, .. } => {
             let store = Store::at(&stores[0])?;
             print!("{}", results::table(&results::read_metrics(&store).await?));
+            for line in archive::reproductions(std::slice::from_ref(&store)).await? {
+                println!("{line}");
+            }
             if let Some(dir) = export_runs {
                 for file in results::export_runs(&store, &dir).await? {
                     eprintln!("wrote {}", file.display());
@@ -353,23 +405,42 @@ async fn run(cli: Cli) -> Result<()> {
             print!("{}", compare::compare(&stores, &run_a, &run_b, retrieval.as_deref(), show).await?);
             Ok(())
         }
+        Command::Report { stores, output } => {
+            let stores = stores.iter().map(|s| Store::at(s)).collect::<Result<Vec<_>>>()?;
+            let page = phrasesweep_coordinator::report::render(&stores).await?;
+            std::fs::write(&output, page).with_context(|| format!("cannot write {}", output.display()))?;
+            eprintln!("wrote {}", output.display());
+            Ok(())
+        }
         Command::Score { runfile, questions } => {
             print!("{}", results::table(&[results::score_run_file(&runfile, &questions)?]));
             Ok(())
         }
         Command::Status { config } => {
-            let config = load(&config)?;
-            let status = status::stage_status(&config).await?;
-            println!("{}", status::HEADER);
-            for s in &status.stages {
-                println!("{s}");
+            let points = points(&config, None)?;
+            let mut notes = Vec::new();
+            for (i, point) in points.iter().enumerate() {
+                let status = status::stage_status(&point.config).await?;
+                if points.len() > 1 {
+                    println!("{}point {}/{}: {}", if i > 0 { "\n" } else { "" }, i + 1, points.len(), point.label);
+                }
+                println!("{}", status::HEADER);
+                for s in &status.stages {
+                    println!("{s}");
+                }
+                // A job shared by points is noted once.
+                notes.extend(status.notes.into_iter().filter(|n| !notes.iter().any(|m: &status::JobNote| m.id == n.id)).collect::<Vec<_>>());
             }
-            if !status.notes.is_empty() {
+            if !notes.is_empty() {
                 println!("\njobs running, failed, stalled or that needed more than one delivery:");
-                for note in &status.notes {
+                for note in &notes {
                     println!("  {note}");
                 }
             }
+            Ok(())
+        }
+        Command::Plan { config } => {
+            print!("{}", status::sweep_plan(&points(&config, None)?).await?);
             Ok(())
         }
     }

@@ -9,7 +9,7 @@ use crate::plan::{self, QsftRuns, Stage};
 use anyhow::{Context, Result};
 use phrasesweep_schemas::{ExperimentConfig, JobEnvelope};
 use phrasesweep_schemas::outcome::{Metrics, QsftOutcome, RetrieveOutcome, Role, TrainOutcome};
-use phrasesweep_schemas::record::{self, Done, StageCommit};
+use phrasesweep_schemas::record::{self, Done, StageCommit, StageKind};
 use phrasesweep_workers::io::store::Store;
 use phrasesweep_workers::train::phrase::PhraseEval;
 use serde::de::DeserializeOwned;
@@ -34,6 +34,16 @@ pub struct Walked {
     pub score: Option<(Stage, Vec<Metrics>)>,
 }
 
+/// The commit of exactly `stage`'s jobs, if it was committed: its own record, or the stage's latest
+/// commit when that is for these jobs (stores committed before commits were kept per set of jobs).
+pub async fn committed(store: &Store, stage: &Stage) -> Result<Option<StageCommit>> {
+    let hash = stage.jobs_hash();
+    if let Some(c) = store.get_json::<StageCommit>(&record::stage_commit_path(&stage.name(), &hash)).await? {
+        return Ok(Some(c));
+    }
+    Ok(store.get_json::<StageCommit>(&record::stage_path(&stage.name())).await?.filter(|c| c.jobs_hash == hash))
+}
+
 /// The typed outcomes of a committed stage's jobs, from their records on the store.
 pub async fn outcomes<T: DeserializeOwned>(store: &Store, stage: &Stage) -> Result<Vec<T>> {
     read_outcomes(store, &stage.name(), &stage.jobs).await
@@ -52,6 +62,23 @@ pub async fn read_outcomes<'a, T: DeserializeOwned>(store: &Store, stage: &str, 
         .buffered(READ_AHEAD)
         .try_collect()
         .await
+}
+
+/// The name of every stage [`walk`] visits for `config`, in its order, whether or not it can be planned
+/// yet (`plan` lists what a sweep has ahead of it).
+pub fn stage_names(config: &ExperimentConfig) -> Vec<String> {
+    let train = |s: fn(&phrasesweep_schemas::train::TrainConfig) -> bool| config.train.as_ref().is_some_and(s);
+    let mut kinds = vec![StageKind::Corpus];
+    kinds.extend(train(|t| t.reader.is_some()).then_some(StageKind::Reader));
+    kinds.extend(train(|t| t.phrase.is_some()).then_some(StageKind::PhraseModel));
+    if config.encodes() {
+        kinds.extend([StageKind::Phrases, StageKind::Index]);
+        kinds.extend((1..=QsftRuns::epochs(config)).map(|epoch| StageKind::Qsft { epoch }));
+        if config.questions.is_some() && !config.retrieval.is_empty() {
+            kinds.extend([StageKind::Candidates, StageKind::Evidence, StageKind::Metrics]);
+        }
+    }
+    kinds.into_iter().map(StageKind::name).collect()
 }
 
 /// Walks the stages of `config` in order, as far as `visitor` lets it.

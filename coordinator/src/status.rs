@@ -7,6 +7,7 @@ use crate::pipeline::{self, Visitor};
 use crate::plan::Stage;
 use anyhow::Result;
 use phrasesweep_schemas::ExperimentConfig;
+use phrasesweep_schemas::sweep::Point;
 use phrasesweep_schemas::record::{self, Attempt, AttemptOutcome, Failed, StageCommit, Started};
 use phrasesweep_workers::io::store::{Store, now_unix};
 use std::fmt;
@@ -23,6 +24,8 @@ pub struct StageStatus {
     pub dead_lettered: usize,
     pub waiting: usize,
     pub committed: Option<u64>,
+    /// The stage's jobs, and whether each is done.
+    pub ids: Vec<(String, bool)>,
 }
 
 impl fmt::Display for StageStatus {
@@ -109,12 +112,13 @@ impl Visitor for Counter<'_> {
                 s.waiting += 1;
                 "waiting".to_string()
             };
+            s.ids.push((id.clone(), files.done));
             let eventful = attempts.iter().any(|a| a.outcome != AttemptOutcome::Done);
             if eventful || !matches!(state.as_str(), "done" | "waiting") {
                 self.status.notes.push(JobNote { stage: stage.name(), id: id.clone(), label: job.spec.label(), state, attempts });
             }
         }
-        let commit = store.get_json::<StageCommit>(&record::stage_path(&stage.name())).await?.filter(|c| c.jobs_hash == stage.jobs_hash());
+        let commit = pipeline::committed(store, stage).await?;
         s.committed = commit.as_ref().map(|c| c.version);
         self.status.stages.push(s);
         Ok(commit)
@@ -130,4 +134,53 @@ pub async fn stage_status(config: &ExperimentConfig) -> Result<Status> {
     let mut counter = Counter { store: &store, records, stale_after_s: config.coordinator.stale_after_s, status: Status::default() };
     pipeline::walk(&store, config, &mut counter).await?;
     Ok(counter.status)
+}
+
+/// `phrasesweep plan`: each point's stages as far as they can be planned now (a stage is planned from
+/// the committed outputs of the stages before it), then every stage over all points, a job shared by
+/// points counted once. Reads the store; runs and writes nothing.
+pub async fn sweep_plan(points: &[Point]) -> Result<String> {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::fmt::Write;
+    let mut out = String::new();
+    let first = &points[0].config;
+    let axes: Vec<&str> = points.iter().flat_map(|p| p.values.iter().map(|(a, _)| a.as_str())).collect::<BTreeSet<_>>().into_iter().collect();
+    writeln!(out, "sweep `{}`: {} point(s) on {}{}", first.name, points.len(), first.store.uri, if axes.is_empty() { String::new() } else { format!(" (axes: {})", axes.join(", ")) })?;
+    let row = |stage: &str, jobs: String, done: String, to_run: String| format!("  {stage:<14} {jobs:>6} {done:>6} {to_run:>7}");
+    // Over all points: each stage's distinct jobs, and which are done.
+    let mut all: BTreeMap<String, (usize, BTreeMap<String, bool>)> = BTreeMap::new();
+    for (i, point) in points.iter().enumerate() {
+        let status = stage_status(&point.config).await?;
+        writeln!(out, "\npoint {}/{}: {}", i + 1, points.len(), if point.label.is_empty() { "(no axes)" } else { &point.label })?;
+        writeln!(out, "{}", row("stage", "jobs".into(), "done".into(), "to run".into()))?;
+        let names = pipeline::stage_names(&point.config);
+        for (order, name) in names.iter().enumerate() {
+            let entry = all.entry(format!("{order:03}{name}")).or_default();
+            match status.stages.iter().find(|s| &s.stage == name) {
+                Some(s) => {
+                    writeln!(out, "{}", row(name, s.jobs.to_string(), s.done.to_string(), (s.jobs - s.done).to_string()))?;
+                    entry.1.extend(s.ids.iter().cloned());
+                }
+                None => {
+                    writeln!(out, "{}", row(name, "-".into(), "-".into(), "-".into()))?;
+                    entry.0 += 1;
+                }
+            }
+        }
+        if status.stages.len() < names.len() {
+            writeln!(out, "  (a stage shown `-` is planned once the stages before it are committed)")?;
+        }
+    }
+    writeln!(out, "\nall points (a job shared by points counted once):")?;
+    writeln!(out, "{}", row("stage", "jobs".into(), "done".into(), "to run".into()))?;
+    for (key, (unplanned, ids)) in &all {
+        let done = ids.values().filter(|d| **d).count();
+        let (later, shown): (String, fn(usize) -> String) = match unplanned {
+            0 => (String::new(), |n: usize| n.to_string()),
+            _ if ids.is_empty() => (String::new(), |_| "-".to_string()),
+            _ => (format!("  + the jobs of {unplanned} point(s) not planned yet"), |n: usize| n.to_string()),
+        };
+        writeln!(out, "{}{later}", row(&key[3..], shown(ids.len()), shown(done), shown(ids.len() - done)))?;
+    }
+    Ok(out)
 }

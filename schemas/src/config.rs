@@ -45,6 +45,9 @@ pub struct ExperimentConfig {
     /// Query-side fine-tuning runs; retrievals name them as query encoders.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub qsft: Vec<QsftRun>,
+    /// A grid over any of the keys above (see [`crate::sweep`]); each point's config has none.
+    #[serde(default, skip_serializing)]
+    pub sweep: Option<toml::Table>,
 }
 
 fn default_encoders() -> BTreeMap<String, String> {

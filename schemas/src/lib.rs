@@ -3,7 +3,7 @@
 //! (no files, environment or clock), so both sides (and users' own tools) can depend on it cheaply.
 //!
 //! Its modules import each other in one direction only: `settings`, `retrieval` and `record` are
-//! leaves; `train` builds on `settings`; `job` on those; `config`, `outcome`, `event` and `farm` on `job`;
+//! leaves; `train` builds on `settings`; `job` on those; `config`, `outcome`, `event` and `farm` on `job`; `sweep` on `config`;
 //! `tables` on `outcome`.
 
 pub mod config;
@@ -14,6 +14,7 @@ pub mod outcome;
 pub mod record;
 pub mod retrieval;
 pub mod settings;
+pub mod sweep;
 pub mod tables;
 pub mod train;
 

@@ -221,6 +221,13 @@ pub struct Lease {
     pub released: bool,
 }
 
+/// The stage's latest commit, whichever jobs it was for.
 pub fn stage_path(stage: &str) -> String {
     format!("stages/{stage}.json")
+}
+
+/// The stage's commit for exactly the jobs of `jobs_hash`: the points of a sweep, or several configs,
+/// share a store and each finds its own stage's commit here, whoever committed last.
+pub fn stage_commit_path(stage: &str, jobs_hash: &str) -> String {
+    format!("stages/{stage}/{jobs_hash}.json")
 }

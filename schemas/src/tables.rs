@@ -127,6 +127,7 @@ pub fn runs_schema() -> Arc<Schema> {
         // `done`, or `failed: <why>`.
         text("status"),
         text("config"),
+        // sha256 of the config less where it ran (store, broker, workers): one per experiment.
         text("config_sha256"),
         text("version"),
         // The git commit the coordinator was built from, `+dirty` with uncommitted changes.
@@ -138,6 +139,12 @@ pub fn runs_schema() -> Arc<Schema> {
         // JSON: the workers that ran this run's jobs, and per stage the seconds its jobs took.
         text("workers"),
         text("stage_seconds"),
+        // The sweep point (`lr=1e-05 terms=…`; empty outside a sweep), and JSON: each model and each
+        // input file the run read, by its sha256. After these, each axis of a sweep has a column of its
+        // own, named by its path (`qsft.query.optim.lr`, `seed`).
+        Field::new("point", DataType::Utf8, true),
+        Field::new("models", DataType::Utf8, true),
+        Field::new("data", DataType::Utf8, true),
     ]))
 }
 
