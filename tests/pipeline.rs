@@ -420,6 +420,10 @@ phrase_encoder = "query"
 sentence_encoder = "context+distill"
 opt = true
 k = 20
+
+[reader]
+budgets = [20, 200]
+max_len = 128
 "#,
         q = fixture_questions.display(),
         squad = data("squad/dev.jsonl").display(),
@@ -429,13 +433,25 @@ k = 20
     let out = run_bounded(bin().args(["run", config.to_str().unwrap()]), LIMIT);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    for stage in ["train-reader", "train-phrase", "encode", "index", "qsft-epoch-1", "qsft-epoch-2", "retrieve", "score"] {
+    for stage in ["train-reader", "train-phrase", "encode", "index", "qsft-epoch-1", "qsft-epoch-2", "retrieve", "score", "read"] {
         assert!(stdout.contains(stage), "stage {stage} was not committed:\n{stdout}");
     }
     for line in ["reader: SQuAD dev", "phrase encoder: SQuAD dev", "qsft query epoch 2", "qsft context+distill epoch 1"] {
         assert!(stdout.contains(line), "missing `{line}`:\n{stdout}");
     }
     assert!(table_rows(&stdout).iter().any(|(r, seed, _)| r == "dynamic-qsft" && *seed > 0.0), "{stdout}");
+    // The trained reader read the evidence at 20 and 200 words: one row per question and budget, the
+    // answer a span of the evidence, and more words read at the larger budget.
+    assert!(stdout.contains("EM/F1@20") && stdout.contains("EM/F1@200"), "{stdout}");
+    let answers = on_own_runtime(read_answers(store.clone()));
+    assert_eq!(answers.len(), 2 * 40, "40 fixture questions × 2 budgets");
+    let words = |budget: u64| answers.iter().filter(|a| a.1 == budget).map(|a| a.3).sum::<u64>();
+    assert!(answers.iter().all(|a| a.3 <= a.1) && words(200) > words(20), "the evidence is cut at each budget");
+    assert!(answers.iter().any(|a| !a.2.is_empty()), "the reader answered");
+    let ledger = run_bounded(bin().args(["results", store.to_str().unwrap(), "--sql", "SELECT budget, em, f1, words FROM reading ORDER BY budget", "--format", "csv"]), LIMIT);
+    let rows: Vec<Vec<f64>> = String::from_utf8_lossy(&ledger.stdout).lines().skip(1).map(|l| l.split(',').map(|v| v.parse().unwrap()).collect()).collect();
+    assert_eq!(rows.len(), 2, "the run ledger has a row per budget: {rows:?}");
+    assert!(rows[0][0] == 20.0 && rows[1][0] == 200.0 && rows.iter().all(|r| (0.0..=1.0).contains(&r[1]) && r[2] >= r[1]) && rows[1][3] > rows[0][3], "{rows:?}");
     let log = String::from_utf8_lossy(&out.stderr);
     assert_eq!(log.matches("continuing from the optimiser of the epoch before").count(), 1, "epoch 2 of `query` continues epoch 1's AdamW:\n{log}");
     let epoch_1: Vec<_> = std::fs::read_dir(store.join("models/qsft/query")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_string_lossy().contains("epoch-1-")).collect();
@@ -487,6 +503,21 @@ k = 20
 }
 
 /// The training logs of a store, by file name: (step, metric, value) rows.
+/// The read stage's answers: (question, budget, answer, words) of every row.
+async fn read_answers(store: std::path::PathBuf) -> Vec<(String, u64, String, u64)> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::UInt64Type;
+    let s = phrasesweep_workers::io::store::Store::at(store.to_str().unwrap()).unwrap();
+    let mut out = Vec::new();
+    for path in s.list("answers/").await.unwrap() {
+        for b in phrasesweep_workers::io::parquet::read_parquet(&s, &path).await.unwrap().0 {
+            let (q, budget, answer, words) = (b.column(0).as_string::<i32>(), b.column(1).as_primitive::<UInt64Type>(), b.column(2).as_string::<i32>(), b.column(5).as_primitive::<UInt64Type>());
+            out.extend((0..b.num_rows()).map(|i| (q.value(i).to_string(), budget.value(i), answer.value(i).to_string(), words.value(i))));
+        }
+    }
+    out
+}
+
 async fn training_logs(store: std::path::PathBuf) -> std::collections::BTreeMap<String, Vec<(u64, String, f64)>> {
     use arrow::array::AsArray;
     use arrow::datatypes::{Float64Type, UInt64Type};

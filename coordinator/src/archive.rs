@@ -4,6 +4,8 @@
 //! - `runs`: one row per run (`runs/` of each store): sweep, store, status, config and its sha256,
 //!   version and commit, start and end, jobs, workers, seconds per stage;
 //! - `metrics`: one row per retrieval per run (`metrics/`), with its `run_id`;
+//! - `reading`: with `[reader]`, per run, retrieval and word budget: the reader's EM and F1, words and
+//!   pieces read, seconds per question;
 //! - `training`: every training job's log (`training/`): job, step, metric, value;
 //! - `questions`: every run's per-question scores, by run and retrieval;
 //! - `results`: `metrics` but the curves, beside its run's sweep, store, status, commit and start: what
@@ -17,8 +19,8 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use lance::deps::datafusion::datasource::MemTable;
 use lance::deps::datafusion::prelude::SessionContext;
 use phrasesweep_schemas::outcome::Metrics;
-use phrasesweep_schemas::record::{RUN_METRICS_DIR, RUNS_DIR};
-use phrasesweep_schemas::tables::{per_question_schema, run_metrics_schema, runs_schema, training_log_schema};
+use phrasesweep_schemas::record::{RUN_METRICS_DIR, RUN_READING_DIR, RUNS_DIR};
+use phrasesweep_schemas::tables::{per_question_schema, run_metrics_schema, run_reading_schema, runs_schema, training_log_schema};
 use phrasesweep_workers::io::parquet::read_parquet;
 use phrasesweep_workers::io::store::Store;
 use phrasesweep_workers::train::log::TRAINING_DIR;
@@ -113,7 +115,13 @@ pub async fn query(stores: &[Store], query: &Query) -> Result<(SchemaRef, Vec<Re
     let stores = distinct(stores);
     let ctx = SessionContext::new();
     let mut axes = Vec::new();
-    for (name, dir, schema) in [("runs", RUNS_DIR, runs_schema()), ("metrics", RUN_METRICS_DIR, run_metrics_schema()), ("training", TRAINING_DIR, training_log_schema())] {
+    let tables = [
+        ("runs", RUNS_DIR, runs_schema()),
+        ("metrics", RUN_METRICS_DIR, run_metrics_schema()),
+        ("reading", RUN_READING_DIR, run_reading_schema()),
+        ("training", TRAINING_DIR, training_log_schema()),
+    ];
+    for (name, dir, schema) in tables {
         let mut files = Vec::new();
         for store in &stores {
             files.extend(read_table(store, dir).await?.into_iter().map(|b| (store.root_uri(), b)));

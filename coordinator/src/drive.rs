@@ -14,7 +14,7 @@ use phrasesweep_workers::io::store::now_unix;
 use phrasesweep_schemas::tables::{corpus_schema, metrics_schema, phrases_schema};
 use phrasesweep_schemas::sweep::Point;
 use phrasesweep_schemas::{ExperimentConfig, JobEnvelope, JobOutcome, JobSpec};
-use phrasesweep_schemas::outcome::{EncodeOutcome, IndexOutcome, IngestOutcome, Metrics, RetrieveOutcome, ScanOutcome};
+use phrasesweep_schemas::outcome::{EncodeOutcome, IndexOutcome, IngestOutcome, Metrics, ReadOutcome, RetrieveOutcome, ScanOutcome};
 use phrasesweep_workers::eval::table::metrics_batch;
 use phrasesweep_workers::text::corpus::{repeated_id, repeated_id_error};
 use phrasesweep_workers::io::lance::commit_fragments;
@@ -50,6 +50,8 @@ pub struct RunReport {
     pub per_question: BTreeMap<String, String>,
     /// The models and inputs of every stage the run walked.
     pub provenance: ledger::Provenance,
+    /// Per retrieval (with `[reader]`): the reader's answers at each budget, summed over questions.
+    pub reading: Vec<ReadOutcome>,
 }
 
 /// Executes stages: publishes a stage's pending jobs, follows them to the end, and commits the stage.
@@ -97,7 +99,7 @@ pub async fn drive<Q: JobQueue>(queue: &Q, store: &Store, point: &Point) -> Resu
         stage_seconds: report.stage_seconds.clone(),
         provenance: report.provenance.clone(),
     };
-    let recorded = ledger::append(store, &run, &report.metrics, &report.per_question).await;
+    let recorded = ledger::append(store, &run, &report.metrics, &report.per_question, &report.reading).await;
     match &recorded {
         Ok(()) => info!(run = %run.run_id, "recorded in the run ledger"),
         Err(e) => warn!("cannot add the run to the store's ledger: {e:#}"),
@@ -149,6 +151,11 @@ async fn drive_stages<Q: JobQueue>(queue: &Q, store: &Store, config: &Experiment
         write_metrics(store, config, &score, &metrics, report.recall_at_100).await?;
         report.metrics = metrics;
     }
+    report.reading = config
+        .retrieval
+        .iter()
+        .filter_map(|r| ReadOutcome::merged(&walked.read.iter().filter(|o| o.retrieval == r.name).cloned().collect::<Vec<_>>()))
+        .collect();
     if report.executed == 0 && report.committed.is_empty() {
         info!("nothing to do: all {} jobs are already done and committed", report.skipped);
     }
@@ -453,7 +460,7 @@ async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str, committed: 
         }
         StageKind::Candidates => (String::new(), 0, read_outcomes::<ScanOutcome>(store, &name, new_jobs).await?.iter().map(|o| o.rows).sum()),
         StageKind::Evidence => (String::new(), 0, read_outcomes::<RetrieveOutcome>(store, &name, new_jobs).await?.iter().map(|o| o.rows).sum()),
-        StageKind::Metrics | StageKind::Reader | StageKind::PhraseModel | StageKind::Qsft { .. } => (String::new(), 0, 0),
+        StageKind::Metrics | StageKind::Answers | StageKind::Reader | StageKind::PhraseModel | StageKind::Qsft { .. } => (String::new(), 0, 0),
     };
     let mut job_ids: Vec<String> = stage.jobs.iter().map(|j| j.id.0.clone()).collect();
     job_ids.sort_unstable();

@@ -10,8 +10,9 @@ use arrow_schema::{DataType, Field, Schema};
 use phrasesweep_schemas::outcome::Metrics;
 use phrasesweep_schemas::sweep::{Point, value_text};
 use phrasesweep_schemas::{ExperimentConfig, JobSpec};
-use phrasesweep_schemas::record::{RUN_METRICS_DIR, RUNS_DIR};
-use phrasesweep_schemas::tables::{run_metrics_schema, runs_schema};
+use phrasesweep_schemas::outcome::ReadOutcome;
+use phrasesweep_schemas::record::{RUN_METRICS_DIR, RUN_READING_DIR, RUNS_DIR};
+use phrasesweep_schemas::tables::{run_metrics_schema, run_reading_schema, runs_schema};
 use phrasesweep_workers::eval::table::metrics_batch;
 use phrasesweep_workers::io::parquet::{read_parquet, to_parquet};
 use phrasesweep_workers::io::store::Store;
@@ -26,7 +27,8 @@ pub const COMMIT: &str = env!("PHRASESWEEP_COMMIT");
 /// What a run's results were made from: each model and each input file by its sha256.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Provenance {
-    /// `phrase_encoder`, each query encoder by name, `reader.base`, `phrase.base`.
+    /// `phrase_encoder`, each query encoder by name, `reader` (of the read stage), `reader.base`,
+    /// `phrase.base`.
     pub models: BTreeMap<String, String>,
     /// `corpus` (sha256 over its shards' sha256s, in order), `questions`, and the training files.
     pub data: BTreeMap<String, String>,
@@ -56,6 +58,9 @@ impl Provenance {
                 JobSpec::QsftEpoch { inputs, .. } => {
                     self.data.insert("qsft_train".into(), inputs.train.sha256.clone());
                     self.data.insert("qsft_dev".into(), inputs.dev.sha256.clone());
+                }
+                JobSpec::Read { config, .. } => {
+                    self.models.extend(config.reader.as_ref().map(|r| ("reader".to_string(), r.sha256.clone())));
                 }
                 JobSpec::Index { .. } | JobSpec::Scan { .. } => {}
             }
@@ -100,9 +105,10 @@ pub fn new_run_id(started_unix: u64) -> String {
     format!("{started_unix:010}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
-/// Appends `run` and its `metrics` (one row per retrieval; `per_question` names each retrieval's
-/// per-question table on the store) to the store's ledger.
-pub async fn append(store: &Store, run: &RunRecord, metrics: &[Metrics], per_question: &BTreeMap<String, String>) -> Result<()> {
+/// Appends `run`, its `metrics` (one row per retrieval; `per_question` names each retrieval's
+/// per-question table on the store) and its `reading` (per retrieval, the read stage's sums) to the
+/// store's ledger.
+pub async fn append(store: &Store, run: &RunRecord, metrics: &[Metrics], per_question: &BTreeMap<String, String>, reading: &[ReadOutcome]) -> Result<()> {
     // Secrets are never serialised (S3 keys are skipped, the broker URL loses its password), so the
     // config can be kept whole.
     let config = &run.point.config;
@@ -152,7 +158,28 @@ pub async fn append(store: &Store, run: &RunRecord, metrics: &[Metrics], per_que
         let batch = RecordBatch::try_new(run_metrics_schema(), columns)?;
         put_new(store, &format!("{RUN_METRICS_DIR}{}.parquet", run.run_id), to_parquet(run_metrics_schema(), &[batch], &[])?).await?;
     }
+    if !reading.is_empty() {
+        put_new(store, &format!("{RUN_READING_DIR}{}.parquet", run.run_id), to_parquet(run_reading_schema(), &[reading_batch(&run.run_id, reading)?], &[])?).await?;
+    }
     Ok(())
+}
+
+/// One row per retrieval and budget: the read stage's sums as means over questions.
+fn reading_batch(run_id: &str, reading: &[ReadOutcome]) -> Result<RecordBatch> {
+    let rows: Vec<(&ReadOutcome, usize)> = reading.iter().flat_map(|r| (0..r.budgets.len()).map(move |b| (r, b))).collect();
+    let mean = |f: &dyn Fn(&ReadOutcome, usize) -> f64| -> ArrayRef { Arc::new(Float64Array::from_iter_values(rows.iter().map(|(r, b)| f(r, *b) / r.questions.max(1) as f64))) };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![run_id; rows.len()])),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|(r, _)| r.retrieval.as_str()))),
+        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|(r, b)| r.budgets[*b] as u64))),
+        mean(&|r, b| r.em[b]),
+        mean(&|r, b| r.f1[b]),
+        mean(&|r, b| r.words[b] as f64),
+        mean(&|r, b| r.tokens[b] as f64),
+        mean(&|r, b| r.tokens_out.get(b).copied().unwrap_or(0) as f64),
+        mean(&|r, _| r.seconds),
+    ];
+    Ok(RecordBatch::try_new(run_reading_schema(), columns)?)
 }
 
 /// Writes a ledger file that must not exist yet.

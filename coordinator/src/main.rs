@@ -115,7 +115,8 @@ enum Command {
     },
     /// The metrics of a store's last run; with several stores, `--where`, `--sort`, `--sql` or
     /// `--format`, a query over every run of every store named (their run ledgers): tables `runs`,
-    /// `metrics`, `questions` (per-question scores), `training` (training logs), and the view
+    /// `metrics`, `reading` (the reader's EM and F1 at each word budget), `questions` (per-question
+    /// scores), `training` (training logs), and the view
     /// `results` (metrics beside their run's sweep, store, status, commit, start and jobs executed).
     Results {
         /// The stores (path, file:// or s3://); S3 credentials come from the AWS_* environment.
@@ -310,6 +311,10 @@ async fn report(store: &Store, report: RunReport) -> Result<()> {
     }
     if !report.metrics.is_empty() {
         print!("{}", results::table(&report.metrics));
+    }
+    if !report.reading.is_empty() {
+        println!("the reader's exact match and F1 from the evidence cut at each word budget:");
+        print!("{}", results::reading_table(&report.metrics, &report.reading));
     }
     Ok(())
 }

@@ -8,7 +8,7 @@
 use crate::plan::{self, QsftRuns, Stage};
 use anyhow::{Context, Result};
 use phrasesweep_schemas::{ExperimentConfig, JobEnvelope};
-use phrasesweep_schemas::outcome::{Metrics, QsftOutcome, RetrieveOutcome, Role, TrainOutcome};
+use phrasesweep_schemas::outcome::{Metrics, QsftOutcome, ReadOutcome, RetrieveOutcome, Role, TrainOutcome};
 use phrasesweep_schemas::record::{self, Done, StageCommit, StageKind};
 use phrasesweep_workers::io::store::Store;
 use phrasesweep_workers::train::phrase::PhraseEval;
@@ -32,6 +32,8 @@ pub struct Walked {
     pub retrieve: Vec<RetrieveOutcome>,
     /// The score stage (its job ids are the metrics' provenance) and one metrics row per retrieval.
     pub score: Option<(Stage, Vec<Metrics>)>,
+    /// Every read job's sums (with `[reader]`).
+    pub read: Vec<ReadOutcome>,
 }
 
 /// The commit of exactly `stage`'s jobs, if it was committed: its own record, or the stage's latest
@@ -76,6 +78,7 @@ pub fn stage_names(config: &ExperimentConfig) -> Vec<String> {
         kinds.extend((1..=QsftRuns::epochs(config)).map(|epoch| StageKind::Qsft { epoch }));
         if config.questions.is_some() && !config.retrieval.is_empty() {
             kinds.extend([StageKind::Candidates, StageKind::Evidence, StageKind::Metrics]);
+            kinds.extend(config.reader.is_some().then_some(StageKind::Answers));
         }
     }
     kinds.into_iter().map(StageKind::name).collect()
@@ -139,9 +142,14 @@ pub async fn walk<V: Visitor>(store: &Store, config: &ExperimentConfig, visitor:
     }
     w.retrieve = outcomes(store, &retrieve).await?;
     let score = plan::score_stage(store, config, &retrieve).await?;
-    if visitor.visit(&score).await?.is_some() {
-        let metrics = outcomes(store, &score).await?;
-        w.score = Some((score, metrics));
+    if visitor.visit(&score).await?.is_none() {
+        return Ok(w);
+    }
+    let metrics = outcomes(store, &score).await?;
+    w.score = Some((score, metrics));
+    let read = plan::read_stage(store, config, &retrieve, teacher.as_ref())?;
+    if !read.jobs.is_empty() && visitor.visit(&read).await?.is_some() {
+        w.read = outcomes(store, &read).await?;
     }
     Ok(w)
 }

@@ -4,10 +4,10 @@
 
 use anyhow::{Context, Result, bail};
 use phrasesweep_schemas::job::{
-    DatasetVersion, EncodeConfig, EncodeInputs, IngestConfig, InputFile, ModelRef, QsftConfig, QsftInputs, RetrieveConfig,
+    DatasetVersion, EncodeConfig, EncodeInputs, IngestConfig, InputFile, ModelRef, QsftConfig, QsftInputs, ReadConfig, ReadInputs, RetrieveConfig,
     RetrieveInputs, ScanConfig, ScanInputs, ScoreConfig, ScoreInputs, SupervisedConfig, SupervisedInputs,
 };
-use phrasesweep_schemas::settings::SearchMethod;
+use phrasesweep_schemas::settings::{SearchMethod, TRAINED_READER};
 use phrasesweep_schemas::record::{self, CORPUS_DATASET, PHRASES_DATASET, StageCommit, StageKind};
 use phrasesweep_schemas::train::{EpochSelect, LossTerm, QsftRun, SupervisedSettings, TRAINED_ENCODER};
 use phrasesweep_schemas::outcome::QsftOutcome;
@@ -335,6 +335,33 @@ pub async fn score_stage(store: &Store, config: &ExperimentConfig, retrieve: &St
         })
         .collect();
     Ok(stage(store, config, StageKind::Metrics, specs))
+}
+
+/// With `[reader]`: a read job per retrieve job, its evidence read at each budget by the reader (`trained`
+/// being the one `train-reader` trained).
+pub fn read_stage(store: &Store, config: &ExperimentConfig, retrieve: &Stage, trained: Option<&ModelRef>) -> Result<Stage> {
+    let Some(settings) = &config.reader else { return Ok(stage(store, config, StageKind::Answers, Vec::new())) };
+    let reader = if settings.endpoint.is_some() {
+        None
+    } else if settings.model == TRAINED_READER {
+        Some(trained.cloned().context("field `reader.model`: `trained` names the reader of [train.reader], which has not trained")?)
+    } else {
+        Some(model_ref(&settings.model).context("field `reader.model`")?)
+    };
+    let mut specs = Vec::new();
+    for job in &retrieve.jobs {
+        let JobSpec::Retrieve { inputs, config: r } = &job.spec else { continue };
+        let mut spec = JobSpec::Read {
+            inputs: ReadInputs { questions: inputs.questions.clone(), results: r.output.clone() },
+            config: ReadConfig { retrieval: r.retrieval.name.clone(), reader: reader.clone(), settings: settings.clone(), output: String::new() },
+        };
+        let digest = hex::encode(Sha256::digest(serde_json::to_vec(&spec)?));
+        if let JobSpec::Read { inputs, config } = &mut spec {
+            config.output = format!("answers/{}/shard-{:05}-{}.parquet", config.retrieval, inputs.questions.shard, &digest[..12]);
+        }
+        specs.push(spec);
+    }
+    Ok(stage(store, config, StageKind::Answers, specs))
 }
 
 async fn input_file(store: &Store, path: &str) -> Result<InputFile> {

@@ -25,6 +25,27 @@ pub async fn read_metrics(store: &Store) -> Result<Vec<Metrics>> {
     Ok(out)
 }
 
+/// The reader's exact match and F1 at each word budget, beside mAR, one retrieval per line.
+pub fn reading_table(metrics: &[Metrics], reading: &[phrasesweep_schemas::outcome::ReadOutcome]) -> String {
+    let mut t = String::new();
+    let Some(first) = reading.first() else { return t };
+    let mut head = format!("{:<24} {:>8}", "retrieval", "mAR");
+    for b in &first.budgets {
+        head += &format!(" {:>11}", format!("EM/F1@{b}"));
+    }
+    let _ = writeln!(t, "{head} {:>9} {:>12}", "s/question", "pieces@max");
+    for r in reading {
+        let n = r.questions.max(1) as f64;
+        let mar = metrics.iter().find(|m| m.retrieval == r.retrieval).map_or(f64::NAN, |m| m.mar_seed);
+        let mut line = format!("{:<24} {mar:>8.4}", r.retrieval);
+        for b in 0..r.budgets.len() {
+            line += &format!(" {:>11}", format!("{:.3}/{:.3}", r.em[b] / n, r.f1[b] / n));
+        }
+        let _ = writeln!(t, "{line} {:>9.2} {:>12.0}", r.seconds / n, r.tokens.last().copied().unwrap_or(0) as f64 / n);
+    }
+    t
+}
+
 /// The metrics as an aligned text table, one retrieval per line.
 pub fn table(rows: &[Metrics]) -> String {
     let mut t = String::new();

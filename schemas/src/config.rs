@@ -2,7 +2,7 @@
 //! settings. Errors name the file, the field and the problem.
 
 use crate::job::StoreLocation;
-use crate::settings::{DEFAULT_MODEL, DENSEPHRASES_PREFIX, EncodeSettings, IndexSettings, SearchSettings};
+use crate::settings::{DEFAULT_MODEL, DENSEPHRASES_PREFIX, EncodeSettings, IndexSettings, ReadSettings, SearchSettings, TRAINED_READER};
 use crate::retrieval::RetrievalConfig;
 use crate::train::{LossTerm, QsftRun, TRAINED_ENCODER, TrainConfig};
 use serde::{Deserialize, Serialize};
@@ -42,6 +42,9 @@ pub struct ExperimentConfig {
     /// Training data and the supervised runs (reader teacher, phrase encoder) that precede encoding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train: Option<TrainConfig>,
+    /// The read stage: a reader answers each question from each retrieval's evidence at word budgets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reader: Option<ReadSettings>,
     /// Query-side fine-tuning runs; retrievals name them as query encoders.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub qsft: Vec<QsftRun>,
@@ -301,6 +304,12 @@ impl ExperimentConfig {
             }
         }
         self.check_training()?;
+        if let Some(r) = &self.reader {
+            r.check()?;
+            if r.endpoint.is_none() && r.model == TRAINED_READER && self.train.as_ref().is_none_or(|t| t.reader.is_none()) {
+                return bad("reader.model", "`trained` reads with the reader of [train.reader], which this config does not train; name a reader folder instead");
+            }
+        }
         let known = self.encoder_names();
         let mut names = std::collections::HashSet::new();
         for (i, r) in self.retrieval.iter().enumerate() {
@@ -425,6 +434,12 @@ impl ExperimentConfig {
         }
         for path in self.encoders.values_mut() {
             *path = model(path);
+        }
+        if let Some(r) = &mut self.reader
+            && r.model != TRAINED_READER
+            && r.endpoint.is_none()
+        {
+            r.model = model(&r.model);
         }
         if let Some(t) = &mut self.train {
             for p in [&mut t.squad_train, &mut t.squad_dev, &mut t.nq_train, &mut t.qsft_train, &mut t.qsft_dev].into_iter().flatten() {

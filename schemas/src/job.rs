@@ -1,7 +1,7 @@
 //! Job messages. A job's id is a content hash of what it does, so the same work always has the same id:
 //! that is what makes a finished sweep rerun for free and a redelivered message harmless.
 
-use crate::settings::{EncodeSettings, IndexSettings, QuestionText, SearchSettings};
+use crate::settings::{EncodeSettings, IndexSettings, QuestionText, ReadSettings, SearchSettings};
 use crate::retrieval::RetrievalConfig;
 use crate::train::{QsftRun, SupervisedSettings};
 use serde::{Deserialize, Serialize};
@@ -232,6 +232,28 @@ pub struct ScoreConfig {
     pub per_question: String,
 }
 
+/// The evidence of one retrieval for one question shard, read at each budget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadInputs {
+    /// The shard's questions (their gold answers score the reader's).
+    pub questions: LineShard,
+    /// The retrieve output for the shard (relative to the store root).
+    pub results: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadConfig {
+    pub retrieval: String,
+    /// The extractive reader; none when `settings.endpoint` reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reader: Option<ModelRef>,
+    pub settings: ReadSettings,
+    /// Parquet file (relative to the store root): one row per question and budget.
+    pub output: String,
+}
+
 /// A whole input file pinned by its sha256 (training data is read whole).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -307,6 +329,8 @@ pub enum JobSpec {
     Retrieve { inputs: RetrieveInputs, config: RetrieveConfig },
     /// Every shard of one retrieval → metrics as Parquet.
     Score { inputs: ScoreInputs, config: ScoreConfig },
+    /// A shard of one retrieval's evidence, cut at each word budget → the reader's answers, scored.
+    Read { inputs: ReadInputs, config: ReadConfig },
     /// The cross-encoder reader on reading comprehension → a checkpoint.
     TrainReader { inputs: SupervisedInputs, config: SupervisedConfig },
     /// The phrase encoder and its query encoders on reading comprehension → two checkpoints.
@@ -320,7 +344,13 @@ impl JobSpec {
     /// reading and writing data (ingest, the index, merging scans, BM25, scoring) is `cpu`.
     pub fn class(&self) -> JobClass {
         match self {
-            JobSpec::Encode { .. } | JobSpec::Scan { .. } | JobSpec::TrainReader { .. } | JobSpec::TrainPhrase { .. } | JobSpec::QsftEpoch { .. } => {
+            JobSpec::Read { config, .. } if config.settings.endpoint.is_some() => JobClass::Cpu,
+            JobSpec::Encode { .. }
+            | JobSpec::Scan { .. }
+            | JobSpec::Read { .. }
+            | JobSpec::TrainReader { .. }
+            | JobSpec::TrainPhrase { .. }
+            | JobSpec::QsftEpoch { .. } => {
                 JobClass::Gpu
             }
             JobSpec::Retrieve { inputs, config } if inputs.scans.is_empty() && !config.encoders.is_empty() => JobClass::Gpu,
@@ -336,6 +366,7 @@ impl JobSpec {
             JobSpec::Scan { .. } => "scan",
             JobSpec::Retrieve { .. } => "retrieve",
             JobSpec::Score { .. } => "score",
+            JobSpec::Read { .. } => "read",
             JobSpec::TrainReader { .. } => "train-reader",
             JobSpec::TrainPhrase { .. } => "train-phrase",
             JobSpec::QsftEpoch { .. } => "qsft-epoch",
@@ -355,6 +386,7 @@ impl JobSpec {
                 format!("retrieve {} for question shard {}", config.retrieval.name, inputs.questions.shard)
             }
             JobSpec::Score { config, .. } => format!("score {}", config.retrieval.name),
+            JobSpec::Read { inputs, config } => format!("read {} for question shard {}", config.retrieval, inputs.questions.shard),
             JobSpec::TrainReader { .. } => "train the reader".into(),
             JobSpec::TrainPhrase { .. } => "train the phrase encoder".into(),
             JobSpec::QsftEpoch { config, .. } => format!("qsft {} epoch {}", config.run.name, config.epoch),

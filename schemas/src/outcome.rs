@@ -76,6 +76,52 @@ pub struct RetrieveOutcome {
     pub output: String,
 }
 
+/// What a read job leaves in its record: per budget, sums over its questions (so shards add up).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadOutcome {
+    pub retrieval: String,
+    pub questions: u64,
+    pub budgets: Vec<usize>,
+    /// Exact matches and F1 (0 to 1 per question), summed over the questions, per budget.
+    pub em: Vec<f64>,
+    pub f1: Vec<f64>,
+    /// Evidence words and reader tokens (the extractive reader's pieces, over all its windows; the
+    /// endpoint's prompt tokens) read, and tokens written (the endpoint's), summed.
+    pub words: Vec<u64>,
+    pub tokens: Vec<u64>,
+    #[serde(default)]
+    pub tokens_out: Vec<u64>,
+    /// Answers the endpoint's cache on the store gave (no request made).
+    #[serde(default)]
+    pub cached: u64,
+    /// The reader's seconds, over all questions and budgets.
+    pub seconds: f64,
+    pub output: String,
+}
+
+impl ReadOutcome {
+    /// The outcomes of one retrieval's shards as one: sums added.
+    pub fn merged(parts: &[ReadOutcome]) -> Option<ReadOutcome> {
+        let mut all = parts.first()?.clone();
+        for p in &parts[1..] {
+            all.questions += p.questions;
+            all.seconds += p.seconds;
+            all.cached += p.cached;
+            for b in 0..all.budgets.len() {
+                all.em[b] += p.em[b];
+                all.f1[b] += p.f1[b];
+                all.words[b] += p.words[b];
+                all.tokens[b] += p.tokens[b];
+                if let (Some(a), Some(x)) = (all.tokens_out.get_mut(b), p.tokens_out.get(b)) {
+                    *a += x;
+                }
+            }
+        }
+        all.output.clear();
+        Some(all)
+    }
+}
+
 /// The role a trained checkpoint plays; the keys of [`TrainOutcome::checkpoints`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -160,6 +160,8 @@ pub const METRICS_FILE: &str = "metrics.parquet";
 pub const RUNS_DIR: &str = "runs/";
 /// The metrics of every run: one Parquet file per run, beside its row in [`RUNS_DIR`].
 pub const RUN_METRICS_DIR: &str = "metrics/";
+/// The reader's answers of every run (with `[reader]`): one Parquet file per run.
+pub const RUN_READING_DIR: &str = "reading/";
 
 /// What a stage leaves behind; it names the stage and decides how its outputs are committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +178,8 @@ pub enum StageKind {
     Evidence,
     /// Parquet files of metrics.
     Metrics,
+    /// Parquet files of the reader's answers from the evidence at each budget.
+    Answers,
     /// The reader's checkpoint.
     Reader,
     /// The phrase encoder's and its query encoders' checkpoints.
@@ -194,6 +198,7 @@ impl StageKind {
             StageKind::Candidates => "scan".into(),
             StageKind::Evidence => "retrieve".into(),
             StageKind::Metrics => "score".into(),
+            StageKind::Answers => "read".into(),
             StageKind::Reader => "train-reader".into(),
             StageKind::PhraseModel => "train-phrase".into(),
             StageKind::Qsft { epoch } => format!("qsft-epoch-{epoch}"),

@@ -278,3 +278,97 @@ mod tests {
         assert!(serde_json::from_value::<EncodeSettings>(serde_json::json!({ "precision": "f8" })).is_err());
     }
 }
+
+/// `[reader]`: the read stage, which answers every question of every retrieval from its evidence cut at
+/// each word budget (as mAR cuts it), the prompt a generative reader would be given, and scores the
+/// answers: what retrieving fewer words costs in answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadSettings {
+    /// `trained` (the reader `[train.reader]` trained), a phrasesweep reader checkpoint, or a HuggingFace
+    /// BERT question-answering folder.
+    #[serde(default = "default_reader")]
+    pub model: String,
+    /// Word budgets, ascending.
+    #[serde(default = "default_budgets")]
+    pub budgets: Vec<usize>,
+    /// Pieces of one reader window: `[CLS] question [SEP] evidence [SEP]`. Longer evidence is read in
+    /// overlapping windows, and the best span of any window is the answer.
+    #[serde(default = "default_read_len")]
+    pub max_len: usize,
+    #[serde(default = "default_read_question")]
+    pub question_pieces: usize,
+    /// The longest answer, in pieces.
+    #[serde(default = "default_read_answer")]
+    pub max_answer: usize,
+    /// An OpenAI-compatible chat endpoint (`https://…/v1`) to read with instead: `model` then names the
+    /// endpoint's model, and `prompt` is what it is asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The chat prompt; `{question}` and `{evidence}` are filled in.
+    #[serde(default = "default_prompt")]
+    pub prompt: String,
+    /// The environment variable holding the endpoint's API key. The key is read by the workers that
+    /// call the endpoint, never written into a job message, a log or the store.
+    #[serde(default = "default_key_env")]
+    pub api_key_env: String,
+    /// At most this many requests a minute, per worker.
+    #[serde(default = "default_per_minute")]
+    pub requests_per_minute: u32,
+    /// The longest answer the endpoint may write, in its tokens.
+    #[serde(default = "default_answer_tokens")]
+    pub max_tokens: u32,
+}
+
+/// The reader that `train-reader` trained.
+pub const TRAINED_READER: &str = "trained";
+
+fn default_reader() -> String {
+    TRAINED_READER.into()
+}
+pub const DEFAULT_PROMPT: &str = "Answer the question from the evidence with a short phrase taken from it, and nothing else.\n\nEvidence:\n{evidence}\n\nQuestion: {question}\nAnswer:";
+fn default_prompt() -> String {
+    DEFAULT_PROMPT.into()
+}
+fn default_key_env() -> String {
+    "OPENAI_API_KEY".into()
+}
+fn default_per_minute() -> u32 {
+    60
+}
+fn default_answer_tokens() -> u32 {
+    32
+}
+fn default_budgets() -> Vec<usize> {
+    vec![100, 200, 500, 1000, 3000]
+}
+fn default_read_len() -> usize {
+    384
+}
+fn default_read_question() -> usize {
+    64
+}
+fn default_read_answer() -> usize {
+    30
+}
+
+impl ReadSettings {
+    /// Budgets ascending and not empty, windows with room for evidence.
+    pub fn check(&self) -> Result<(), String> {
+        if self.budgets.is_empty() || self.budgets.windows(2).any(|w| w[0] >= w[1]) || self.budgets[0] == 0 {
+            return Err("field `reader.budgets`: must list word budgets, ascending, from 1".into());
+        }
+        if self.endpoint.is_some() {
+            if self.model == TRAINED_READER {
+                return Err("field `reader.model`: with `reader.endpoint`, name the endpoint's model".into());
+            }
+            if !self.prompt.contains("{question}") || !self.prompt.contains("{evidence}") {
+                return Err("field `reader.prompt`: must hold `{question}` and `{evidence}`".into());
+            }
+        }
+        if self.max_len < self.question_pieces + 3 + 16 || self.max_answer == 0 {
+            return Err("field `reader.max_len`: must leave room for 16 pieces of evidence after the question".into());
+        }
+        Ok(())
+    }
+}

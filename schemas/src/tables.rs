@@ -175,3 +175,36 @@ pub fn training_log_schema() -> Arc<Schema> {
         Field::new("value", DataType::Float64, false),
     ]))
 }
+
+/// The read stage in the run ledger (`reading/<run>.parquet`): per retrieval and word budget, the
+/// reader's exact match and F1 (means over questions), the evidence words and reader tokens it read and
+/// the tokens it wrote (means), with the reader's seconds per question.
+pub fn run_reading_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("retrieval", DataType::Utf8, false),
+        Field::new("budget", DataType::UInt64, false),
+        Field::new("em", DataType::Float64, false),
+        Field::new("f1", DataType::Float64, false),
+        Field::new("words", DataType::Float64, false),
+        Field::new("tokens", DataType::Float64, false),
+        Field::new("tokens_out", DataType::Float64, false),
+        Field::new("seconds_per_question", DataType::Float64, false),
+    ]))
+}
+
+/// The read stage's answers (`answers/<retrieval>/shard-*.parquet`): one row per question and word
+/// budget: the reader's answer, its exact match and F1 against the gold answers, the evidence words it
+/// read, and its tokens in and out.
+pub fn answers_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("question_id", DataType::Utf8, false),
+        Field::new("budget", DataType::UInt64, false),
+        Field::new("answer", DataType::Utf8, false),
+        Field::new("em", DataType::Float64, false),
+        Field::new("f1", DataType::Float64, false),
+        Field::new("words", DataType::UInt64, false),
+        Field::new("tokens", DataType::UInt64, false),
+        Field::new("tokens_out", DataType::UInt64, false),
+    ]))
+}

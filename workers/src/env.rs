@@ -35,6 +35,12 @@ pub fn aws(name: &str) -> Option<String> {
     var(name)
 }
 
+/// A secret that a config names by its variable (the read stage's API key): read where it is used, kept
+/// in no struct that is logged, and never written anywhere.
+pub fn secret(name: &str) -> Option<String> {
+    var(name)
+}
+
 /// The environment, read on first use.
 pub fn get() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();

@@ -144,21 +144,27 @@ pub fn mar(walks: &[Walk], mode: MarMode) -> Mar {
 /// Whether any answer is in the evidence cut at `budget` words (strict matching).
 pub fn recall_at_words<S: AsRef<str>>(texts: &[S], answers: &[String], budget: usize) -> bool {
     let answers: Vec<String> = answers.iter().map(|a| normalize(a)).collect();
+    cut_at_words(texts, budget).iter().any(|t| {
+        let t = normalize(t);
+        answers.iter().any(|a| contains_tokens(&t, a))
+    })
+}
+
+/// The evidence cut at `budget` words: the texts in rank order, the last one cut short (whitespace
+/// words, rejoined with single spaces).
+pub fn cut_at_words<S: AsRef<str>>(texts: &[S], budget: usize) -> Vec<String> {
+    let mut out = Vec::new();
     let mut total = 0;
     for text in texts {
-        let text = text.as_ref();
-        let words: Vec<&str> = text.split_whitespace().collect();
+        let words: Vec<&str> = text.as_ref().split_whitespace().collect();
         let room = budget.saturating_sub(total);
         if room == 0 {
             break;
         }
-        let cut = normalize(&words[..words.len().min(room)].join(" "));
-        if answers.iter().any(|a| contains_tokens(&cut, a)) {
-            return true;
-        }
+        out.push(words[..words.len().min(room)].join(" "));
         total += words.len();
     }
-    false
+    out
 }
 
 /// Whether any answer is in the first `k` texts (strict matching).

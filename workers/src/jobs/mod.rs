@@ -3,6 +3,7 @@
 pub mod encode;
 pub mod index;
 pub mod ingest;
+pub mod read;
 pub mod retrieve;
 pub mod scan;
 pub mod score;
@@ -65,6 +66,7 @@ pub async fn execute(store: &Store, spec: &JobSpec) -> Result<serde_json::Value,
         JobSpec::Scan { inputs, config } => record(scan::run(store, inputs, config).await?),
         JobSpec::Retrieve { inputs, config } => record(retrieve::run(store, inputs, config).await?),
         JobSpec::Score { inputs, config } => record(score::run(store, inputs, config).await?),
+        JobSpec::Read { inputs, config } => record(read::run(store, inputs, config).await?),
         JobSpec::TrainReader { inputs, config } => record(train::train_reader(store, inputs, config).await?),
         JobSpec::TrainPhrase { inputs, config } => record(train::train_phrase(store, inputs, config).await?),
         JobSpec::QsftEpoch { inputs, config } => record(train::qsft_epoch(store, inputs, config).await?),

@@ -49,27 +49,54 @@ pub fn reader_loss<B: Backend>(model: &Reader<B>, text: &TextEncoder, rows: &[Re
 /// The reader's answer: the best span of at most `settings.max_answer` pieces over every window of the
 /// paragraph.
 pub fn predict<B: Backend>(model: &Reader<B>, text: &TextEncoder, ex: &Example, settings: &SupervisedSettings, device: &B::Device) -> Result<String> {
-    let q = question_ids(text, &ex.question, settings.question_pieces)?;
-    let pieces = text.pieces(&ex.context)?;
-    let ws = prediction_windows(pieces.ids.len(), settings.max_len - 3 - q.len());
+    let limits = Limits { max_len: settings.max_len, question_pieces: settings.question_pieces, max_answer: settings.max_answer };
+    Ok(answer(model, text, &ex.question, &ex.context, limits, device)?.0)
+}
+
+/// The shape of a reader's input and answer, in pieces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_len: usize,
+    pub question_pieces: usize,
+    pub max_answer: usize,
+}
+
+/// The reader's answer to `question` from `context` (any length: read in overlapping windows, all in one
+/// batch), and the pieces it read (question and context, in every window).
+pub fn answer<B: Backend>(model: &Reader<B>, text: &TextEncoder, question: &str, context: &str, limits: Limits, device: &B::Device) -> Result<(String, usize)> {
+    let q = question_ids(text, question, limits.question_pieces)?;
+    let pieces = text.pieces(context)?;
+    if pieces.ids.is_empty() {
+        return Ok((String::new(), 0));
+    }
+    let ws = prediction_windows(pieces.ids.len(), limits.max_len - 3 - q.len());
     let rows: Vec<Row> = ws.iter().map(|&(a, b)| text.pair(&q, &pieces.ids[a..b])).collect();
+    let read = rows.iter().map(|r| r.ids.len()).sum();
     let (start, end) = model.forward(text.batch::<B>(&rows, 0, device));
-    let [_, s] = start.dims();
+    let [_, width] = start.dims();
     let start: Vec<f32> = start.into_data().convert::<f32>().to_vec().expect("f32 logits");
     let end: Vec<f32> = end.into_data().convert::<f32>().to_vec().expect("f32 logits");
-    let offset = q.len() + 2;
+    let span = best_span(&start, &end, width, q.len() + 2, &ws, limits.max_answer);
+    Ok((span.map(|(i, j)| crate::index::search::char_slice(context, pieces.offsets[i].0, pieces.offsets[j].1)).unwrap_or_default(), read))
+}
+
+/// The best span of at most `max_answer` pieces over every window: `start` and `end` are the logits of
+/// each window's row (`width` each), whose context pieces begin at `offset`; window `w` holds context
+/// pieces `windows[w]`. Returns the span's first and last context piece. A span seen by two windows
+/// scores by each; the higher wins.
+pub fn best_span(start: &[f32], end: &[f32], width: usize, offset: usize, windows: &[(usize, usize)], max_answer: usize) -> Option<(usize, usize)> {
     let mut best: Option<(f32, usize, usize)> = None;
-    for (w, &(a, b)) in ws.iter().enumerate() {
+    for (w, &(a, b)) in windows.iter().enumerate() {
         for i in 0..b - a {
-            for j in i..(i + settings.max_answer).min(b - a) {
-                let score = start[w * s + offset + i] + end[w * s + offset + j];
+            for j in i..(i + max_answer).min(b - a) {
+                let score = start[w * width + offset + i] + end[w * width + offset + j];
                 if best.is_none_or(|(x, _, _)| score > x) {
                     best = Some((score, a + i, a + j));
                 }
             }
         }
     }
-    Ok(best.map(|(_, i, j)| crate::index::search::char_slice(&ex.context, pieces.offsets[i].0, pieces.offsets[j].1)).unwrap_or_default())
+    best.map(|(_, i, j)| (i, j))
 }
 
 /// SQuAD exact match and F1 (percent) over `examples`.
@@ -114,4 +141,27 @@ pub fn prob_tensor<B: Backend>(rows: &[Vec<f32>], width: usize, device: &B::Devi
         flat.extend((0..width).map(|i| r.get(i).copied().unwrap_or(0.0)));
     }
     Tensor::from_data(TensorData::new(flat, [rows.len(), width]), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::best_span;
+
+    /// Two overlapping windows over 6 context pieces (0..4 and 2..6), rows of width 8 with the context
+    /// from position 2: the answer the second window scores highest wins, in context positions.
+    #[test]
+    fn the_best_span_is_taken_across_windows() {
+        let (width, offset) = (8, 2);
+        let mut start = vec![0.0f32; 2 * width];
+        let mut end = vec![0.0f32; 2 * width];
+        // Window 0 likes pieces 1..=2 (score 3); window 1 likes pieces 4..=5 (score 5).
+        start[offset + 1] = 1.5;
+        end[offset + 2] = 1.5;
+        start[width + offset + 2] = 2.5;
+        end[width + offset + 3] = 2.5;
+        assert_eq!(best_span(&start, &end, width, offset, &[(0, 4), (2, 6)], 4), Some((4, 5)));
+        // An answer longer than `max_answer` is not taken.
+        assert_eq!(best_span(&start, &end, width, offset, &[(0, 4), (2, 6)], 1).map(|(i, j)| j - i), Some(0));
+        assert_eq!(best_span(&[], &[], width, offset, &[], 4), None);
+    }
 }
