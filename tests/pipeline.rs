@@ -452,6 +452,14 @@ max_len = 128
     let rows: Vec<Vec<f64>> = String::from_utf8_lossy(&ledger.stdout).lines().skip(1).map(|l| l.split(',').map(|v| v.parse().unwrap()).collect()).collect();
     assert_eq!(rows.len(), 2, "the run ledger has a row per budget: {rows:?}");
     assert!(rows[0][0] == 20.0 && rows[1][0] == 200.0 && rows.iter().all(|r| (0.0..=1.0).contains(&r[1]) && r[2] >= r[1]) && rows[1][3] > rows[0][3], "{rows:?}");
+    // `results` has them as columns, and the report draws them.
+    let view = run_bounded(bin().args(["results", store.to_str().unwrap(), "--sql", "SELECT em_at_20w, f1_at_200w FROM results", "--format", "csv"]), LIMIT);
+    assert_eq!(String::from_utf8_lossy(&view.stdout).lines().count(), 2, "{}", String::from_utf8_lossy(&view.stderr));
+    let page = dir.path().join("report.html");
+    assert!(run_bounded(bin().args(["report", store.to_str().unwrap(), "-o", page.to_str().unwrap()]), LIMIT).status.success());
+    let html = std::fs::read_to_string(&page).unwrap();
+    let f1 = html.split("<svg id=\"reader-f1\"").nth(1).expect("a reader chart").split("</svg>").next().unwrap();
+    assert_eq!(f1.matches("class=\"curve\"").count(), 1, "one curve per retrieval");
     let log = String::from_utf8_lossy(&out.stderr);
     assert_eq!(log.matches("continuing from the optimiser of the epoch before").count(), 1, "epoch 2 of `query` continues epoch 1's AdamW:\n{log}");
     let epoch_1: Vec<_> = std::fs::read_dir(store.join("models/qsft/query")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_string_lossy().contains("epoch-1-")).collect();

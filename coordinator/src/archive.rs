@@ -8,12 +8,13 @@
 //!   pieces read, seconds per question;
 //! - `training`: every training job's log (`training/`): job, step, metric, value;
 //! - `questions`: every run's per-question scores, by run and retrieval;
-//! - `results`: `metrics` but the curves, beside its run's sweep, store, status, commit and start: what
-//!   `--where` and `--sort` filter and order when no `--sql` is given.
+//! - `results`: `metrics` but the curves, beside its run's sweep, point, axes, store, status, commit and
+//!   start, and the reader's EM and F1 at each budget: what `--where` and `--sort` filter and order when
+//!   no `--sql` is given.
 
 use crate::ledger::{per_question_tables, read_table};
 use anyhow::{Context, Result, bail};
-use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use lance::deps::datafusion::datasource::MemTable;
@@ -63,13 +64,21 @@ impl Query {
 
 /// `results`: each run's metrics but their curves (which `metrics` keeps), beside the run's sweep,
 /// point and value of each of its `axes`, store, status, commit, config hash, start and jobs executed
-/// (a rerun that executed none repeats the numbers of the run before it).
-fn results_view(axes: &[String]) -> String {
+/// (a rerun that executed none repeats the numbers of the run before it), and with a read stage the
+/// reader's `em_at_<budget>w` and `f1_at_<budget>w` for each of the `budgets` read.
+fn results_view(axes: &[String], budgets: &[u64]) -> String {
     let axes: String = axes.iter().map(|a| format!(", r.\"{}\"", a.replace('"', "\"\""))).collect();
     let floats: String = Metrics::FLOAT_COLUMNS.iter().map(|c| format!(", m.{c}")).collect();
+    let read: Vec<String> = budgets.iter().flat_map(|b| ["em", "f1"].map(|m| format!("MAX(CASE WHEN budget = {b} THEN {m} END) AS {m}_at_{b}w"))).collect();
+    let (columns, join) = if read.is_empty() {
+        (String::new(), String::new())
+    } else {
+        let names: String = budgets.iter().flat_map(|b| ["em", "f1"].map(|m| format!(", g.{m}_at_{b}w"))).collect();
+        (names, format!(" LEFT JOIN (SELECT run_id, retrieval, {} FROM reading GROUP BY run_id, retrieval) g ON g.run_id = m.run_id AND g.retrieval = m.retrieval", read.join(", ")))
+    };
     format!(
         "CREATE VIEW results AS SELECT r.sweep, r.point{axes}, r.store, r.status, r.commit, r.config_sha256, r.started_unix, \
-         r.jobs_executed, m.run_id, m.retrieval, m.mode, m.questions{floats} FROM metrics m JOIN runs r ON m.run_id = r.run_id"
+         r.jobs_executed, m.run_id, m.retrieval, m.mode, m.questions{floats}{columns} FROM metrics m JOIN runs r ON m.run_id = r.run_id{join}"
     )
 }
 
@@ -143,7 +152,15 @@ pub async fn query(stores: &[Store], query: &Query) -> Result<(SchemaRef, Vec<Re
     if text.contains("questions") {
         ctx.register_table("questions", Arc::new(questions_table(&stores).await?))?;
     }
-    ctx.sql(&results_view(&axes)).await?.collect().await?;
+    let budgets: Vec<u64> = ctx
+        .sql("SELECT DISTINCT budget FROM reading ORDER BY budget")
+        .await?
+        .collect()
+        .await?
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<arrow::datatypes::UInt64Type>().values().to_vec())
+        .collect();
+    ctx.sql(&results_view(&axes, &budgets)).await?.collect().await?;
     let frame = ctx.sql(&text).await.with_context(|| format!("cannot run `{text}`"))?;
     let schema = frame.schema().inner().clone();
     Ok((schema, frame.collect().await?))
@@ -153,7 +170,6 @@ pub async fn query(stores: &[Store], query: &Query) -> Result<(SchemaRef, Vec<Re
 /// this store or another): whether their metrics, every number and curve, are identical to the bit. A
 /// rerun that executed no job only read the records of the run before it, and is left out.
 pub async fn reproductions(stores: &[Store]) -> Result<Vec<String>> {
-    use arrow::array::AsArray;
     let sql = "SELECT r.config_sha256, r.run_id, m.retrieval AS sorted_by, m.* FROM runs r JOIN metrics m ON m.run_id = r.run_id \
                WHERE r.status = 'done' AND r.jobs_executed > 0 ORDER BY r.config_sha256, r.started_unix, r.run_id, m.retrieval";
     let (_, batches) = query(stores, &Query { sql: Some(sql.into()), ..Default::default() }).await?;

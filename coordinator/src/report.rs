@@ -1,7 +1,8 @@
 //! `phrasesweep report STORE… -o report.html`: the archive as one self-contained page to look at the
 //! morning after: answer recall against words retrieved for every retrieval, the metrics with
-//! bootstrap intervals, each sweep axis against mAR, the training loss curves, and which questions each
-//! retrieval found. Charts are inline SVG drawn here; nothing is fetched when the page opens.
+//! bootstrap intervals, the reader's answers against words read, each sweep axis against mAR, the
+//! training loss curves, and which questions each retrieval found. Charts are inline SVG drawn here;
+//! nothing is fetched when the page opens.
 //!
 //! A sweep point (or a config without one) is shown by its latest finished run.
 
@@ -74,6 +75,16 @@ pub async fn render(stores: &[Store]) -> Result<String> {
 
     writeln!(page, "<h2>Metrics</h2>\n<p>mAR with a bootstrap 95&nbsp;% interval over questions (10,000 resamples).</p>")?;
     page += &metrics_table(&scored);
+
+    let reading = reading(stores, &scored).await?;
+    if !reading.is_empty() {
+        writeln!(page, "<h2>Answers against words read</h2>\n<p>The reader's exact match and F1 from each retrieval's evidence cut at each word budget, \
+             against the words it read there (at most the budget): the answers a prompt of that size gets.</p>")?;
+        for (id, measure, pick) in [("reader-em", "exact match", 0), ("reader-f1", "F1", 1)] {
+            let series = reading.iter().map(|(name, points)| Series { name: name.clone(), points: points.iter().map(|p| (p.0, if pick == 0 { p.1 } else { p.2 })).collect(), dots: true }).collect();
+            page += &chart(&Chart { id, x: "words read", y: measure, series, x_ticks: None, y_from_zero: true });
+        }
+    }
 
     let axes = axis_values(stores, &runs).await?;
     if !axes.is_empty() {
@@ -186,6 +197,26 @@ async fn read_per_question(store: &Store, path: &str) -> Result<BTreeMap<String,
         let mar = b.column_by_name("mar_seed").context("no mar_seed")?.as_primitive::<Float64Type>().clone();
         let rank = b.column_by_name("first_hit_rank").context("no first_hit_rank")?.as_primitive::<UInt32Type>().clone();
         out.extend((0..b.num_rows()).map(|i| (id.value(i).to_string(), (mar.value(i), rank.is_valid(i).then(|| rank.value(i))))));
+    }
+    Ok(out)
+}
+
+/// Each shown retrieval's read stage: (words read, EM, F1) at each budget, by the retrieval's name.
+async fn reading(stores: &[Store], scored: &[Scored]) -> Result<Vec<(String, Vec<(f64, f64, f64)>)>> {
+    let mut out: Vec<(String, Vec<(f64, f64, f64)>)> = Vec::new();
+    for b in sql_batches(stores, "SELECT run_id, retrieval, words, em, f1 FROM reading ORDER BY run_id, retrieval, budget").await? {
+        let (run, retrieval) = (b.column(0).as_string::<i32>(), b.column(1).as_string::<i32>());
+        let float = |i: usize| b.column(i).as_primitive::<Float64Type>().clone();
+        let (words, em, f1) = (float(2), float(3), float(4));
+        for i in 0..b.num_rows() {
+            let Some(s) = scored.iter().find(|s| s.run == run.value(i) && s.retrieval == retrieval.value(i)) else { continue };
+            let name = s.name();
+            let point = (words.value(i), em.value(i), f1.value(i));
+            match out.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, points)) => points.push(point),
+                None => out.push((name, vec![point])),
+            }
+        }
     }
     Ok(out)
 }
@@ -307,6 +338,10 @@ fn chart(c: &Chart) -> String {
     }
     if c.y_from_zero {
         y0 = y0.min(0.0);
+    }
+    // A flat series (nothing right at any budget) still gets a readable axis.
+    if y1 - y0 < 1e-9 {
+        y1 = y0 + 1.0;
     }
     let pad = |lo: &mut f64, hi: &mut f64| {
         let span = (*hi - *lo).abs().max(1e-9);

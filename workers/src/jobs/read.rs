@@ -12,7 +12,7 @@ use crate::model::device::{Job, job_device};
 use crate::model::registry::{load_reader, local_model};
 use crate::text::questions::{Question, parse_questions};
 use crate::train::rc::em_f1;
-use crate::train::reader::{Limits, answer};
+use crate::train::reader::{Limits, WindowCache, answer};
 use anyhow::Result;
 use futures::future::BoxFuture;
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
@@ -57,11 +57,18 @@ struct Extractive {
     text: crate::model::text::TextEncoder,
     limits: Limits,
     device: burn::tensor::Device<Job>,
+    /// The windows of the question in hand (the next question's share none).
+    cache: WindowCache,
+    question: String,
 }
 
 impl Reads for Extractive {
     fn read<'a>(&'a mut self, question: &'a str, evidence: &'a str) -> BoxFuture<'a, Result<Answered>> {
-        let read = answer(&self.model, &self.text, question, evidence, self.limits, &self.device);
+        if self.question != question {
+            self.cache.clear();
+            self.question = question.to_string();
+        }
+        let read = answer(&self.model, &self.text, question, evidence, self.limits, &self.device, &mut self.cache);
         Box::pin(async move {
             let (answer, tokens) = read?;
             Ok(Answered { answer, tokens, tokens_out: 0 })
@@ -134,7 +141,7 @@ pub async fn run(store: &Store, inputs: &ReadInputs, config: &ReadConfig) -> Res
             let device = job_device()?;
             let (model, text) = load_reader::<Job>(&local_model(store, model).await?, &device)?;
             let limits = Limits { max_len: s.max_len, question_pieces: s.question_pieces, max_answer: s.max_answer };
-            (read_at_budgets(&questions, &evidence, &s.budgets, &mut Extractive { model, text, limits, device }).await?, 0)
+            (read_at_budgets(&questions, &evidence, &s.budgets, &mut Extractive { model, text, limits, device, cache: WindowCache::new(), question: String::new() }).await?, 0)
         }
         (None, None) => return Err(JobError::Input("a read job names neither a reader nor an endpoint".into())),
     };

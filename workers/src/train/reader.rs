@@ -50,8 +50,13 @@ pub fn reader_loss<B: Backend>(model: &Reader<B>, text: &TextEncoder, rows: &[Re
 /// paragraph.
 pub fn predict<B: Backend>(model: &Reader<B>, text: &TextEncoder, ex: &Example, settings: &SupervisedSettings, device: &B::Device) -> Result<String> {
     let limits = Limits { max_len: settings.max_len, question_pieces: settings.question_pieces, max_answer: settings.max_answer };
-    Ok(answer(model, text, &ex.question, &ex.context, limits, device)?.0)
+    Ok(answer(model, text, &ex.question, &ex.context, limits, device, &mut WindowCache::new())?.0)
 }
+
+/// Start and end logits of reader rows already computed, by the row's piece ids: a question's evidence
+/// cut at a larger word budget holds every window of the smaller cut but its last, so reading one
+/// question at several budgets computes each window once.
+pub type WindowCache = std::collections::HashMap<Vec<u32>, (Vec<f32>, Vec<f32>)>;
 
 /// The shape of a reader's input and answer, in pieces.
 #[derive(Debug, Clone, Copy)]
@@ -61,9 +66,9 @@ pub struct Limits {
     pub max_answer: usize,
 }
 
-/// The reader's answer to `question` from `context` (any length: read in overlapping windows, all in one
-/// batch), and the pieces it read (question and context, in every window).
-pub fn answer<B: Backend>(model: &Reader<B>, text: &TextEncoder, question: &str, context: &str, limits: Limits, device: &B::Device) -> Result<(String, usize)> {
+/// The reader's answer to `question` from `context` (any length: read in overlapping windows, those not
+/// in `cache` in one batch), and the pieces it read (question and context, in every window).
+pub fn answer<B: Backend>(model: &Reader<B>, text: &TextEncoder, question: &str, context: &str, limits: Limits, device: &B::Device, cache: &mut WindowCache) -> Result<(String, usize)> {
     let q = question_ids(text, question, limits.question_pieces)?;
     let pieces = text.pieces(context)?;
     if pieces.ids.is_empty() {
@@ -72,10 +77,26 @@ pub fn answer<B: Backend>(model: &Reader<B>, text: &TextEncoder, question: &str,
     let ws = prediction_windows(pieces.ids.len(), limits.max_len - 3 - q.len());
     let rows: Vec<Row> = ws.iter().map(|&(a, b)| text.pair(&q, &pieces.ids[a..b])).collect();
     let read = rows.iter().map(|r| r.ids.len()).sum();
-    let (start, end) = model.forward(text.batch::<B>(&rows, 0, device));
-    let [_, width] = start.dims();
-    let start: Vec<f32> = start.into_data().convert::<f32>().to_vec().expect("f32 logits");
-    let end: Vec<f32> = end.into_data().convert::<f32>().to_vec().expect("f32 logits");
+    let missing: Vec<&Row> = rows.iter().filter(|r| !cache.contains_key(&r.ids)).collect();
+    if !missing.is_empty() {
+        let batch: Vec<Row> = missing.into_iter().cloned().collect();
+        let (start, end) = model.forward(text.batch::<B>(&batch, 0, device));
+        let [_, width] = start.dims();
+        let start: Vec<f32> = start.into_data().convert::<f32>().to_vec().expect("f32 logits");
+        let end: Vec<f32> = end.into_data().convert::<f32>().to_vec().expect("f32 logits");
+        for (k, r) in batch.into_iter().enumerate() {
+            let at = k * width..k * width + r.ids.len();
+            cache.insert(r.ids, (start[at.clone()].to_vec(), end[at].to_vec()));
+        }
+    }
+    // Every window's logits, in rows of the longest window's width.
+    let width = rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
+    let (mut start, mut end) = (vec![0.0f32; rows.len() * width], vec![0.0f32; rows.len() * width]);
+    for (w, r) in rows.iter().enumerate() {
+        let (s, e) = &cache[&r.ids];
+        start[w * width..w * width + s.len()].copy_from_slice(s);
+        end[w * width..w * width + e.len()].copy_from_slice(e);
+    }
     let span = best_span(&start, &end, width, q.len() + 2, &ws, limits.max_answer);
     Ok((span.map(|(i, j)| crate::index::search::char_slice(context, pieces.offsets[i].0, pieces.offsets[j].1)).unwrap_or_default(), read))
 }
