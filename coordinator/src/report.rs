@@ -252,7 +252,7 @@ async fn training_losses(stores: &[Store]) -> Result<BTreeMap<String, Vec<(f64, 
 
 fn metrics_table(scored: &[Scored]) -> String {
     let mut t = String::from(
-        "<table class=\"metrics\"><thead><tr><th>retrieval</th><th>point</th><th>mode</th><th>questions</th><th>mAR</th><th>95&nbsp;% interval</th>\
+        "<div class=\"wide\"><table class=\"metrics\"><thead><tr><th>retrieval</th><th>point</th><th>mode</th><th>questions</th><th>mAR</th><th>95&nbsp;% interval</th>\
          <th>mAR strict</th><th>recall@1,000 words</th><th>EM</th><th>words</th><th>run</th></tr></thead><tbody>\n",
     );
     for s in scored {
@@ -278,11 +278,11 @@ fn metrics_table(scored: &[Scored]) -> String {
             esc(&s.run)
         );
     }
-    t + "</tbody></table>\n"
+    t + "</tbody></table></div>\n"
 }
 
 fn questions_table(scored: &[Scored]) -> String {
-    let mut t = String::from("<table class=\"questions\"><thead><tr><th>question</th>");
+    let mut t = String::from("<div class=\"wide\"><table class=\"questions\"><thead><tr><th>question</th>");
     for s in scored {
         let _ = write!(t, "<th>{}</th>", esc(&s.name()));
     }
@@ -301,7 +301,7 @@ fn questions_table(scored: &[Scored]) -> String {
         }
         t += "</tr>\n";
     }
-    t + "</tbody></table>\n"
+    t + "</tbody></table></div>\n"
 }
 
 struct Series {
@@ -426,7 +426,7 @@ figure{margin:8px 0}svg{max-width:100%;height:auto}.frame{fill:none;stroke:#999}
 .series.off{display:none}.legend{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:4px 16px;font-size:12px}\
 .legend li{cursor:pointer}.legend li.off{opacity:.35}.legend span{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:-1px}\
 table{border-collapse:collapse;font-size:12px;margin:8px 0}th,td{border:1px solid #ddd;padding:3px 6px;text-align:right;white-space:nowrap}\
-th{background:#f4f4f4}td:first-child,th:first-child,.metrics td:nth-child(2){text-align:left}td.found{background:#e6f4e6}td.miss{background:#fbe3e3;text-align:center}\
+th{background:#f4f4f4}td:first-child,th:first-child,.metrics td:nth-child(2){text-align:left}.metrics td:nth-child(2){white-space:normal}.wide{overflow-x:auto}td.found{background:#e6f4e6}td.miss{background:#fbe3e3;text-align:center}\
 .questions.only-missed tr:not(.missed){display:none}.questions thead tr{display:table-row!important}";
 
 /// Legend entries toggle their curve; the checkbox keeps only the questions some retrieval missed.
