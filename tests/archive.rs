@@ -116,6 +116,22 @@ fn a_sweep_runs_shared_stages_once_reruns_nothing_and_grows_by_its_new_points_on
     assert_eq!(axes, [(1e-5, "{context=1.0,query=1.0}"), (1e-5, "{query=1.0}"), (1e-4, "{context=1.0,query=1.0}"), (1e-4, "{query=1.0}")]);
 }
 
+/// An axis of the encoder: each point encodes and indexes the corpus its own way, into versions of one
+/// `phrases` dataset. Each keeps its own commit of those stages, so a rerun of the sweep finds both
+/// and runs nothing (the stage's latest commit alone would make the first point commit and index again).
+#[test]
+fn an_encoder_axis_keeps_each_points_index_and_a_rerun_runs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let config = sweep_demo(dir.path(), &store, Some("\"encode.batch_size\" = [8, 16]"));
+    phrasesweep(&["run", config.to_str().unwrap()]);
+    let runs = sql(&[&store], "SELECT stage_seconds FROM runs ORDER BY started_unix, run_id");
+    assert!(runs.iter().all(|r| stages_run(r).contains(&"encode".to_string()) && stages_run(r).contains(&"index".to_string())), "each point encodes and indexes: {runs:?}");
+    let again = phrasesweep(&["run", config.to_str().unwrap()]);
+    assert_eq!(again.matches("nothing to do").count(), 2, "{again}");
+    assert!(!again.contains("committed:"), "no stage is committed again:\n{again}");
+}
+
 #[test]
 fn the_same_experiment_on_another_store_reproduces_every_table_to_the_bit() {
     let a = swept();
