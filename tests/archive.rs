@@ -117,19 +117,59 @@ fn a_sweep_runs_shared_stages_once_reruns_nothing_and_grows_by_its_new_points_on
 }
 
 /// An axis of the encoder: each point encodes and indexes the corpus its own way, into versions of one
-/// `phrases` dataset. Each keeps its own commit of those stages, so a rerun of the sweep finds both
-/// and runs nothing (the stage's latest commit alone would make the first point commit and index again).
+/// `phrases` dataset. Each keeps its own commit of those stages, so a rerun of the sweep finds both and
+/// runs nothing (the stage's latest commit alone would make the first point commit and index again);
+/// and a new index setting, added later, is built on each point's own vectors (restored as the latest
+/// version), not on whichever encoding was committed last.
 #[test]
 fn an_encoder_axis_keeps_each_points_index_and_a_rerun_runs_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let config = sweep_demo(dir.path(), &store, Some("\"encode.batch_size\" = [8, 16]"));
+    let axes = "\"encode.batch_size\" = [8, 16]\n\"index.flat_below\" = [100]\n\"index.partitions\" = [2]";
+    let config = sweep_demo(dir.path(), &store, Some(axes));
     phrasesweep(&["run", config.to_str().unwrap()]);
     let runs = sql(&[&store], "SELECT stage_seconds FROM runs ORDER BY started_unix, run_id");
     assert!(runs.iter().all(|r| stages_run(r).contains(&"encode".to_string()) && stages_run(r).contains(&"index".to_string())), "each point encodes and indexes: {runs:?}");
     let again = phrasesweep(&["run", config.to_str().unwrap()]);
     assert_eq!(again.matches("nothing to do").count(), 2, "{again}");
     assert!(!again.contains("committed:"), "no stage is committed again:\n{again}");
+
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("\"index.partitions\" = [2]", "\"index.partitions\" = [2, 3]")).unwrap();
+    let out = run_bounded(bin().args(["run", config.to_str().unwrap()]), LIMIT);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(log.matches("restoring the planned version to index it").count(), 2, "both new points index their own encoding:\n{log}");
+    let data = on_own_runtime(phrase_files_of_each_index(store.clone()));
+    assert_eq!(data.len(), 4, "an index commit per point");
+    let mut uses: std::collections::BTreeMap<&Vec<String>, usize> = Default::default();
+    for d in &data {
+        *uses.entry(d).or_default() += 1;
+    }
+    assert_eq!(uses.into_values().collect::<Vec<_>>(), [2, 2], "each encoding is indexed by its own two points");
+}
+
+/// For each committed index stage (one per point): the data files of the phrase version it indexed,
+/// checked against the encode commit it was planned from.
+async fn phrase_files_of_each_index(store: PathBuf) -> Vec<Vec<String>> {
+    use phrasesweep_schemas::record::StageCommit;
+    let s = phrasesweep_workers::io::store::Store::at(store.to_str().unwrap()).unwrap();
+    let files = async |version: u64| {
+        let ds = phrasesweep_workers::io::lance::open_dataset(&s, phrasesweep_schemas::record::PHRASES_DATASET).await.unwrap().checkout_version(version).await.unwrap();
+        let mut f: Vec<String> = ds.get_fragments().iter().flat_map(|f| f.metadata().files.iter().map(|d| d.path.clone())).collect();
+        f.sort();
+        f
+    };
+    let mut encoded = Vec::new();
+    for path in s.list("stages/encode/").await.unwrap() {
+        encoded.push(files(s.get_json::<StageCommit>(&path).await.unwrap().unwrap().version).await);
+    }
+    let mut out = Vec::new();
+    for path in s.list("stages/index/").await.unwrap() {
+        let indexed = files(s.get_json::<StageCommit>(&path).await.unwrap().unwrap().version).await;
+        assert!(encoded.contains(&indexed), "{path} indexes vectors no encode stage committed");
+        out.push(indexed);
+    }
+    out
 }
 
 #[test]

@@ -35,6 +35,13 @@ pub fn index_shape(settings: &IndexSettings, rows: usize, dim: usize) -> (usize,
     (partitions, sub_vectors)
 }
 
+/// The data files of a version, sorted: versions that only add or rebuild an index share them.
+fn data_files(ds: &lance::Dataset) -> Vec<String> {
+    let mut files: Vec<String> = ds.get_fragments().iter().flat_map(|f| f.metadata().files.iter().map(|d| d.path.clone())).collect();
+    files.sort();
+    files
+}
+
 async fn has_index(ds: &lance::Dataset) -> anyhow::Result<bool> {
     Ok(ds.load_indices().await.context("cannot read the index list")?.iter().any(|i| i.name == INDEX_NAME))
 }
@@ -46,9 +53,14 @@ pub async fn run(store: &Store, inputs: &DatasetVersion, settings: &IndexSetting
         format!("{} has no version {}", inputs.dataset, inputs.version)
     })?;
     if latest.version().version != inputs.version {
-        // The newer version holds an index: built by this job's first delivery, or by an earlier index
-        // job (then its settings decide, below, whether it stays).
-        if has_index(&latest).await? {
+        if data_files(&latest) != data_files(&ds) {
+            // Another encoding was committed since (a sweep point with another encoder, on the same
+            // store): the planned vectors become the latest version again, and the index is built on them.
+            info!(dataset = %inputs.dataset, planned = inputs.version, latest = latest.version().version, "restoring the planned version to index it");
+            ds.restore().await.context("cannot restore the planned version")?;
+        } else if has_index(&latest).await? {
+            // The same vectors with an index: built by this job's first delivery, or by an earlier index
+            // job (then its settings decide, below, whether it stays).
             ds = latest;
         } else {
             return Err(JobError::Input(format!(
