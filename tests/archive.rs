@@ -92,9 +92,11 @@ fn a_sweep_runs_shared_stages_once_reruns_nothing_and_grows_by_its_new_points_on
     std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace(two, &four)).unwrap();
     let grown = phrasesweep(&["run", config.to_str().unwrap()]);
     assert_eq!(grown.matches("nothing to do").count(), 2, "{grown}");
+    let own = executed(&runs[1]);
     let runs = sql(&[&store], "SELECT point, stage_seconds, jobs_executed FROM runs WHERE \"qsft.query.optim.lr\" = 0.0001 ORDER BY started_unix");
     assert_eq!(runs.len(), 2, "{runs:?}");
     for r in &runs {
+        assert_eq!(executed(r), own, "a new point runs as many jobs as the second point did: its QSFT run and what retrieves with it");
         let stages = stages_run(r);
         assert!(!stages.is_empty() && stages.iter().all(|s| ["qsft-epoch-1", "scan", "retrieve", "score"].contains(&s.as_str())), "a new point runs its own stages only: {stages:?}");
     }
@@ -225,6 +227,12 @@ fn the_report_renders_in_headless_chromium_with_a_curve_per_retrieval() {
     if std::process::Command::new("chromium").arg("--version").output().is_err() {
         panic!("this test renders the report in Chromium: install it with `apt-get install chromium` (make setup does)");
     }
+    // The check below sees console messages: a page that writes one is caught.
+    let probe = out.join("console-probe.html");
+    std::fs::write(&probe, "<html><body><script>console.error('probe-7f3a')</script></body></html>").unwrap();
+    let probed = chromium(&["--dump-dom", &format!("file://{}", probe.canonicalize().unwrap().display())]);
+    assert!(String::from_utf8_lossy(&probed.stderr).lines().any(|l| l.contains(":CONSOLE") && l.contains("probe-7f3a")), "chromium does not show console messages here");
+    std::fs::remove_file(&probe).ok();
     let url = format!("file://{}", page.canonicalize().unwrap().display());
     let loaded = chromium(&["--dump-dom", &url]);
     let console: Vec<String> = String::from_utf8_lossy(&loaded.stderr).lines().filter(|l| l.contains(":CONSOLE")).map(String::from).collect();

@@ -102,6 +102,14 @@ pub fn distinct(stores: &[Store]) -> Vec<&Store> {
     stores.iter().filter(|s| seen.insert(s.root_uri().to_string())).collect()
 }
 
+/// `b` with its `store` column set to `uri`.
+fn with_store(b: RecordBatch, uri: &str) -> Result<RecordBatch> {
+    let Some(i) = b.schema().index_of("store").ok() else { return Ok(b) };
+    let mut columns = b.columns().to_vec();
+    columns[i] = Arc::new(StringArray::from(vec![uri; b.num_rows()]));
+    Ok(RecordBatch::try_new(b.schema(), columns)?)
+}
+
 /// A ledger file's rows as today's `schema` has them, column by column by name: a file written before a
 /// nullable column was added gets nulls there, so older ledgers stay readable as the schemas grow.
 fn as_table(schema: &SchemaRef, b: &RecordBatch) -> Result<RecordBatch> {
@@ -133,7 +141,12 @@ pub async fn query(stores: &[Store], query: &Query) -> Result<(SchemaRef, Vec<Re
     for (name, dir, schema) in tables {
         let mut files = Vec::new();
         for store in &stores {
-            files.extend(read_table(store, dir).await?.into_iter().map(|b| (store.root_uri(), b)));
+            for b in read_table(store, dir).await? {
+                // A run's `store` is where it is read from now (an archive moves; the config keeps
+                // where it ran).
+                let b = if name == "runs" { with_store(b, store.root_uri())? } else { b };
+                files.push((store.root_uri(), b));
+            }
         }
         let whole = with_columns_of(&schema, &files.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>());
         if name == "runs" {
@@ -166,12 +179,15 @@ pub async fn query(stores: &[Store], query: &Query) -> Result<(SchemaRef, Vec<Re
     Ok((schema, frame.collect().await?))
 }
 
-/// A line for each experiment (config hash) that finished more than one run that computed anything (on
-/// this store or another): whether their metrics, every number and curve, are identical to the bit. A
-/// rerun that executed no job only read the records of the run before it, and is left out.
+/// A line for each experiment (config hash, with the sha256s of the models and input files it read) that
+/// finished more than one run that computed anything (on this store or another): whether their metrics,
+/// every number and curve, are identical to the bit. A rerun that executed no job only read the records
+/// of the run before it, and is left out.
 pub async fn reproductions(stores: &[Store]) -> Result<Vec<String>> {
-    let sql = "SELECT r.config_sha256, r.run_id, m.retrieval AS sorted_by, m.* FROM runs r JOIN metrics m ON m.run_id = r.run_id \
-               WHERE r.status = 'done' AND r.jobs_executed > 0 ORDER BY r.config_sha256, r.started_unix, r.run_id, m.retrieval";
+    // One experiment: one config, and the same models and input files by content.
+    let sql = "SELECT r.config_sha256 || COALESCE(r.models, '') || COALESCE(r.data, '') AS experiment, r.run_id, m.retrieval AS sorted_by, m.* \
+               FROM runs r JOIN metrics m ON m.run_id = r.run_id \
+               WHERE r.status = 'done' AND r.jobs_executed > 0 ORDER BY experiment, r.started_unix, r.run_id, m.retrieval";
     let (_, batches) = query(stores, &Query { sql: Some(sql.into()), ..Default::default() }).await?;
     // Per config hash, per run (in start order): its metrics rows as text.
     let mut groups: std::collections::BTreeMap<String, Vec<(String, Vec<String>)>> = Default::default();

@@ -485,8 +485,10 @@ async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str, committed: 
         input_bytes: None,
         shard_ends,
     };
-    store.put_json(&record::stage_commit_path(&stage.name(), jobs_hash), &commit).await?;
+    // The latest first: a crash between the two leaves a commit that `committed` still finds there,
+    // and a corpus that grows later grows from this one.
     store.put_json(&record::stage_path(&stage.name()), &commit).await?;
+    store.put_json(&record::stage_commit_path(&stage.name(), jobs_hash), &commit).await?;
     info!(stage = %stage.name(), version = commit.version, rows, "committed stage");
     Ok(commit)
 }

@@ -395,6 +395,14 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Results { stores, export_runs, .. } => {
             let store = Store::at(&stores[0])?;
             print!("{}", results::table(&results::read_metrics(&store).await?));
+            // A sweep's store: every point's latest run, beside its axes.
+            let points = "SELECT point, retrieval, mar_seed, mar_strict, recall_1000w, em_top_phrase FROM results \
+                          WHERE point <> '' AND run_id IN (SELECT MAX(run_id) FROM runs WHERE status = 'done' GROUP BY point) ORDER BY point, retrieval";
+            let (schema, batches) = archive::query(std::slice::from_ref(&store), &archive::Query { sql: Some(points.into()), ..Default::default() }).await?;
+            if batches.iter().any(|b| b.num_rows() > 0) {
+                println!("\nevery point of the sweep, by its latest run (`--where`, `--sort` and `--sql` ask for more):");
+                std::io::Write::write_all(&mut std::io::stdout(), &archive::render(&batches, schema, archive::Format::Table)?)?;
+            }
             for line in archive::reproductions(std::slice::from_ref(&store)).await? {
                 println!("{line}");
             }

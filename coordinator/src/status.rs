@@ -147,23 +147,27 @@ pub async fn sweep_plan(points: &[Point]) -> Result<String> {
     let axes: Vec<&str> = points.iter().flat_map(|p| p.values.iter().map(|(a, _)| a.as_str())).collect::<BTreeSet<_>>().into_iter().collect();
     writeln!(out, "sweep `{}`: {} point(s) on {}{}", first.name, points.len(), first.store.uri, if axes.is_empty() { String::new() } else { format!(" (axes: {})", axes.join(", ")) })?;
     let row = |stage: &str, jobs: String, done: String, to_run: String| format!("  {stage:<14} {jobs:>6} {done:>6} {to_run:>7}");
-    // Over all points: each stage's distinct jobs, and which are done.
-    let mut all: BTreeMap<String, (usize, BTreeMap<String, bool>)> = BTreeMap::new();
+    // Over all points: each stage (in the order stages first appear) with its distinct jobs and which
+    // are done, and the points that could not plan it yet.
+    let mut all: Vec<(String, usize, BTreeMap<String, bool>)> = Vec::new();
     for (i, point) in points.iter().enumerate() {
         let status = stage_status(&point.config).await?;
         writeln!(out, "\npoint {}/{}: {}", i + 1, points.len(), if point.label.is_empty() { "(no axes)" } else { &point.label })?;
         writeln!(out, "{}", row("stage", "jobs".into(), "done".into(), "to run".into()))?;
         let names = pipeline::stage_names(&point.config);
-        for (order, name) in names.iter().enumerate() {
-            let entry = all.entry(format!("{order:03}{name}")).or_default();
+        for name in &names {
+            if !all.iter().any(|(n, ..)| n == name) {
+                all.push((name.clone(), 0, BTreeMap::new()));
+            }
+            let entry = all.iter_mut().find(|(n, ..)| n == name).expect("just added");
             match status.stages.iter().find(|s| &s.stage == name) {
                 Some(s) => {
                     writeln!(out, "{}", row(name, s.jobs.to_string(), s.done.to_string(), (s.jobs - s.done).to_string()))?;
-                    entry.1.extend(s.ids.iter().cloned());
+                    entry.2.extend(s.ids.iter().cloned());
                 }
                 None => {
                     writeln!(out, "{}", row(name, "-".into(), "-".into(), "-".into()))?;
-                    entry.0 += 1;
+                    entry.1 += 1;
                 }
             }
         }
@@ -173,14 +177,14 @@ pub async fn sweep_plan(points: &[Point]) -> Result<String> {
     }
     writeln!(out, "\nall points (a job shared by points counted once):")?;
     writeln!(out, "{}", row("stage", "jobs".into(), "done".into(), "to run".into()))?;
-    for (key, (unplanned, ids)) in &all {
+    for (name, unplanned, ids) in &all {
         let done = ids.values().filter(|d| **d).count();
         let (later, shown): (String, fn(usize) -> String) = match unplanned {
             0 => (String::new(), |n: usize| n.to_string()),
             _ if ids.is_empty() => (String::new(), |_| "-".to_string()),
             _ => (format!("  + the jobs of {unplanned} point(s) not planned yet"), |n: usize| n.to_string()),
         };
-        writeln!(out, "{}{later}", row(&key[3..], shown(ids.len()), shown(done), shown(ids.len() - done)))?;
+        writeln!(out, "{}{later}", row(name, shown(ids.len()), shown(done), shown(ids.len() - done)))?;
     }
     Ok(out)
 }
