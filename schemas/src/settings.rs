@@ -286,7 +286,7 @@ mod tests {
 #[serde(deny_unknown_fields)]
 pub struct ReadSettings {
     /// `trained` (the reader `[train.reader]` trained), a phrasesweep reader checkpoint, or a HuggingFace
-    /// BERT question-answering folder.
+    /// BERT folder (`BertForQuestionAnswering` brings its `qa_outputs` head; a plain BERT gets a new one).
     #[serde(default = "default_reader")]
     pub model: String,
     /// Word budgets, ascending.

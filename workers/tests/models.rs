@@ -367,3 +367,37 @@ fn truecasing_is_a_no_op_for_uncased_minilm_only() {
     assert!(!TextEncoder::new(read_tokenizer(dir.path()).unwrap()).unwrap().keeps_case());
     assert_ne!(cased_tokenizer.pieces(&cased).unwrap().ids, cased_tokenizer.pieces(question).unwrap().ids);
 }
+
+/// A HuggingFace `BertForQuestionAnswering` folder (all-MiniLM-L6-v2 with a `qa_outputs` head added)
+/// loads as a reader with that head, transposed to burn's layout; a plain BERT folder gets a new one.
+#[test]
+fn a_question_answering_folder_brings_its_head() {
+    let base = model_dir();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["config.json", "tokenizer.json"] {
+        std::fs::copy(base.join(name), dir.path().join(name)).unwrap();
+    }
+    let bytes = std::fs::read(base.join("model.safetensors")).unwrap();
+    let original = SafeTensors::deserialize(&bytes).unwrap();
+    let hidden = 384;
+    let weight: Vec<f32> = (0..2 * hidden).map(|i| i as f32 / 1000.0).collect();
+    let bias = [0.25f32, -0.5];
+    let as_bytes = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
+    let (weight_bytes, bias_bytes) = (as_bytes(&weight), as_bytes(&bias));
+    let mut tensors: Vec<(String, safetensors::tensor::TensorView)> = original.tensors().into_iter().collect();
+    tensors.push(("qa_outputs.weight".into(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, hidden], &weight_bytes).unwrap()));
+    tensors.push(("qa_outputs.bias".into(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &bias_bytes).unwrap()));
+    safetensors::serialize_to_file(tensors, None, &dir.path().join("model.safetensors")).unwrap();
+
+    let device = Default::default();
+    let reader = Reader::<Cpu>::from_pretrained(dir.path(), &device).unwrap();
+    let w: Vec<f32> = reader.qa.weight.val().into_data().to_vec().unwrap();
+    // HF keeps [out, in]; burn's Linear [in, out].
+    assert_eq!(reader.qa.weight.val().dims(), [hidden, 2]);
+    assert!((0..hidden).all(|i| w[i * 2] == weight[i] && w[i * 2 + 1] == weight[hidden + i]), "the head is transposed into place");
+    let b: Vec<f32> = reader.qa.bias.as_ref().unwrap().val().into_data().to_vec().unwrap();
+    assert_eq!(b, bias);
+    let plain = Reader::<Cpu>::from_pretrained(&base, &device).unwrap();
+    let p: Vec<f32> = plain.qa.bias.as_ref().unwrap().val().into_data().to_vec().unwrap();
+    assert_ne!(p, bias, "a plain BERT folder gets a new head");
+}

@@ -69,9 +69,13 @@ impl<B: Backend> Reader<B> {
     pub fn new(config: &BertConfig, device: &B::Device) -> Self {
         Self { bert: config.init(device), qa: LinearConfig::new(config.hidden_size, 2).init(device) }
     }
+    /// A pretrained BERT folder with a new head, or a HuggingFace `BertForQuestionAnswering` folder
+    /// with its trained one.
     pub fn from_pretrained(dir: &Path, device: &B::Device) -> Result<Self> {
         let (config, bert) = load_bert(dir, device)?;
-        Ok(Self { bert, qa: LinearConfig::new(config.hidden_size, 2).init(device) })
+        let mut qa = LinearConfig::new(config.hidden_size, 2).init(device);
+        super::load::load_qa_head(dir, &mut qa)?;
+        Ok(Self { bert, qa })
     }
     /// Start and end logits `[b, s]` over every position of `[CLS] question [SEP] paragraph [SEP]`.
     pub fn forward(&self, input: BertInput<B>) -> (Tensor<B, 2>, Tensor<B, 2>) {

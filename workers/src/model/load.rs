@@ -20,6 +20,26 @@ pub(crate) fn remapper() -> KeyRemapper {
         .expect("valid patterns")
 }
 
+/// Loads the `qa_outputs` head of a HuggingFace `BertForQuestionAnswering` folder into `head`; whether
+/// the folder had one (a plain BERT folder has none, and the head stays as it was).
+pub fn load_qa_head<B: Backend>(dir: &Path, head: &mut burn::nn::Linear<B>) -> Result<bool> {
+    let weights = weights_file(dir)?;
+    let remap = KeyRemapper::new().add_pattern(r"^qa_outputs\.", "").expect("a valid pattern");
+    let cannot = |e: &dyn std::fmt::Display| anyhow::anyhow!("{}: {e}", weights.display());
+    let result = if weights.extension().is_some_and(|e| e == "safetensors") {
+        let mut store = SafetensorsStore::from_file(&weights).with_from_adapter(PyTorchToBurnAdapter).remap(remap).allow_partial(true);
+        head.load_from(&mut store).map_err(|e| cannot(&e))?
+    } else {
+        let mut store = PytorchStore::from_file(&weights).remap(remap).allow_partial(true);
+        head.load_from(&mut store).map_err(|e| cannot(&e))?
+    };
+    match result.applied.len() {
+        0 => Ok(false),
+        2 => Ok(true),
+        _ => bail!("{}: a question-answering head needs qa_outputs.weight and qa_outputs.bias; applied {:?}, errors {:?}", weights.display(), result.applied, result.errors),
+    }
+}
+
 /// The default encoder: `$PHRASESWEEP_MODEL_DIR`, else where `make setup` puts all-MiniLM-L6-v2.
 pub fn default_model_dir() -> PathBuf {
     crate::env::get().model_dir.clone()
