@@ -49,3 +49,5 @@ printf '\n%-34s %10s %10s %8s\n' "demo sweep (configs/demo.toml)" embedded farm 
 printf '%-34s %10.1f %10.1f %8.2f\n' "whole sweep, s" "$embedded" "$farm" "$(python3 -c "print($farm / $embedded)")"
 printf '%-34s %10.1f %10.1f %8.2f\n' "scan + retrieve stages, s" "$er" "$fr" "$(python3 -c "print($fr / $er)")"
 echo "(farm: RabbitMQ + S3 on 127.0.0.1, 3 workers; embedded: local disk, $(grep -A1 '^\[embedded\]' configs/demo.toml | tail -1))"
+# BENCH_FARM_LOGS=DIR keeps the coordinators' and workers' logs, to see where the farm's time goes.
+if [ -n "${BENCH_FARM_LOGS:-}" ]; then mkdir -p "$BENCH_FARM_LOGS"; cp "$work"/*.log "$BENCH_FARM_LOGS"/; fi

@@ -51,11 +51,15 @@ fn stages_run(row: &serde_json::Map<String, Value>) -> Vec<String> {
     seconds.keys().cloned().collect()
 }
 
-/// The demo sweep (4 points), run once into a store that the tests below read and leave as it is.
+/// The demo sweep (4 points), run once into a store that the tests below read and leave as it is. It
+/// outlives the tests that share it, so it lives in cargo's folder for test scratch and each run of this
+/// file replaces the last one's (760 MB) rather than leaving it behind.
 fn swept() -> &'static PathBuf {
     static STORE: OnceLock<PathBuf> = OnceLock::new();
     STORE.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap().keep();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("archive-swept");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
         let store = dir.join("store");
         phrasesweep(&["run", sweep_demo(&dir, &store, None).to_str().unwrap()]);
         store

@@ -231,7 +231,8 @@ async fn jobs_go_to_the_workers_that_serve_their_class() {
             .collect()
     };
     let (cpu_kinds, gpu_kinds) = (kinds(&cpu), kinds(&gpu));
-    assert!(cpu_kinds.iter().all(|k| ["ingest", "index", "retrieve", "score"].contains(&k.as_str())), "{cpu_kinds:?}");
+    assert!(cpu_kinds.iter().all(|k| ["ingest", "index", "bm25", "retrieve", "score"].contains(&k.as_str())), "{cpu_kinds:?}");
+    assert!(cpu_kinds.contains(&"bm25".into()), "the BM25 index is built by a cpu worker: {cpu_kinds:?}");
     assert!(gpu_kinds.iter().all(|k| ["encode", "scan"].contains(&k.as_str())), "{gpu_kinds:?}");
     assert!(cpu_kinds.contains(&"ingest".into()) && gpu_kinds.contains(&"encode".into()), "both took jobs: {cpu_kinds:?} {gpu_kinds:?}");
     assert!(gpu.log().contains("serving gpu jobs (encoding, training, dense search) on a CPU build"), "{}", gpu.log());

@@ -115,7 +115,7 @@ fn pipeline_on_the_farm_and_embedded_scores_every_retrieval_and_finds_a_copied_p
     let farm = table_rows(&coord.log());
     let farm_names: Vec<&str> = farm.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(farm_names, ["dynamic-opt", "bm25-paragraph"], "{}", coord.log());
-    assert!(coord.log().contains("planned stage stage=scan jobs=10"), "2 shards × 5 fragments:\n{}", coord.log());
+    assert!(coord.log().contains("planned stage stage=scan jobs=11"), "2 shards × 5 fragments, and the BM25 index:\n{}", coord.log());
     let logs = format!("{}{}", w1.log(), w3.log());
     let retried: Vec<&str> = logs.lines().filter(|l| l.contains("started job") && l.contains("attempt=2")).collect();
     assert!(retried.len() == 1 && retried[0].contains("what=scan"), "the killed scan job, and only it, is redone:\n{logs}");
@@ -465,6 +465,10 @@ max_len = 128
     let epoch_1: Vec<_> = std::fs::read_dir(store.join("models/qsft/query")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_string_lossy().contains("epoch-1-")).collect();
     assert_eq!(epoch_1.len(), 1);
     assert!(epoch_1[0].join("query").exists() && !epoch_1[0].join("optimiser/model.bin").exists(), "epoch 1's checkpoint stays, its spent optimiser goes");
+    // Each epoch kept its candidates on the store while it ran, and dropped them when it ended.
+    assert_eq!(log.matches("qsft candidates retrieved").count(), 3, "one block per epoch job, searched once:\n{log}");
+    let kept: Vec<_> = files_under(&store.join("models")).into_iter().filter(|p| p.to_string_lossy().contains("/kept/")).collect();
+    assert!(kept.is_empty(), "finished epochs leave no kept candidates: {kept:?}");
     // Checkpoints live on the store, named by the job that wrote them.
     for kind in ["reader", "phrase", "qsft/query/epoch-2", "qsft/context+distill/epoch-1"] {
         let found = std::fs::read_dir(store.join("models").join(std::path::Path::new(kind).parent().unwrap_or(std::path::Path::new(""))))
@@ -543,12 +547,23 @@ async fn training_logs(store: std::path::PathBuf) -> std::collections::BTreeMap<
     out
 }
 
+/// Every file under `dir`, at any depth.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() { out.extend(files_under(&p)) } else { out.push(p) }
+    }
+    out
+}
+
 /// Job ids are content hashes of what a job does: a refactor that changes how a job is serialised would
 /// silently rerun every finished sweep. `configs/demo.toml` (verbatim) must plan exactly the jobs
 /// recorded in `tests/fixtures/demo-job-ids.txt` (recorded before the pipeline-graph refactor; the retrieve
 /// and score ids again when `[search] method` joined the retrieve jobs; the scan, retrieve and score ids
 /// again when k became the study's 200 and questions lost their trailing `?`; the retrieve ids again when
-/// they stopped hashing the scan outputs' names). The store, the data and the
+/// they stopped hashing the scan outputs' names; the BM25 retrieve and score ids, and one new job, when
+/// BM25 moved to an index the scan stage builds). The store, the data and the
 /// default model are reached through links at a fixed place, so
 /// that the absolute paths the jobs hold are the same on every machine. `PHRASESWEEP_RECORD_JOB_IDS=1`
 /// rewrites the list, for a change that is meant to change ids.

@@ -458,7 +458,10 @@ async fn commit_stage(store: &Store, stage: &Stage, jobs_hash: &str, committed: 
             info!(action = out.action, rows = out.rows, partitions = out.partitions, quantizer = ?out.quantizer, sub_vectors = out.sub_vectors, seconds = out.seconds, "index");
             (store.dataset_uri(PHRASES_DATASET), out.version, out.rows)
         }
-        StageKind::Candidates => (String::new(), 0, read_outcomes::<ScanOutcome>(store, &name, new_jobs).await?.iter().map(|o| o.rows).sum()),
+        StageKind::Candidates => {
+            let scans = new_jobs.into_iter().filter(|j| matches!(j.spec, JobSpec::Scan { .. }));
+            (String::new(), 0, read_outcomes::<ScanOutcome>(store, &name, scans).await?.iter().map(|o| o.rows).sum())
+        }
         StageKind::Evidence => (String::new(), 0, read_outcomes::<RetrieveOutcome>(store, &name, new_jobs).await?.iter().map(|o| o.rows).sum()),
         StageKind::Metrics | StageKind::Answers | StageKind::Reader | StageKind::PhraseModel | StageKind::Qsft { .. } => (String::new(), 0, 0),
     };

@@ -62,7 +62,7 @@ impl Provenance {
                 JobSpec::Read { config, .. } => {
                     self.models.extend(config.reader.as_ref().map(|r| ("reader".to_string(), r.sha256.clone())));
                 }
-                JobSpec::Index { .. } | JobSpec::Scan { .. } => {}
+                JobSpec::Index { .. } | JobSpec::Scan { .. } | JobSpec::Bm25Index { .. } => {}
             }
         }
         if !shards.is_empty() {

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result, bail};
 use phrasesweep_schemas::job::{
-    DatasetVersion, EncodeConfig, EncodeInputs, IngestConfig, InputFile, ModelRef, QsftConfig, QsftInputs, ReadConfig, ReadInputs, RetrieveConfig,
+    Bm25IndexConfig, DatasetVersion, EncodeConfig, EncodeInputs, IngestConfig, InputFile, ModelRef, QsftConfig, QsftInputs, ReadConfig, ReadInputs, RetrieveConfig,
     RetrieveInputs, ScanConfig, ScanInputs, ScoreConfig, ScoreInputs, SupervisedConfig, SupervisedInputs,
 };
 use phrasesweep_schemas::settings::{SearchMethod, TRAINED_READER};
@@ -17,7 +17,8 @@ use phrasesweep_workers::io::lance::{fragment_origins, open_dataset};
 use phrasesweep_workers::model::registry::model_ref;
 use phrasesweep_workers::io::store::{Store, read_input};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use phrasesweep_schemas::retrieval::{Mode, Unit};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A stage: jobs whose outputs are committed together.
 pub struct Stage {
@@ -199,8 +200,35 @@ fn fragment_ranges(fragments: &[(u64, u64)], most: u64) -> Vec<Vec<u64>> {
 /// every range of `scan_rows_per_job` phrase vectors, each keeping the most hits any retrieval of that
 /// encoder reads. Workers scan the ranges of one shard in parallel; retrieve jobs merge them.
 pub async fn scan_stage(store: &Store, config: &ExperimentConfig, corpus_version: u64, phrases_version: u64, models: &BTreeMap<String, ModelRef>) -> Result<Stage> {
+    let mut specs = bm25_index_jobs(config, corpus_version)?;
+    specs.extend(dense_scan_jobs(store, config, corpus_version, phrases_version, models).await?);
+    Ok(stage(store, config, StageKind::Candidates, specs))
+}
+
+/// One BM25 index per unit (paragraph, sentence) that a BM25 retrieval reads, of this corpus version:
+/// its path hashes the job, so every run and sweep point over the same corpus version shares it.
+fn bm25_index_jobs(config: &ExperimentConfig, corpus_version: u64) -> Result<Vec<JobSpec>> {
+    let units: BTreeSet<Unit> = config.retrieval.iter().filter_map(|r| match &r.mode {
+        Mode::Bm25 { unit } => Some(*unit),
+        _ => None,
+    }).collect();
+    units
+        .into_iter()
+        .map(|unit| {
+            let inputs = DatasetVersion { dataset: CORPUS_DATASET.into(), version: corpus_version };
+            let mut spec = JobSpec::Bm25Index { inputs, config: Bm25IndexConfig { unit, output: String::new() } };
+            let digest = hex::encode(Sha256::digest(serde_json::to_vec(&spec)?));
+            if let JobSpec::Bm25Index { config, .. } = &mut spec {
+                config.output = format!("bm25/{unit}/corpus-v{corpus_version}-{}", &digest[..12]);
+            }
+            Ok(spec)
+        })
+        .collect()
+}
+
+async fn dense_scan_jobs(store: &Store, config: &ExperimentConfig, corpus_version: u64, phrases_version: u64, models: &BTreeMap<String, ModelRef>) -> Result<Vec<JobSpec>> {
     let (Some(questions), SearchMethod::Scan) = (&config.questions, config.search.method) else {
-        return Ok(stage(store, config, StageKind::Candidates, Vec::new()));
+        return Ok(Vec::new());
     };
     let mut hits: BTreeMap<String, usize> = BTreeMap::new();
     for r in &config.retrieval {
@@ -210,7 +238,7 @@ pub async fn scan_stage(store: &Store, config: &ExperimentConfig, corpus_version
         }
     }
     if hits.is_empty() {
-        return Ok(stage(store, config, StageKind::Candidates, Vec::new()));
+        return Ok(Vec::new());
     }
     let shards = plan_shards(store, &questions.path, questions.shard_questions, &[]).await?;
     let phrases = open_dataset(store, PHRASES_DATASET).await?.checkout_version(phrases_version).await?;
@@ -245,7 +273,7 @@ pub async fn scan_stage(store: &Store, config: &ExperimentConfig, corpus_version
             }
         }
     }
-    Ok(stage(store, config, StageKind::Candidates, specs))
+    Ok(specs)
 }
 
 /// Every retrieval × every question shard, each reading the scan stage's outputs for its shard and
@@ -293,6 +321,10 @@ pub async fn retrieve_stage(
                 phrases: DatasetVersion { dataset: PHRASES_DATASET.into(), version: phrases_version },
                 corpus: DatasetVersion { dataset: CORPUS_DATASET.into(), version: corpus_version },
                 scans,
+                bm25: match &r.mode {
+                    Mode::Bm25 { unit } => Some(bm25_index(scan, *unit)?),
+                    _ => None,
+                },
             };
             // The output path holds a hash of everything else, so a changed config never overwrites
             // the evidence of another.
@@ -305,6 +337,17 @@ pub async fn retrieve_stage(
         }
     }
     Ok(stage(store, config, StageKind::Evidence, specs))
+}
+
+/// The folder of the scan stage's BM25 index of `unit`.
+fn bm25_index(scan: &Stage, unit: Unit) -> Result<String> {
+    scan.jobs
+        .iter()
+        .find_map(|j| match &j.spec {
+            JobSpec::Bm25Index { config, .. } if config.unit == unit => Some(config.output.clone()),
+            _ => None,
+        })
+        .with_context(|| format!("the scan stage has no BM25 index of {unit}s"))
 }
 
 /// One job per retrieval over the outputs of its retrieve jobs.

@@ -2,7 +2,7 @@
 //! that is what makes a finished sweep rerun for free and a redelivered message harmless.
 
 use crate::settings::{EncodeSettings, IndexSettings, QuestionText, ReadSettings, SearchSettings};
-use crate::retrieval::RetrievalConfig;
+use crate::retrieval::{RetrievalConfig, Unit};
 use crate::train::{QsftRun, SupervisedSettings};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -118,6 +118,15 @@ pub struct EncodeConfig {
     pub settings: EncodeSettings,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bm25IndexConfig {
+    /// What a BM25 hit is: a paragraph or a sentence.
+    pub unit: Unit,
+    /// Folder (relative to the store root) that receives the index files, `manifest.json` last.
+    pub output: String,
+}
+
 /// One shard of questions, one query encoder, one range of the phrase index's fragments.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -196,6 +205,9 @@ pub struct RetrieveInputs {
     /// (`[search] method = "ivf"`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub scans: BTreeMap<String, Vec<String>>,
+    /// A BM25 retrieval's index: the folder the scan stage's `bm25-index` job wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bm25: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -325,6 +337,9 @@ pub enum JobSpec {
     Index { inputs: DatasetVersion, config: IndexSettings },
     /// A shard of questions × one query encoder × a range of phrase fragments → the top hits, as JSON.
     Scan { inputs: ScanInputs, config: ScanConfig },
+    /// The paragraphs or sentences of a committed corpus version → a BM25 index (tantivy) on the store,
+    /// built once and read by every BM25 retrieve job of that corpus version.
+    Bm25Index { inputs: DatasetVersion, config: Bm25IndexConfig },
     /// A shard of questions × one retrieval → ranked evidence as Parquet.
     Retrieve { inputs: RetrieveInputs, config: RetrieveConfig },
     /// Every shard of one retrieval → metrics as Parquet.
@@ -354,7 +369,9 @@ impl JobSpec {
                 JobClass::Gpu
             }
             JobSpec::Retrieve { inputs, config } if inputs.scans.is_empty() && !config.encoders.is_empty() => JobClass::Gpu,
-            JobSpec::Ingest { .. } | JobSpec::Index { .. } | JobSpec::Retrieve { .. } | JobSpec::Score { .. } => JobClass::Cpu,
+            JobSpec::Ingest { .. } | JobSpec::Index { .. } | JobSpec::Bm25Index { .. } | JobSpec::Retrieve { .. } | JobSpec::Score { .. } => {
+                JobClass::Cpu
+            }
         }
     }
 
@@ -364,6 +381,7 @@ impl JobSpec {
             JobSpec::Encode { .. } => "encode",
             JobSpec::Index { .. } => "index",
             JobSpec::Scan { .. } => "scan",
+            JobSpec::Bm25Index { .. } => "bm25-index",
             JobSpec::Retrieve { .. } => "retrieve",
             JobSpec::Score { .. } => "score",
             JobSpec::Read { .. } => "read",
@@ -382,6 +400,7 @@ impl JobSpec {
             JobSpec::Scan { inputs, config } => {
                 format!("scan {} for question shard {}, {}", config.encoder, inputs.questions.shard, inputs.part())
             }
+            JobSpec::Bm25Index { inputs, config } => format!("bm25 index of the {}s of {} version {}", config.unit, inputs.dataset, inputs.version),
             JobSpec::Retrieve { inputs, config } => {
                 format!("retrieve {} for question shard {}", config.retrieval.name, inputs.questions.shard)
             }
@@ -498,6 +517,7 @@ mod tests {
                     phrases: version("phrases.lance"),
                     corpus: version("corpus.lance"),
                     scans: BTreeMap::from([("base".to_string(), scans.iter().map(|s| s.to_string()).collect())]),
+                    bm25: None,
                 },
                 config: RetrieveConfig {
                     retrieval: serde_json::from_str(&format!(r#"{{"name":"s","mode":"single","unit":"sentence","encoder":"base","k":{k}}}"#)).unwrap(),

@@ -64,6 +64,19 @@ pub struct ScanOutcome {
     pub output: String,
 }
 
+/// What a bm25-index job leaves in its record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bm25IndexOutcome {
+    /// Paragraphs or sentences indexed.
+    pub units: u64,
+    /// Terms indexed, over all units.
+    pub terms: u64,
+    /// Size of the index files.
+    pub bytes: u64,
+    pub seconds: f64,
+    pub output: String,
+}
+
 /// What a retrieve job leaves in its record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RetrieveOutcome {

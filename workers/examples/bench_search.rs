@@ -123,7 +123,10 @@ async fn main() -> Result<()> {
     let mut vectors = std::io::BufWriter::new(std::fs::File::create(out.join("vectors.f32"))?);
     let mut addrs = Vec::with_capacity(rows as usize);
     while let Some(b) = stream.try_next().await? {
-        let v = b.column_by_name(phrases::VECTOR).context("no vectors")?.as_fixed_size_list().values().as_primitive::<Float32Type>().values().to_vec();
+        // f16 vectors (`[encode] dtype = "f16"`) go to faiss as the f32 values the scan computes with.
+        let values = b.column_by_name(phrases::VECTOR).context("no vectors")?.as_fixed_size_list().values().clone();
+        let values = arrow::compute::cast(&values, &arrow::datatypes::DataType::Float32)?;
+        let v = values.as_primitive::<Float32Type>().values().to_vec();
         v.iter().try_for_each(|x| vectors.write_all(&x.to_le_bytes()))?;
         addrs.extend_from_slice(b.column_by_name("_rowaddr").context("no addresses")?.as_primitive::<UInt64Type>().values());
     }

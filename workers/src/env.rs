@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 pub struct Env {
     /// The default encoder: `$PHRASESWEEP_MODEL_DIR`, else where `make setup` puts all-MiniLM-L6-v2.
     pub model_dir: PathBuf,
-    /// Where fetched checkpoints are kept: `$PHRASESWEEP_CACHE`, else `~/.cache/phrasesweep/checkpoints`.
+    /// Where fetched checkpoints (and BM25 indexes, in `bm25/`) are kept: `$PHRASESWEEP_CACHE`, else
+    /// `~/.cache/phrasesweep/checkpoints`.
     pub checkpoint_cache: PathBuf,
     /// `$PHRASESWEEP_DEVICE`: `cpu`, `cuda` or `cuda:N` (absent: the build's default).
     pub device: Option<String>,

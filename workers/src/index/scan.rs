@@ -174,10 +174,22 @@ pub async fn scan(
         scanner.with_fragments(f);
     }
     let mut stream = scanner.try_into_stream().await.context("cannot scan the phrase vectors")?;
+    // Lance decodes the next batches on a task of their own while this one scores: reading and scoring
+    // overlap instead of taking turns.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+    let reader = tokio::spawn(async move {
+        while let Some(batch) = stream.try_next().await.transpose() {
+            if tx.send(batch).await.is_err() {
+                return;
+            }
+        }
+    });
+    let _stop_reading = AbortOnDrop(reader);
     let mut state = Scan::new(queries, k, keep_vectors);
     let mut log = RateLog::new(format!("scan for {} queries", queries.len()), total, "vectors");
     let mut read = Instant::now();
-    while let Some(batch) = stream.try_next().await.context("cannot read the phrase vectors")? {
+    while let Some(batch) = rx.recv().await {
+        let batch = batch.context("cannot read the phrase vectors")?;
         state.stats.read += read.elapsed();
         state.push(&batch)?;
         log.add(batch.num_rows() as u64);
@@ -189,15 +201,69 @@ pub async fn scan(
     Ok((found, stats))
 }
 
+/// Batches decoded ahead of the one being scored.
+const READ_AHEAD: usize = 2;
+
+/// Stops a spawned task when its owner is done with it (or fails).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The values of a vector column as f32: f32 vectors as they are, f16 ones converted into `buf`.
 pub fn f32_values<'a>(values: &'a ArrayRef, buf: &'a mut Vec<f32>) -> Result<&'a [f32]> {
     if let Some(v) = values.as_primitive_opt::<Float32Type>() {
         return Ok(v.values());
     }
     let v = values.as_primitive_opt::<Float16Type>().with_context(|| format!("phrase vectors of type {}", values.data_type()))?;
-    buf.clear();
-    buf.extend(v.values().iter().map(|x| x.to_f32()));
+    use half::slice::HalfFloatSliceExt;
+    buf.resize(v.len(), 0.0);
+    v.values().convert_to_f32_slice(buf);
     Ok(buf)
+}
+
+/// Scores tested against their bars at once: a row's chunk of this many columns.
+const LANES: usize = 16;
+
+/// Row `i` beat the bar of column `col`: its anchor, completed into the best span it starts (a start
+/// column) or ends (an end column) within the window.
+fn complete(w: &Window, n: usize, cols: usize, d: usize, keep_vectors: bool, i: usize, col: usize) -> Anchor {
+    let is_start = col < n;
+    let query = col % n;
+    // The other side's score column, and the rows the other end may lie in (ascending, so the first
+    // best wins, as in the per-question search).
+    let (other, range) = if is_start { (n + query, i..(i + MAX_SPAN).min(w.len())) } else { (query, i.saturating_sub(REACH)..i + 1) };
+    let mut best: Option<(f32, usize)> = None;
+    for j in range {
+        let ok = if is_start { w.reachable(i, j) } else { w.reachable(j, i) };
+        let s = w.scores[j * cols + other];
+        if ok && best.is_none_or(|(b, _)| s > b) {
+            best = Some((s, j));
+        }
+    }
+    let (other_score, j) = best.expect("a token is a span of itself");
+    let (a, b) = if is_start { (i, j) } else { (j, i) };
+    let vector = |r: usize| if keep_vectors { w.vectors[r * d..(r + 1) * d].to_vec() } else { Vec::new() };
+    let score = w.scores[i * cols + col];
+    Anchor {
+        score,
+        addr: w.addr[i],
+        span: Span {
+            corpus_row: w.row[i],
+            score: score + other_score,
+            char_start: w.char_start[a],
+            char_end: w.char_end[b],
+            first_sentence: w.sentence[a],
+            last_sentence: w.sentence[b],
+            start_token: w.token[a],
+            end_token: w.token[b],
+            start_vector: vector(a),
+            end_vector: vector(b),
+        },
+    }
 }
 
 /// Rows within `REACH` of each other can be one span.
@@ -321,10 +387,11 @@ impl<'q> Scan<'q> {
         let cols = self.cols();
         let len = self.window.len();
         let end = if last { len } else { len.saturating_sub(REACH) }.max(self.window.pending);
-        const LANES: usize = 16;
+        let (n, d, k) = (self.queries.n, self.queries.d, self.k);
+        let w = &self.window;
         let mut beaten = Vec::new();
-        for i in self.window.pending..end {
-            let row = &self.window.scores[i * cols..(i + 1) * cols];
+        for i in w.pending..end {
+            let row = &w.scores[i * cols..(i + 1) * cols];
             for (c0, (chunk, bar)) in row.chunks(LANES).zip(self.bar.chunks(LANES)).enumerate() {
                 // Most rows beat no bar: test a chunk at once (vectorised), then find which.
                 // `>=`: a row that ties the worst kept hit goes in and the heap drops the later address,
@@ -334,59 +401,19 @@ impl<'q> Scan<'q> {
                 }
             }
             for col in beaten.drain(..) {
-                self.insert(i, col);
+                let heap = &mut self.heaps[col];
+                heap.push(Worst(complete(w, n, cols, d, self.keep_vectors, i, col)));
+                if heap.len() > k {
+                    heap.pop();
+                }
+                if heap.len() == k {
+                    self.bar[col] = heap.peek().map_or(f32::NEG_INFINITY, |w| w.0.score);
+                }
             }
         }
         self.window.pending = end;
         let cut = end.saturating_sub(REACH);
         self.window.drain(cut, cols, self.queries.d);
-    }
-
-    /// Row `i` beats the bar of column `col`: completes its span and keeps it.
-    fn insert(&mut self, i: usize, col: usize) {
-        let (n, cols, d) = (self.queries.n, self.cols(), self.queries.d);
-        let w = &self.window;
-        let is_start = col < n;
-        let query = col % n;
-        // The other side's score column, and the rows the other end may lie in (ascending, so the first
-        // best wins, as in the per-question search).
-        let (other, range) = if is_start { (n + query, i..(i + MAX_SPAN).min(w.len())) } else { (query, i.saturating_sub(REACH)..i + 1) };
-        let mut best: Option<(f32, usize)> = None;
-        for j in range {
-            let ok = if is_start { w.reachable(i, j) } else { w.reachable(j, i) };
-            let s = w.scores[j * cols + other];
-            if ok && best.is_none_or(|(b, _)| s > b) {
-                best = Some((s, j));
-            }
-        }
-        let (other_score, j) = best.expect("a token is a span of itself");
-        let (a, b) = if is_start { (i, j) } else { (j, i) };
-        let vector = |r: usize| if self.keep_vectors { w.vectors[r * d..(r + 1) * d].to_vec() } else { Vec::new() };
-        let score = w.scores[i * cols + col];
-        let anchor = Anchor {
-            score,
-            addr: w.addr[i],
-            span: Span {
-                corpus_row: w.row[i],
-                score: score + other_score,
-                char_start: w.char_start[a],
-                char_end: w.char_end[b],
-                first_sentence: w.sentence[a],
-                last_sentence: w.sentence[b],
-                start_token: w.token[a],
-                end_token: w.token[b],
-                start_vector: vector(a),
-                end_vector: vector(b),
-            },
-        };
-        let heap = &mut self.heaps[col];
-        heap.push(Worst(anchor));
-        if heap.len() > self.k {
-            heap.pop();
-        }
-        if heap.len() == self.k {
-            self.bar[col] = heap.peek().map_or(f32::NEG_INFINITY, |w| w.0.score);
-        }
     }
 
     fn finish(mut self) -> Vec<Candidates> {

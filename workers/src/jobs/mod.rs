@@ -1,5 +1,6 @@
 //! Job handlers: what a worker does for each job kind.
 
+pub mod bm25;
 pub mod encode;
 pub mod index;
 pub mod ingest;
@@ -64,6 +65,7 @@ pub async fn execute(store: &Store, spec: &JobSpec) -> Result<serde_json::Value,
         JobSpec::Encode { inputs, config } => record(encode::run(store, inputs, config).await?),
         JobSpec::Index { inputs, config } => record(index::run(store, inputs, config).await?),
         JobSpec::Scan { inputs, config } => record(scan::run(store, inputs, config).await?),
+        JobSpec::Bm25Index { inputs, config } => record(bm25::run(store, inputs, config).await?),
         JobSpec::Retrieve { inputs, config } => record(retrieve::run(store, inputs, config).await?),
         JobSpec::Score { inputs, config } => record(score::run(store, inputs, config).await?),
         JobSpec::Read { inputs, config } => record(read::run(store, inputs, config).await?),

@@ -49,9 +49,13 @@ pub async fn run(store: &Store, inputs: &RetrieveInputs, config: &RetrieveConfig
     let mut log = RateLog::new(format!("retrieve {} shard {}", r.name, inputs.questions.shard), questions.len() as u64, "questions");
     match &r.mode {
         Mode::Bm25 { unit } => {
-            let bm25 = Bm25::build(store, &inputs.corpus, *unit).await?;
+            let index = inputs.bm25.as_deref().ok_or_else(|| JobError::Input(format!("retrieval {}: a BM25 retrieval needs its index (planned by the scan stage)", r.name)))?;
+            let bm25 = Bm25::fetch(store, index).await?;
+            if bm25.unit() != *unit {
+                return Err(JobError::Input(format!("{index} indexes {}s, retrieval {} asks for {unit}s", bm25.unit(), r.name)));
+            }
             for q in &texts {
-                per_question.push(bm25.search(q, r.k));
+                per_question.push(bm25.search(q, r.k)?);
                 log.add(1);
             }
         }
@@ -95,6 +99,39 @@ pub async fn run(store: &Store, inputs: &RetrieveInputs, config: &RetrieveConfig
     Ok(out)
 }
 
+/// Query vectors (start, end) of one question.
+pub type QueryVectors = (Vec<f32>, Vec<f32>);
+
+/// Query vectors of recent jobs by question shard, query encoder and question settings: the retrieve jobs
+/// of a sweep (IVF) and the scan jobs of one shard's fragment ranges ask for the same queries, and a
+/// worker that runs several of them loads the encoder and encodes the shard once.
+static QUERIES: LazyLock<moka::sync::Cache<[u8; 32], Arc<tokio::sync::OnceCell<Arc<Vec<QueryVectors>>>>>> = LazyLock::new(|| moka::sync::Cache::new(16));
+
+/// The query vectors of `questions` (the questions of `shard`) by the encoder `model`, prepared as
+/// `question` says and cut to `query_len` pieces.
+pub async fn shard_queries(
+    store: &Store,
+    shard: &LineShard,
+    questions: &[&str],
+    corpus: &phrasesweep_schemas::job::DatasetVersion,
+    model: &phrasesweep_schemas::job::ModelRef,
+    query_len: usize,
+    question: &phrasesweep_schemas::settings::QuestionText,
+) -> Result<Arc<Vec<QueryVectors>>> {
+    let key: [u8; 32] = Sha256::digest(serde_json::to_vec(&(shard, corpus, model, query_len, question))?).into();
+    let cell = QUERIES.get_with(key, Default::default);
+    let vectors = cell
+        .get_or_try_init(|| async {
+            let device = job_device()?;
+            let (encoder, text) = load_query_encoder::<Job>(&local_model(store, model).await?, &device)?;
+            let prepared = query_texts(store, corpus, questions, question, text.keeps_case()).await?;
+            let prepared: Vec<&str> = prepared.iter().map(String::as_str).collect();
+            anyhow::Ok(Arc::new(encode_queries(&encoder, &text, &prepared, query_len, QUERY_BATCH, &device)?))
+        })
+        .await?;
+    Ok(vectors.clone())
+}
+
 /// Candidates of recent jobs by [`Dense::key`]: a sweep runs many retrievals with the same query encoders
 /// over the same question shard (each unit, static and dynamic, with and without opt), and a worker
 /// that runs several of them searches once. Concurrent jobs with the same key wait for the first one's
@@ -128,13 +165,10 @@ impl Dense {
         } else {
             let (mut queries, mut offset) = (Vec::new(), HashMap::new());
             for name in &encoders {
-                let model_ref = config.encoders.get(name).with_context(|| format!("the job names no model for encoder `{name}`"))?;
-                let device = job_device()?;
-                let (model, text) = load_query_encoder::<Job>(&local_model(store, model_ref).await?, &device)?;
+                let model = config.encoders.get(name).with_context(|| format!("the job names no model for encoder `{name}`"))?;
                 offset.insert(name.clone(), queries.len());
-                let prepared = query_texts(store, &inputs.corpus, &texts, &config.search.question, text.keeps_case()).await?;
-                let prepared: Vec<&str> = prepared.iter().map(String::as_str).collect();
-                queries.extend(encode_queries(&model, &text, &prepared, config.search.query_len, QUERY_BATCH, &device)?);
+                let s = &config.search;
+                queries.extend(shard_queries(store, &inputs.questions, texts, &inputs.corpus, model, s.query_len, &s.question).await?.iter().cloned());
             }
             let cell = SEARCHES.get_with(Self::key(inputs, config, hits, &queries), Default::default);
             let candidates = cell.get_or_try_init(|| async { index.batch(&queries, hits, false).await.map(Arc::new) }).await?.clone();

@@ -4,14 +4,10 @@
 //! killed scan job is redone alone.
 
 use super::JobError;
-use super::retrieve::{QUERY_BATCH, read_questions};
-use crate::text::truecase::query_texts;
+use super::retrieve::{read_questions, shard_queries};
 use crate::index::scan::{BATCH_ROWS, Candidates, Queries, scan};
 use crate::io::lance::open_dataset;
 use crate::io::store::Store;
-use crate::model::device::{Job, job_device};
-use crate::model::encoders::encode_queries;
-use crate::model::registry::{load_query_encoder, local_model};
 use anyhow::Context;
 use phrasesweep_schemas::job::{ScanConfig, ScanInputs};
 use phrasesweep_schemas::outcome::ScanOutcome;
@@ -20,12 +16,9 @@ use tracing::info;
 pub async fn run(store: &Store, inputs: &ScanInputs, config: &ScanConfig) -> Result<ScanOutcome, JobError> {
     let started = std::time::Instant::now();
     let questions = read_questions(store, &inputs.questions).await?;
-    let device = job_device()?;
-    let (model, text) = load_query_encoder::<Job>(&local_model(store, &config.model).await?, &device)?;
     let asked: Vec<&str> = questions.iter().map(|q| q.question.as_str()).collect();
-    let texts = query_texts(store, &inputs.corpus, &asked, &config.question, text.keeps_case()).await?;
-    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let queries = Queries::new(&encode_queries(&model, &text, &texts, config.query_len, QUERY_BATCH, &device)?);
+    let vectors = shard_queries(store, &inputs.questions, &asked, &inputs.corpus, &config.model, config.query_len, &config.question).await?;
+    let queries = Queries::new(&vectors);
     let v = &inputs.phrases;
     let ds = open_dataset(store, &v.dataset).await?;
     let ds = ds.checkout_version(v.version).await.with_context(|| format!("{} has no version {}", v.dataset, v.version))?;

@@ -18,7 +18,7 @@ use crate::train::qsft::{self, QsftBatch, QsftQuestion, qsft_loss};
 use crate::train::rc::{Example, parse_nq_gold, parse_squad};
 use crate::train::reader::{self, ReaderRow, reader_loss, reader_row};
 use crate::train::log::{Eval, write_log};
-use crate::train::resume::{RunSpan, Scratch, StepLoss, Trained, batch_rows, drop_partial, epoch_batches, partial_dir, run_steps, start_evaluation, subset};
+use crate::train::resume::{RunSpan, Scratch, StepLoss, Trained, batch_rows, drop_partial, epoch_batches, kept, partial_dir, run_steps, start_evaluation, subset};
 use anyhow::Result;
 use burn::module::{AutodiffModule, Module};
 use phrasesweep_schemas::job::{InputFile, ModelRef, QsftConfig, QsftInputs, SupervisedConfig, SupervisedInputs};
@@ -164,8 +164,9 @@ pub async fn qsft_epoch(store: &Store, inputs: &QsftInputs, config: &QsftConfig)
 
     // The frozen encoders retrieve the candidates of a block of steps' questions in one search (one scan
     // for up to `qsft::BLOCK_QUESTIONS`: memory stays bounded, and a resumed epoch searches only the
-    // blocks it has left); each step adds the teacher's view of its questions, then scores the trainable
-    // copy against them.
+    // blocks it has left), kept on the store until the epoch ends so that a redelivered job reads them
+    // back; each step adds the teacher's view of its questions, then scores the trainable copy against
+    // them.
     let per_block = (qsft::BLOCK_QUESTIONS / o.batch_size).max(1) * o.batch_size;
     let blocks: Vec<&[Question]> = train.chunks(per_block).collect();
     let steps: Vec<(usize, std::ops::Range<usize>)> = blocks
@@ -183,14 +184,18 @@ pub async fn qsft_epoch(store: &Store, inputs: &QsftInputs, config: &QsftConfig)
     };
     let searched: tokio::sync::Mutex<Option<(usize, Vec<QsftQuestion>)>> = Default::default();
     let prepare = {
-        let (index, frozen, text, teacher, device, blocks, searched) = (&index, &frozen, &text, teacher.as_ref(), &device, &blocks, &searched);
+        let (index, frozen, text, teacher, device, blocks, searched, partial) = (&index, &frozen, &text, teacher.as_ref(), &device, &blocks, &searched, &partial);
         move |(block, range): (usize, std::ops::Range<usize>)| async move {
             let mut cache = searched.lock().await;
             if cache.as_ref().is_none_or(|(b, _)| *b != block) {
                 let started = std::time::Instant::now();
-                let items = qsft::candidates(index, frozen, text, blocks[block], run.candidates, query_len, device).await?;
-                info!(run = run.name, block, questions = items.len(), seconds = started.elapsed().as_secs_f64(), "qsft candidates retrieved");
-                *cache = Some((block, items));
+                let search = async {
+                    let items = qsft::candidates(index, frozen, text, blocks[block], run.candidates, query_len, device).await?;
+                    info!(run = run.name, block, questions = items.len(), seconds = started.elapsed().as_secs_f64(), "qsft candidates retrieved");
+                    qsft::encode_block(&items)
+                };
+                let bytes = kept(store, partial, &format!("candidates-{block:05}.bin"), search).await?;
+                *cache = Some((block, qsft::decode_block(&bytes)?));
             }
             let mut items = cache.as_ref().map(|(_, items)| items[range].to_vec()).unwrap_or_default();
             if let Some(t) = teacher {

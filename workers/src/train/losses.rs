@@ -14,7 +14,7 @@ use phrasesweep_schemas::train::{DistillKind, LossTerm};
 const MASKED: f32 = -1e9;
 
 /// A retrieved span as the losses see it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Candidate {
     pub phrase: String,
     pub title: String,
@@ -27,7 +27,7 @@ pub struct Candidate {
 }
 
 /// What a training question says is right.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Gold {
     pub answers: Vec<String>,
     pub titles: Vec<String>,

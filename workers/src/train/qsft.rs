@@ -75,6 +75,45 @@ pub async fn candidates<B: Backend>(
     Ok(out)
 }
 
+/// A block's candidates as a job keeps them on the store (`resume::kept`): the questions and spans as
+/// JSON, then each question's start and end vectors as little-endian f32, read back bit for bit.
+pub fn encode_block(items: &[QsftQuestion]) -> Result<Vec<u8>> {
+    let head: Vec<(&str, &Gold, &[Candidate])> = items.iter().map(|q| (q.question.as_str(), &q.gold, q.candidates.as_slice())).collect();
+    let head = serde_json::to_vec(&head)?;
+    let mut out = Vec::with_capacity(8 + head.len() + items.iter().map(|q| 4 * (q.start_vectors.len() + q.end_vectors.len())).sum::<usize>());
+    out.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    out.extend_from_slice(&head);
+    for q in items {
+        out.extend_from_slice(&(q.start_vectors.len() as u64).to_le_bytes());
+        for v in q.start_vectors.iter().chain(&q.end_vectors) {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    Ok(out)
+}
+
+/// What [`encode_block`] wrote.
+pub fn decode_block(bytes: &[u8]) -> Result<Vec<QsftQuestion>> {
+    let mut at = 0;
+    let mut take = |n: usize| -> Result<&[u8]> {
+        let part = bytes.get(at..at + n).ok_or_else(|| anyhow::anyhow!("kept QSFT candidates end early, at byte {at}"))?;
+        at += n;
+        Ok(part)
+    };
+    let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap()) as usize;
+    let head_len = u64_at(take(8)?);
+    let head: Vec<(String, Gold, Vec<Candidate>)> = serde_json::from_slice(take(head_len)?)?;
+    let mut out = Vec::with_capacity(head.len());
+    for (question, gold, candidates) in head {
+        let n = u64_at(take(8)?);
+        let floats = |b: &[u8]| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<f32>>();
+        let start_vectors = floats(take(4 * n)?);
+        let end_vectors = floats(take(4 * n)?);
+        out.push(QsftQuestion { question, gold, candidates, start_vectors, end_vectors, teacher: None });
+    }
+    Ok(out)
+}
+
 /// Adds the reader's view: its start/end probabilities over the gold paragraph's first window (of
 /// `settings.window` tokens, the question's included), looked up at each candidate in that paragraph.
 pub fn add_teacher<B: Backend>(reader: &Reader<B>, text: &TextEncoder, q: &mut QsftQuestion, settings: &DistillSettings, device: &B::Device) -> Result<()> {
@@ -220,4 +259,32 @@ pub async fn evaluate<B: Backend>(index: &PhraseIndex, encoder: &QueryEncoder<B>
         sentence_mar: metrics::mar(&strict, MarMode::Strict).mar,
         sentence_mar_seed: metrics::mar(&seed, MarMode::Seed).mar,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kept candidates read back as they were computed, vectors bit for bit.
+    #[test]
+    fn a_block_of_candidates_reads_back_exactly() {
+        let q = |n: usize, x: f32| QsftQuestion {
+            question: format!("question {n}"),
+            gold: Gold { answers: vec!["Cheryl Lynn".into()], titles: vec!["If This World Were Mine".into()], sentences: vec![], context: "ctx".into() },
+            candidates: (0..n).map(|i| Candidate { phrase: format!("p{i}"), start_token: i as u32, end_token: i as u32 + 2, ..Default::default() }).collect(),
+            start_vectors: (0..n * 3).map(|i| x + i as f32 / 7.0).collect(),
+            end_vectors: (0..n * 3).map(|i| -x - i as f32 / 3.0).collect(),
+            teacher: None,
+        };
+        let items = vec![q(2, 0.1), q(0, 0.0), q(3, f32::MIN_POSITIVE)];
+        let back = decode_block(&encode_block(&items).unwrap()).unwrap();
+        assert_eq!(back.len(), 3);
+        for (a, b) in items.iter().zip(&back) {
+            assert_eq!((&a.question, &a.gold, &a.candidates), (&b.question, &b.gold, &b.candidates));
+            assert_eq!(a.start_vectors.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.start_vectors.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            assert_eq!(a.end_vectors.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.end_vectors.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        }
+        let bytes = encode_block(&items).unwrap();
+        assert!(decode_block(&bytes[..bytes.len() - 1]).is_err(), "a cut file is an error, not fewer vectors");
+    }
 }

@@ -132,7 +132,30 @@ pub async fn drop_state(store: &Store, rel: &str) -> Result<()> {
 pub async fn drop_partial(store: &Store, rel: &str) -> Result<()> {
     store.delete(&format!("{rel}/{PROGRESS}")).await?;
     drop_state(store, rel).await?;
+    for kept in store.list(&format!("{rel}/{KEPT_DIR}")).await? {
+        store.delete(&kept).await?;
+    }
     store.delete(&format!("{rel}/{START_EVALUATION}")).await
+}
+
+/// Where [`kept`] keeps what it computed, under a job's partial folder.
+const KEPT_DIR: &str = "kept/";
+
+/// What `compute` returns (as bytes), computed once per job and kept beside the resumable state until the
+/// job finishes: a redelivered job reads it back instead of computing it again (QSFT's candidates, one
+/// scan of the index per block of questions).
+pub async fn kept<F>(store: &Store, rel: &str, name: &str, compute: F) -> Result<Vec<u8>>
+where
+    F: Future<Output = Result<Vec<u8>>>,
+{
+    let path = format!("{rel}/{KEPT_DIR}{name}");
+    if let Some(found) = store.get(&path).await? {
+        info!(name, bytes = found.len(), "read from the store, as an earlier delivery left it");
+        return Ok(found);
+    }
+    let value = compute.await?;
+    store.put(&path, value.clone()).await?;
+    Ok(value)
 }
 
 /// Evaluates the starting model once per job and keeps the result beside the resumable state: on the
@@ -310,6 +333,22 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a job kept is read back by its next delivery, which does not compute it again, and is gone
+    /// once the job drops its partial state.
+    #[tokio::test]
+    async fn kept_values_survive_a_redelivery_until_the_job_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::at(dir.path().to_str().unwrap()).unwrap();
+        let rel = partial_dir("models/qsft/query/epoch-1");
+        let first = kept(&store, &rel, "candidates-00000.bin", async { Ok(vec![1u8, 2, 3]) }).await.unwrap();
+        let again = kept(&store, &rel, "candidates-00000.bin", async { anyhow::bail!("computed a second time") }).await.unwrap();
+        assert_eq!((first, again), (vec![1, 2, 3], vec![1, 2, 3]));
+        drop_partial(&store, &rel).await.unwrap();
+        assert!(store.list(&format!("{rel}/")).await.unwrap().is_empty());
+        let fresh = kept(&store, &rel, "candidates-00000.bin", async { Ok(vec![4u8]) }).await.unwrap();
+        assert_eq!(fresh, vec![4]);
+    }
 
     #[test]
     fn epoch_batches_follow_each_epochs_seeded_shuffle() {

@@ -57,6 +57,9 @@ struct Inner {
     book: Arc<std::sync::Mutex<SweepBook>>,
     /// A worker's job in hand and count of settled deliveries, for the roll call.
     live: Arc<std::sync::Mutex<Live>>,
+    /// Wakes a worker's idle poll when a sweep is announced: a coordinator announces right after it
+    /// publishes a stage's jobs, so idle workers take them at once instead of at their next poll.
+    wake: tokio::sync::Notify,
 }
 
 /// What a connection is for.
@@ -97,8 +100,10 @@ pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(2);
 /// holds: its coordinator is long gone, and a rerun publishes every job that is not done again.
 const SWEEP_QUEUE_EXPIRES: Duration = Duration::from_secs(24 * 3600);
 
-/// How often an idle worker looks for a job, at most (it looks sooner right after one).
+/// How often an idle worker looks for a job, at most (it looks sooner right after one, and at once when a
+/// sweep is announced).
 const IDLE_POLL: Duration = Duration::from_secs(1);
+const FIRST_POLL: Duration = Duration::from_millis(50);
 
 /// One live connection and its channels.
 struct Link {
@@ -153,6 +158,7 @@ impl AmqpQueue {
                 events: Mutex::new(None),
                 book: Default::default(),
                 live: Default::default(),
+                wake: Default::default(),
             }),
         };
         let link = q.open(0).await?;
@@ -408,7 +414,8 @@ impl JobQueue for AmqpQueue {
     }
 
     /// Publishes a window of jobs at a time and then waits for their confirms, rather than a round trip
-    /// per job; a job the broker did not confirm goes again the careful way, one at a time.
+    /// per job; a job the broker did not confirm goes again the careful way, one at a time. Then
+    /// announces the sweep, which wakes idle workers.
     async fn publish_jobs(&self, jobs: &[&JobEnvelope]) -> Result<()> {
         let Role::Coordinator { sweep, .. } = &self.inner.role else { bail!("only a coordinator's connection publishes jobs") };
         let props = persistent_json();
@@ -438,6 +445,9 @@ impl JobQueue for AmqpQueue {
                 self.publish_job(job).await.with_context(|| format!("cannot publish job {}", job.id.short()))?;
             }
         }
+        if !jobs.is_empty() {
+            self.announce().await?;
+        }
         Ok(())
     }
 
@@ -447,7 +457,7 @@ impl JobQueue for AmqpQueue {
     async fn next_job(&self) -> Result<Option<AmqpDelivery>> {
         let Role::Worker { card } = &self.inner.role else { bail!("only a worker's connection takes jobs") };
         let mut channel = self.inner.jobs.lock().await;
-        let mut idle = Duration::from_millis(50);
+        let mut idle = FIRST_POLL;
         loop {
             if channel.as_ref().is_none_or(|c| !c.status().connected()) {
                 let (conn, _, _) = self.link().await?;
@@ -486,8 +496,10 @@ impl JobQueue for AmqpQueue {
                     }
                 }
             }
-            tokio::time::sleep(idle).await;
-            idle = (idle * 2).min(IDLE_POLL);
+            tokio::select! {
+                _ = tokio::time::sleep(idle) => idle = (idle * 2).min(IDLE_POLL),
+                _ = self.inner.wake.notified() => idle = FIRST_POLL,
+            }
         }
     }
 
@@ -565,6 +577,8 @@ fn listen(weak: Weak<Inner>) {
                         match serde_json::from_slice::<FarmMessage>(&d.data) {
                             Ok(FarmMessage::Sweep { sweep, priority, every_s }) => {
                                 inner.book.lock().unwrap().heard(&sweep, priority, every_s, Instant::now());
+                                // A permit is kept if the worker is busy: its next idle wait ends at once.
+                                inner.wake.notify_one();
                             }
                             Ok(FarmMessage::RollCall) => {
                                 if let Some(to) = d.properties.reply_to() {
