@@ -8,8 +8,11 @@ infra/python.sh -c 'import torch, transformers' 2>/dev/null || infra/python.sh -
 out="$(mktemp -d)"
 # Built for the whole workspace, as `make test` builds: a `-p` build resolves other features for arrow and
 # lance and rebuilds them.
-cargo build -q --workspace --examples
-RAYON_NUM_THREADS="$threads" "${CARGO_TARGET_DIR:-target}/debug/examples/bench_encode" | tee "$out/burn.jsonl"
+# BENCH_PROFILE=release measures the build farm workers run (`cargo build --release`); the default is the
+# dev profile that `make demo` and the tests use.
+profile="${BENCH_PROFILE:-debug}"
+cargo build -q --workspace --examples $([ "$profile" = release ] && echo --release)
+RAYON_NUM_THREADS="$threads" "${CARGO_TARGET_DIR:-target}/$profile/examples/bench_encode" | tee "$out/burn.jsonl"
 infra/python.sh scripts/bench_torch.py "$threads" | tee "$out/torch.jsonl"
 python3 - "$out/burn.jsonl" "$out/torch.jsonl" "$threads" <<'PY'
 import json, sys

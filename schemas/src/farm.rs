@@ -11,7 +11,14 @@ use serde::{Deserialize, Serialize};
 pub enum FarmMessage {
     /// A coordinator's sweep is running and may have jobs in its queues. Sent again every `every_s`
     /// seconds while it runs: a worker that stops hearing of a sweep forgets it.
-    Sweep { sweep: String, priority: i32, every_s: u64 },
+    /// `published`: sent right after the coordinator published jobs (idle workers look at once).
+    Sweep {
+        sweep: String,
+        priority: i32,
+        every_s: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        published: bool,
+    },
     /// Every live worker answers with its [`WorkerCard`] on the message's reply-to queue.
     RollCall,
 }
@@ -53,7 +60,7 @@ mod tests {
 
     #[test]
     fn messages_are_tagged_by_type() {
-        let m = FarmMessage::Sweep { sweep: "a".into(), priority: 2, every_s: 2 };
+        let m = FarmMessage::Sweep { sweep: "a".into(), priority: 2, every_s: 2, published: false };
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(json, r#"{"type":"sweep","sweep":"a","priority":2,"every_s":2}"#);
         assert_eq!(serde_json::from_str::<FarmMessage>(r#"{"type":"roll_call"}"#).unwrap(), FarmMessage::RollCall);

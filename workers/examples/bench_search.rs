@@ -12,13 +12,13 @@ mod support;
 
 use anyhow::{Context, Result};
 use arrow::array::AsArray;
-use arrow::datatypes::{Float32Type, UInt64Type};
+use arrow::datatypes::UInt64Type;
 use futures::TryStreamExt;
 use phrasesweep_schemas::job::DatasetVersion;
 use phrasesweep_schemas::record::{CORPUS_DATASET, PHRASES_DATASET, StageCommit, stage_path};
 use phrasesweep_schemas::settings::SearchSettings;
 use phrasesweep_schemas::tables::phrases;
-use phrasesweep_workers::index::scan::Queries;
+use phrasesweep_workers::index::scan::{Queries, f32_values};
 use phrasesweep_workers::index::search::{PhraseIndex, recall};
 use phrasesweep_workers::io::lance::open_dataset;
 use phrasesweep_workers::io::store::Store;
@@ -124,9 +124,8 @@ async fn main() -> Result<()> {
     let mut addrs = Vec::with_capacity(rows as usize);
     while let Some(b) = stream.try_next().await? {
         // f16 vectors (`[encode] dtype = "f16"`) go to faiss as the f32 values the scan computes with.
-        let values = b.column_by_name(phrases::VECTOR).context("no vectors")?.as_fixed_size_list().values().clone();
-        let values = arrow::compute::cast(&values, &arrow::datatypes::DataType::Float32)?;
-        let v = values.as_primitive::<Float32Type>().values().to_vec();
+        let mut converted = Vec::new();
+        let v = f32_values(b.column_by_name(phrases::VECTOR).context("no vectors")?.as_fixed_size_list().values(), &mut converted)?;
         v.iter().try_for_each(|x| vectors.write_all(&x.to_le_bytes()))?;
         addrs.extend_from_slice(b.column_by_name("_rowaddr").context("no addresses")?.as_primitive::<UInt64Type>().values());
     }

@@ -44,6 +44,11 @@ const TOKENIZER: &str = "phrasesweep-terms";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Manifest {
+    /// The folder under the job's output that holds this build's files: each delivery of the job
+    /// uploads into a folder of its own, so a reader of one manifest never sees another build's files
+    /// (tantivy's `meta.json` has the same name in every build).
+    #[serde(default)]
+    folder: String,
     unit: Unit,
     units: u64,
     /// Terms over all units: the mean unit length is `terms / units`.
@@ -129,7 +134,7 @@ pub fn write(dir: &Path, unit: Unit, units: impl IntoIterator<Item = Hit>) -> Re
     }
     files.sort();
     let bytes = files.iter().map(|(_, n)| n).sum();
-    let manifest = Manifest { unit, units: count, terms: total, files };
+    let manifest = Manifest { folder: String::new(), unit, units: count, terms: total, files };
     std::fs::write(dir.join(MANIFEST), serde_json::to_vec_pretty(&manifest)?)?;
     Ok(Built { units: count, terms: total, bytes })
 }
@@ -154,10 +159,27 @@ fn corpus_units(row: crate::text::corpus::CorpusRow, unit: Unit, out: &mut Vec<H
     }
 }
 
-/// The `bm25-index` job: indexes every `unit` of `corpus` and uploads the index to `output/` on the store,
-/// its manifest last.
+impl Manifest {
+    fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is not a BM25 index manifest", path.display()))
+    }
+
+    fn built(&self) -> Built {
+        Built { units: self.units, terms: self.terms, bytes: self.files.iter().map(|(_, n)| n).sum() }
+    }
+}
+
+/// The `bm25-index` job: indexes every `unit` of `corpus` and uploads the index to a folder of its own
+/// under `output/` on the store, then `output/manifest.json`, which names the folder. A delivery that
+/// finds the manifest there (an earlier delivery finished) has nothing to do.
 pub async fn build(store: &Store, corpus: &DatasetVersion, unit: Unit, output: &str) -> Result<Built> {
-    let dir = tempfile::tempdir()?;
+    let manifest_path = format!("{output}/{MANIFEST}");
+    if let Some(bytes) = store.get(&manifest_path).await? {
+        let manifest: Manifest = serde_json::from_slice(&bytes).with_context(|| format!("{manifest_path} is not a BM25 index manifest"))?;
+        return Ok(manifest.built());
+    }
+    let dir = tempfile::tempdir().context("cannot create a folder for the BM25 index")?;
     // Rows arrive on this task; the writer indexes on its own threads as they come.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Hit>>(64);
     let path = dir.path().to_path_buf();
@@ -172,12 +194,14 @@ pub async fn build(store: &Store, corpus: &DatasetVersion, unit: Unit, output: &
     drop(tx);
     let built = writer.await??;
     read?;
-    let manifest: Manifest = serde_json::from_slice(&std::fs::read(dir.path().join(MANIFEST))?)?;
+    let mut manifest = Manifest::read(&dir.path().join(MANIFEST))?;
+    manifest.folder = format!("build-{}", uuid::Uuid::new_v4());
     for (name, _) in &manifest.files {
-        let bytes = std::fs::read(dir.path().join(name)).with_context(|| format!("cannot read {name} of the BM25 index"))?;
-        store.put(&format!("{output}/{name}"), bytes).await?;
+        let path = dir.path().join(name);
+        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        store.put(&format!("{output}/{}/{name}", manifest.folder), bytes).await?;
     }
-    store.put(&format!("{output}/{MANIFEST}"), std::fs::read(dir.path().join(MANIFEST))?).await?;
+    store.put(&manifest_path, serde_json::to_vec_pretty(&manifest)?).await?;
     Ok(built)
 }
 
@@ -205,15 +229,25 @@ impl Bm25 {
         let dir = cache.join(hex::encode(Sha256::digest(&manifest_bytes)));
         if !dir.join(MANIFEST).exists() {
             let tmp = cache.join(format!(".{}", uuid::Uuid::new_v4()));
-            std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-            for (name, size) in &manifest.files {
-                let bytes = store.get(&format!("{output}/{name}")).await?.with_context(|| format!("{output}/{name} is missing from {}", store.root_uri()))?;
-                if bytes.len() as u64 != *size {
-                    bail!("{output}/{name} holds {} bytes, its manifest says {size}", bytes.len());
+            let fetched = async {
+                std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+                for (name, size) in &manifest.files {
+                    let rel = [output, &manifest.folder, name].iter().filter(|p| !p.is_empty()).copied().collect::<Vec<_>>().join("/");
+                    let bytes = store.get(&rel).await?.with_context(|| format!("{rel} is missing from {}", store.root_uri()))?;
+                    if bytes.len() as u64 != *size {
+                        bail!("{rel} holds {} bytes, its manifest says {size}", bytes.len());
+                    }
+                    std::fs::write(tmp.join(name), bytes).with_context(|| format!("cannot write {}", tmp.join(name).display()))?;
                 }
-                std::fs::write(tmp.join(name), bytes)?;
+                std::fs::write(tmp.join(MANIFEST), &manifest_bytes).with_context(|| format!("cannot write into {}", tmp.display()))?;
+                // Only an index that opens enters the cache.
+                Self::open(&tmp).map(drop)
             }
-            std::fs::write(tmp.join(MANIFEST), &manifest_bytes)?;
+            .await;
+            if let Err(e) = fetched {
+                std::fs::remove_dir_all(&tmp).ok();
+                return Err(e);
+            }
             if std::fs::rename(&tmp, &dir).is_err() {
                 // Another job on this machine fetched it first.
                 std::fs::remove_dir_all(&tmp).ok();
@@ -224,7 +258,7 @@ impl Bm25 {
 
     /// The index in the local folder `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        let manifest: Manifest = serde_json::from_slice(&std::fs::read(dir.join(MANIFEST))?)?;
+        let manifest = Manifest::read(&dir.join(MANIFEST))?;
         let index = Index::open_in_dir(dir).with_context(|| format!("cannot open the BM25 index in {}", dir.display()))?;
         register_tokenizer(&index);
         let (_, f) = schema();

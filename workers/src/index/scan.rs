@@ -184,7 +184,7 @@ pub async fn scan(
             }
         }
     });
-    let _stop_reading = AbortOnDrop(reader);
+    let mut reader = AbortOnDrop(Some(reader));
     let mut state = Scan::new(queries, k, keep_vectors);
     let mut log = RateLog::new(format!("scan for {} queries", queries.len()), total, "vectors");
     let mut read = Instant::now();
@@ -194,6 +194,10 @@ pub async fn scan(
         state.push(&batch)?;
         log.add(batch.num_rows() as u64);
         read = Instant::now();
+    }
+    // The channel also closes when the reading task dies: a panic there is an error, not the end.
+    if let Some(task) = reader.0.take() {
+        task.await.context("the task reading the phrase vectors failed")?;
     }
     let stats = state.stats;
     let found = state.finish();
@@ -205,11 +209,13 @@ pub async fn scan(
 const READ_AHEAD: usize = 2;
 
 /// Stops a spawned task when its owner is done with it (or fails).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use crate::train::rc::{Example, parse_nq_gold, parse_squad};
 use crate::train::reader::{self, ReaderRow, reader_loss, reader_row};
 use crate::train::log::{Eval, write_log};
 use crate::train::resume::{RunSpan, Scratch, StepLoss, Trained, batch_rows, drop_partial, epoch_batches, kept, partial_dir, run_steps, start_evaluation, subset};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::module::{AutodiffModule, Module};
 use phrasesweep_schemas::job::{InputFile, ModelRef, QsftConfig, QsftInputs, SupervisedConfig, SupervisedInputs};
 use phrasesweep_schemas::outcome::{QsftOutcome, Role, TrainOutcome};
@@ -194,8 +194,9 @@ pub async fn qsft_epoch(store: &Store, inputs: &QsftInputs, config: &QsftConfig)
                     info!(run = run.name, block, questions = items.len(), seconds = started.elapsed().as_secs_f64(), "qsft candidates retrieved");
                     qsft::encode_block(&items)
                 };
-                let bytes = kept(store, partial, &format!("candidates-{block:05}.bin"), search).await?;
-                *cache = Some((block, qsft::decode_block(&bytes)?));
+                let name = format!("candidates-{block:05}.bin");
+                let bytes = kept(store, partial, &name, search).await?;
+                *cache = Some((block, qsft::decode_block(&bytes).with_context(|| format!("{partial}/kept/{name}: delete it to search again"))?));
             }
             let mut items = cache.as_ref().map(|(_, items)| items[range].to_vec()).unwrap_or_default();
             if let Some(t) = teacher {

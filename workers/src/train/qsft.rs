@@ -84,6 +84,7 @@ pub fn encode_block(items: &[QsftQuestion]) -> Result<Vec<u8>> {
     out.extend_from_slice(&(head.len() as u64).to_le_bytes());
     out.extend_from_slice(&head);
     for q in items {
+        anyhow::ensure!(q.start_vectors.len() == q.end_vectors.len(), "a question has {} start and {} end vector values", q.start_vectors.len(), q.end_vectors.len());
         out.extend_from_slice(&(q.start_vectors.len() as u64).to_le_bytes());
         for v in q.start_vectors.iter().chain(&q.end_vectors) {
             out.extend_from_slice(&v.to_le_bytes());
@@ -111,6 +112,7 @@ pub fn decode_block(bytes: &[u8]) -> Result<Vec<QsftQuestion>> {
         let end_vectors = floats(take(4 * n)?);
         out.push(QsftQuestion { question, gold, candidates, start_vectors, end_vectors, teacher: None });
     }
+    anyhow::ensure!(at == bytes.len(), "kept QSFT candidates hold {} bytes after their last question", bytes.len() - at);
     Ok(out)
 }
 

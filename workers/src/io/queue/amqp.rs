@@ -201,10 +201,19 @@ impl AmqpQueue {
     /// Announces the coordinator's sweep, declaring its queues first (which also keeps them from
     /// expiring while the sweep runs).
     async fn announce(&self) -> Result<()> {
+        self.announce_with(false).await
+    }
+
+    /// Announces the sweep as having just published jobs: idle workers that hear it look at once.
+    async fn announce_published(&self) -> Result<()> {
+        self.announce_with(true).await
+    }
+
+    async fn announce_with(&self, published: bool) -> Result<()> {
         let Role::Coordinator { sweep, priority } = &self.inner.role else { return Ok(()) };
         let (conn, ch, _) = self.link().await?;
         self.declare_sweep(&conn, sweep).await?;
-        let body = serde_json::to_vec(&FarmMessage::Sweep { sweep: sweep.clone(), priority: *priority, every_s: ANNOUNCE_EVERY.as_secs() })?;
+        let body = serde_json::to_vec(&FarmMessage::Sweep { sweep: sweep.clone(), priority: *priority, every_s: ANNOUNCE_EVERY.as_secs(), published })?;
         let confirm = ch.basic_publish(self.inner.farm.as_str().into(), "".into(), BasicPublishOptions::default(), &body, BasicProperties::default()).await?.await?;
         if confirm.is_nack() {
             bail!("RabbitMQ refused the sweep's announcement (nack)");
@@ -445,8 +454,11 @@ impl JobQueue for AmqpQueue {
                 self.publish_job(job).await.with_context(|| format!("cannot publish job {}", job.id.short()))?;
             }
         }
-        if !jobs.is_empty() {
-            self.announce().await?;
+        if !jobs.is_empty()
+            && let Err(e) = self.announce_published().await
+        {
+            // The jobs are in their queues; idle workers find them at their next poll.
+            warn!("cannot announce the published jobs: {e:#}");
         }
         Ok(())
     }
@@ -575,10 +587,12 @@ fn listen(weak: Weak<Inner>) {
                     while let Some(Ok(d)) = consumer.next().await {
                         let Some(inner) = weak.upgrade() else { return };
                         match serde_json::from_slice::<FarmMessage>(&d.data) {
-                            Ok(FarmMessage::Sweep { sweep, priority, every_s }) => {
-                                inner.book.lock().unwrap().heard(&sweep, priority, every_s, Instant::now());
+                            Ok(FarmMessage::Sweep { sweep, priority, every_s, published }) => {
+                                let new = inner.book.lock().unwrap().heard(&sweep, priority, every_s, Instant::now());
                                 // A permit is kept if the worker is busy: its next idle wait ends at once.
-                                inner.wake.notify_one();
+                                if published || new {
+                                    inner.wake.notify_one();
+                                }
                             }
                             Ok(FarmMessage::RollCall) => {
                                 if let Some(to) = d.properties.reply_to() {

@@ -25,9 +25,11 @@ struct Known {
 
 impl SweepBook {
     /// A coordinator announced `sweep`; it is forgotten once `MISSED` announcements fail to come.
-    pub fn heard(&mut self, sweep: &str, priority: i32, every_s: u64, now: Instant) {
+    /// Returns whether the sweep is new to the book (never heard of, or forgotten).
+    pub fn heard(&mut self, sweep: &str, priority: i32, every_s: u64, now: Instant) -> bool {
         let expires = now + Duration::from_secs(every_s.max(1)) * MISSED + Duration::from_secs(1);
-        self.known.insert(sweep.to_string(), Known { priority, expires });
+        let old = self.known.insert(sweep.to_string(), Known { priority, expires });
+        old.is_none_or(|k| k.expires <= now)
     }
 
     /// Stops looking at `sweep` until it is announced again (its queue is gone).
@@ -88,11 +90,13 @@ mod tests {
     fn a_sweep_no_longer_announced_is_forgotten() {
         let now = Instant::now();
         let mut book = SweepBook::default();
-        book.heard("a", 0, 2, now);
-        book.heard("b", 0, 2, now + Duration::from_secs(6));
+        assert!(book.heard("a", 0, 2, now), "a new sweep");
+        assert!(book.heard("b", 0, 2, now + Duration::from_secs(6)));
+        assert!(!book.heard("b", 0, 2, now + Duration::from_secs(8)), "heard of again in time");
         assert_eq!(book.order(now + Duration::from_secs(6)), [["a", "b"]]);
         assert_eq!(book.order(now + Duration::from_secs(8)), [["b"]], "three announcements missed");
+        assert!(book.heard("a", 0, 2, now + Duration::from_secs(8)), "a forgotten sweep is new again");
         book.forget("b");
-        assert!(book.order(now).is_empty());
+        assert!(!book.order(now).concat().contains(&"b".to_string()));
     }
 }
