@@ -225,34 +225,21 @@ impl Bm25 {
             .await?
             .with_context(|| format!("{output}/{MANIFEST} is missing from {}: the BM25 index was not built", store.root_uri()))?;
         let manifest: Manifest = serde_json::from_slice(&manifest_bytes).with_context(|| format!("{output}/{MANIFEST} is unreadable"))?;
-        let cache = crate::env::get().checkpoint_cache.join("bm25");
-        let dir = cache.join(hex::encode(Sha256::digest(&manifest_bytes)));
-        if !dir.join(MANIFEST).exists() {
-            let tmp = cache.join(format!(".{}", uuid::Uuid::new_v4()));
-            let fetched = async {
-                std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-                for (name, size) in &manifest.files {
-                    let rel = [output, &manifest.folder, name].iter().filter(|p| !p.is_empty()).copied().collect::<Vec<_>>().join("/");
-                    let bytes = store.get(&rel).await?.with_context(|| format!("{rel} is missing from {}", store.root_uri()))?;
-                    if bytes.len() as u64 != *size {
-                        bail!("{rel} holds {} bytes, its manifest says {size}", bytes.len());
-                    }
-                    std::fs::write(tmp.join(name), bytes).with_context(|| format!("cannot write {}", tmp.join(name).display()))?;
+        let dir = crate::env::get().checkpoint_cache.join("bm25").join(hex::encode(Sha256::digest(&manifest_bytes)));
+        crate::io::store::cached_folder(&dir, MANIFEST, async |tmp: &Path| {
+            for (name, size) in &manifest.files {
+                let rel = [output, &manifest.folder, name].iter().filter(|p| !p.is_empty()).copied().collect::<Vec<_>>().join("/");
+                let bytes = store.get(&rel).await?.with_context(|| format!("{rel} is missing from {}", store.root_uri()))?;
+                if bytes.len() as u64 != *size {
+                    bail!("{rel} holds {} bytes, its manifest says {size}", bytes.len());
                 }
-                std::fs::write(tmp.join(MANIFEST), &manifest_bytes).with_context(|| format!("cannot write into {}", tmp.display()))?;
-                // Only an index that opens enters the cache.
-                Self::open(&tmp).map(drop)
+                std::fs::write(tmp.join(name), bytes).with_context(|| format!("cannot write {}", tmp.join(name).display()))?;
             }
-            .await;
-            if let Err(e) = fetched {
-                std::fs::remove_dir_all(&tmp).ok();
-                return Err(e);
-            }
-            if std::fs::rename(&tmp, &dir).is_err() {
-                // Another job on this machine fetched it first.
-                std::fs::remove_dir_all(&tmp).ok();
-            }
-        }
+            std::fs::write(tmp.join(MANIFEST), &manifest_bytes).with_context(|| format!("cannot write into {}", tmp.display()))?;
+            // Only an index that opens enters the cache.
+            Self::open(tmp).map(drop)
+        })
+        .await?;
         Self::open(&dir)
     }
 

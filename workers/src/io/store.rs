@@ -363,6 +363,27 @@ fn input_object(like: &Store, uri: &str) -> Result<(Arc<dyn ObjectStore>, Object
 }
 
 /// Seconds since the Unix epoch, for the `at_unix` of records on the store.
+/// A local cache folder filled once per machine: when `dir` lacks `marker`, `fill` writes the folder's
+/// files into a fresh temporary folder beside it (`marker` last), which then becomes `dir`. A failed fill
+/// leaves nothing behind, and of two jobs filling it at once the first rename wins.
+pub async fn cached_folder(dir: &std::path::Path, marker: &str, fill: impl AsyncFnOnce(&std::path::Path) -> Result<()>) -> Result<()> {
+    if dir.join(marker).exists() {
+        return Ok(());
+    }
+    let parent = dir.parent().context("a cache folder has a parent")?;
+    let tmp = parent.join(format!(".{}-{}", dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    if let Err(e) = fill(&tmp).await {
+        std::fs::remove_dir_all(&tmp).ok();
+        return Err(e);
+    }
+    if std::fs::rename(&tmp, dir).is_err() {
+        // Another job on this machine filled it first.
+        std::fs::remove_dir_all(&tmp).ok();
+    }
+    Ok(())
+}
+
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

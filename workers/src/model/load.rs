@@ -25,14 +25,7 @@ pub(crate) fn remapper() -> KeyRemapper {
 pub fn load_qa_head<B: Backend>(dir: &Path, head: &mut burn::nn::Linear<B>) -> Result<bool> {
     let weights = weights_file(dir)?;
     let remap = KeyRemapper::new().add_pattern(r"^qa_outputs\.", "").expect("a valid pattern");
-    let cannot = |e: &dyn std::fmt::Display| anyhow::anyhow!("{}: {e}", weights.display());
-    let result = if weights.extension().is_some_and(|e| e == "safetensors") {
-        let mut store = SafetensorsStore::from_file(&weights).with_from_adapter(PyTorchToBurnAdapter).remap(remap).allow_partial(true);
-        head.load_from(&mut store).map_err(|e| cannot(&e))?
-    } else {
-        let mut store = PytorchStore::from_file(&weights).remap(remap).allow_partial(true);
-        head.load_from(&mut store).map_err(|e| cannot(&e))?
-    };
+    let result = load_weights(&weights, head, remap)?;
     match result.applied.len() {
         0 => Ok(false),
         2 => Ok(true),
@@ -146,21 +139,24 @@ pub fn check_weights_fit(weights: &Path, config: &BertConfig) -> Result<()> {
     Ok(())
 }
 
+/// Loads what `module` has of a HuggingFace weights file (safetensors or PyTorch), names mapped by `remap`.
+fn load_weights<B: Backend, M: ModuleSnapshot<B>>(weights: &Path, module: &mut M, remap: KeyRemapper) -> Result<burn_store::ApplyResult> {
+    let cannot = |e: &dyn std::fmt::Display| anyhow::anyhow!("{}: {e}", weights.display());
+    if weights.extension().is_some_and(|e| e == "safetensors") {
+        let mut store = SafetensorsStore::from_file(weights).with_from_adapter(PyTorchToBurnAdapter).remap(remap).allow_partial(true);
+        module.load_from(&mut store).map_err(|e| cannot(&e))
+    } else {
+        let mut store = PytorchStore::from_file(weights).remap(remap).allow_partial(true);
+        module.load_from(&mut store).map_err(|e| cannot(&e))
+    }
+}
+
 /// Builds the network of `dir/config.json` and loads its pretrained weights.
 pub fn load_bert<B: Backend>(dir: &Path, device: &B::Device) -> Result<(BertConfig, BertModel<B>)> {
     let config = read_config(dir)?;
     let mut model = config.init::<B>(device);
     let weights = weights_file(dir)?;
-    let result = if weights.extension().is_some_and(|e| e == "safetensors") {
-        let mut store = SafetensorsStore::from_file(&weights)
-            .with_from_adapter(PyTorchToBurnAdapter)
-            .remap(remapper())
-            .allow_partial(true);
-        model.load_from(&mut store).map_err(|e| anyhow::anyhow!("{}: {e}", weights.display()))?
-    } else {
-        let mut store = PytorchStore::from_file(&weights).remap(remapper()).allow_partial(true);
-        model.load_from(&mut store).map_err(|e| anyhow::anyhow!("{}: {e}", weights.display()))?
-    };
+    let result = load_weights(&weights, &mut model, remapper())?;
     if !result.missing.is_empty() || !result.errors.is_empty() {
         let missing: Vec<&str> = result.missing.iter().map(|(p, _)| p.as_str()).collect();
         bail!(

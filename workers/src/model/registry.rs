@@ -108,18 +108,14 @@ fn cache_dir() -> PathBuf {
 pub async fn local_model(store: &Store, r: &ModelRef) -> Result<ModelRef> {
     let Some(rel) = r.path.strip_prefix(STORE_PREFIX) else { return Ok(r.clone()) };
     let dir = cache_dir().join(&r.sha256);
-    if !dir.join(RECORD).exists() {
-        let tmp = cache_dir().join(format!(".{}-{}", r.sha256, uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    crate::io::store::cached_folder(&dir, RECORD, async |tmp: &Path| {
         for name in checkpoint::FILES {
             let bytes = store.get(&format!("{rel}/{name}")).await?.with_context(|| format!("{rel}/{name} is missing from {}", store.root_uri()))?;
             std::fs::write(tmp.join(name), bytes)?;
         }
-        if std::fs::rename(&tmp, &dir).is_err() {
-            // Another worker on this machine fetched it first.
-            std::fs::remove_dir_all(&tmp).ok();
-        }
-    }
+        Ok(())
+    })
+    .await?;
     let local = ModelRef { path: dir.display().to_string(), sha256: r.sha256.clone() };
     checked_dir(&local)?;
     Ok(local)
