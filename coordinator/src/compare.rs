@@ -1,11 +1,8 @@
 //! `phrasesweep compare RUN_A RUN_B`: per retrieval both runs scored, the difference in mAR with a
 //! paired bootstrap 95 % interval over the questions both answered, and the questions won and lost.
 
-use crate::ledger::per_question_tables;
-use anyhow::{Context, Result, bail};
-use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::Float64Type;
-use phrasesweep_workers::io::parquet::read_parquet;
+use crate::ledger::{per_question, per_question_tables};
+use anyhow::{Result, bail};
 use phrasesweep_workers::io::store::Store;
 use phrasesweep_workers::train::rc::splitmix64;
 use std::collections::BTreeMap;
@@ -41,17 +38,6 @@ async fn find(stores: &[Store], wanted: &str) -> Result<RunTables> {
     }
 }
 
-/// mAR (the study's `seed` form) per question of a per-question table.
-async fn per_question(store: &Store, path: &str) -> Result<BTreeMap<String, f64>> {
-    let (batches, _): (Vec<RecordBatch>, _) = read_parquet(store, path).await.with_context(|| format!("{}/{path}", store.root_uri()))?;
-    let mut out = BTreeMap::new();
-    for b in &batches {
-        let (ids, mar) = (b.column(0).as_string::<i32>(), b.column_by_name("mar_seed").context("no mar_seed column")?.as_primitive::<Float64Type>());
-        out.extend((0..b.num_rows()).map(|i| (ids.value(i).to_string(), mar.value(i))));
-    }
-    Ok(out)
-}
-
 /// The mean of `diffs` and its paired bootstrap 95 % interval (percentiles of `RESAMPLES` resampled
 /// means), with a fixed seed so a comparison prints the same interval every time.
 pub fn bootstrap(diffs: &[f64]) -> (f64, f64, f64) {
@@ -78,13 +64,13 @@ pub async fn compare(stores: &[Store], a: &str, b: &str, retrieval: Option<&str>
     }
     for r in common {
         let (qa, qb) = (per_question(&a.store, &a.per_question[r]).await?, per_question(&b.store, &b.per_question[r]).await?);
-        let paired: Vec<(&String, f64)> = qa.iter().filter_map(|(q, x)| qb.get(q).map(|y| (q, x - y))).collect();
+        let paired: Vec<(&String, f64)> = qa.iter().filter_map(|(q, x)| qb.get(q).map(|y| (q, x.0 - y.0))).collect();
         if paired.is_empty() {
             bail!("{r}: runs {} and {} share no question", a.id, b.id);
         }
         let diffs: Vec<f64> = paired.iter().map(|p| p.1).collect();
         let (mean, lo, hi) = bootstrap(&diffs);
-        let (mar_a, mar_b) = (paired.iter().map(|p| qa[p.0]).sum::<f64>(), paired.iter().map(|p| qb[p.0]).sum::<f64>());
+        let (mar_a, mar_b) = (paired.iter().map(|p| qa[p.0].0).sum::<f64>(), paired.iter().map(|p| qb[p.0].0).sum::<f64>());
         let n = paired.len().max(1) as f64;
         writeln!(
             out,

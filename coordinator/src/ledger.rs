@@ -200,6 +200,24 @@ pub async fn per_question_tables(store: &Store) -> Result<Vec<(String, String, S
     Ok(out)
 }
 
+/// A per-question table (`scores/<retrieval>/…`) by question id: mAR in the study's `seed` form and the
+/// rank of the first hit holding an answer (none when no hit does). An empty path reads as no questions.
+pub async fn per_question(store: &Store, path: &str) -> Result<BTreeMap<String, (f64, Option<u32>)>> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Float64Type, UInt32Type};
+    let mut out = BTreeMap::new();
+    if path.is_empty() {
+        return Ok(out);
+    }
+    for b in read_parquet(store, path).await.with_context(|| format!("{}/{path}", store.root_uri()))?.0 {
+        let id = b.column_by_name("question_id").context("no question_id column")?.as_string::<i32>().clone();
+        let mar = b.column_by_name("mar_seed").context("no mar_seed column")?.as_primitive::<Float64Type>().clone();
+        let rank = b.column_by_name("first_hit_rank").context("no first_hit_rank column")?.as_primitive::<UInt32Type>().clone();
+        out.extend((0..b.num_rows()).map(|i| (id.value(i).to_string(), (mar.value(i), rank.is_valid(i).then(|| rank.value(i))))));
+    }
+    Ok(out)
+}
+
 /// Every batch of the ledger table under `dir` (`runs/`, `metrics/`, `training/`) of `store`.
 pub async fn read_table(store: &Store, dir: &str) -> Result<Vec<RecordBatch>> {
     let mut out = Vec::new();

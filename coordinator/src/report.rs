@@ -10,10 +10,9 @@ use crate::archive::{self, Query};
 use crate::compare::bootstrap;
 use anyhow::{Context, Result, bail};
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Float64Type, UInt32Type, UInt64Type};
+use arrow::datatypes::{Float64Type, UInt64Type};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use phrasesweep_schemas::tables::runs_schema;
-use phrasesweep_workers::io::parquet::read_parquet;
 use phrasesweep_workers::io::store::Store;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -179,25 +178,11 @@ async fn scored(stores: &[Store], runs: &[Run]) -> Result<Vec<Scored>> {
                 em: em.value(i),
                 mean_words: words.value(i),
                 curve: curve.as_primitive::<Float64Type>().values().to_vec(),
-                per_question: read_per_question(store, per_question.value(i)).await?,
+                per_question: crate::ledger::per_question(store, per_question.value(i)).await?,
             });
         }
     }
     out.sort_by(|a, b| (&a.point, &a.run).cmp(&(&b.point, &b.run)));
-    Ok(out)
-}
-
-async fn read_per_question(store: &Store, path: &str) -> Result<BTreeMap<String, (f64, Option<u32>)>> {
-    let mut out = BTreeMap::new();
-    if path.is_empty() {
-        return Ok(out);
-    }
-    for b in read_parquet(store, path).await.with_context(|| format!("{}/{path}", store.root_uri()))?.0 {
-        let id = b.column_by_name("question_id").context("no question_id")?.as_string::<i32>().clone();
-        let mar = b.column_by_name("mar_seed").context("no mar_seed")?.as_primitive::<Float64Type>().clone();
-        let rank = b.column_by_name("first_hit_rank").context("no first_hit_rank")?.as_primitive::<UInt32Type>().clone();
-        out.extend((0..b.num_rows()).map(|i| (id.value(i).to_string(), (mar.value(i), rank.is_valid(i).then(|| rank.value(i))))));
-    }
     Ok(out)
 }
 
