@@ -510,6 +510,25 @@ max_len = 128
     let rows: Vec<Vec<&str>> = status_out.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows.iter().map(|r| r[0]).collect::<Vec<_>>(), committed, "{status_out}");
     assert!(rows.iter().all(|r| r[1] == r[2] && r.last() != Some(&"no")), "every stage done and committed:\n{status_out}");
+    // A second config on the store encodes the corpus with the pretrained encoder: the store's latest
+    // index is now that one, and `search --config` still finds the index its own config built, with the
+    // query encoder its QSFT run chose.
+    let pretrained = write_config(dir.path(), "pretrained", store.to_str().unwrap(), &data("fixture/docs.jsonl"), "[encode]\nbatch_size = 16\n");
+    let encoded = run_bounded(bin().args(["run", pretrained.to_str().unwrap()]), LIMIT);
+    assert!(encoded.status.success(), "{}", String::from_utf8_lossy(&encoded.stderr));
+    let question = "who won the last season of cash cab";
+    let searched = |args: &[&str]| -> u64 {
+        let out = run_bounded(bin().arg("search").args(args).args(["--unit", "sentence", "-k", "3", question]), LIMIT);
+        let (stdout, log) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && stdout.lines().count() == 3, "search {args:?}:\n{stdout}\n{log}");
+        let line = log.lines().find(|l| l.contains("searching the phrase index")).unwrap_or_else(|| panic!("no search line:\n{log}"));
+        line.split_whitespace().find_map(|w| w.strip_prefix("phrases=")).unwrap().parse().unwrap()
+    };
+    let latest = searched(&["--index", store.to_str().unwrap()]);
+    let own = searched(&["--config", config.to_str().unwrap(), "--query-encoder", "query"]);
+    assert!(own < latest, "the training config's index (version {own}) is searched, not the store's latest ({latest})");
+    let beyond = run_bounded(bin().args(["search", "--config", pretrained.to_str().unwrap(), "--point", "2", question]), LIMIT);
+    assert!(String::from_utf8_lossy(&beyond.stderr).contains("--point 2, but the config has 1 point(s)"), "{}", String::from_utf8_lossy(&beyond.stderr));
     let again = run_bounded(bin().args(["run", config.to_str().unwrap()]), LIMIT);
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"), "{}", String::from_utf8_lossy(&again.stdout));
 }

@@ -9,7 +9,6 @@ use phrasesweep_schemas::sweep::Point;
 use phrasesweep_schemas::config::{BrokerConfig, WorkerSettings, redact_url};
 use phrasesweep_schemas::farm::WorkerCard;
 use phrasesweep_schemas::job::JobClass;
-use phrasesweep_schemas::settings::SearchSettings;
 use phrasesweep_workers::io::queue::amqp::{AmqpQueue, DEFAULT_JOB_QUEUE};
 use phrasesweep_workers::io::store::{Store, now_unix};
 use phrasesweep_workers::worker::{Stop, StoreAccess, Worker};
@@ -98,19 +97,28 @@ enum Command {
     Plan { config: PathBuf },
     /// Ranked evidence for one question from a run's phrase index.
     Search {
-        /// The run's store (path, file:// or s3://); S3 credentials come from the AWS_* environment.
+        /// The run's store (path, file:// or s3://): its latest committed index. S3 credentials come from
+        /// the AWS_* environment.
+        #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+        index: Option<String>,
+        /// A config that ran: the index it built (on a store shared by a sweep's points, the one of
+        /// `--point`), searched with its `[search]` settings.
         #[arg(long)]
-        index: String,
-        /// Query encoder: a HuggingFace BERT folder, a phrasesweep checkpoint, or `default`.
+        config: Option<PathBuf>,
+        /// With `--config`, which point of its sweep (1-based, as `phrasesweep status` numbers them).
+        #[arg(long, requires = "config")]
+        point: Option<usize>,
+        /// Query encoder: a HuggingFace BERT folder, a phrasesweep checkpoint, `default`, or with
+        /// `--config` an encoder its retrievals name (`trained`, a QSFT run).
         #[arg(long, default_value = "default")]
         query_encoder: String,
         #[arg(long, value_enum, default_value = "sentence")]
         unit: UnitArg,
         #[arg(short, default_value_t = 10)]
         k: usize,
-        /// IVF partitions probed.
-        #[arg(long, default_value_t = SearchSettings::default().nprobes)]
-        nprobes: usize,
+        /// IVF partitions probed (default: the config's `[search] nprobes`, else its default).
+        #[arg(long)]
+        nprobes: Option<usize>,
         question: String,
     },
     /// The metrics of a store's last run; with several stores, `--where`, `--sort`, `--sql` or
@@ -365,8 +373,22 @@ async fn run(cli: Cli) -> Result<()> {
             print!("{}", workers::table(&cards, now_unix()));
             Ok(())
         }
-        Command::Search { index, query_encoder, unit, k, nprobes, question } => {
-            let hits = search::search_store(&index, &query_encoder, unit.into(), k, nprobes, &question).await?;
+        Command::Search { index, config, point, query_encoder, unit, k, nprobes, question } => {
+            let points = config.as_ref().map(|c| points(c, None)).transpose()?.unwrap_or_default();
+            let target = match (&index, &config) {
+                (Some(uri), _) => search::Target::Store(uri),
+                (None, Some(c)) => {
+                    let i = match (point, points.len()) {
+                        (Some(i), n) if (1..=n).contains(&i) => i - 1,
+                        (Some(i), n) => anyhow::bail!("{}: --point {i}, but the config has {n} point(s)", c.display()),
+                        (None, 1) => 0,
+                        (None, n) => anyhow::bail!("{}: a sweep of {n} points: choose one with --point (`phrasesweep status` lists them)", c.display()),
+                    };
+                    search::Target::Config(&points[i].config)
+                }
+                (None, None) => unreachable!("clap requires --index or --config"),
+            };
+            let hits = search::search(target, &query_encoder, unit.into(), k, nprobes, &question).await?;
             for (rank, h) in hits.iter().enumerate() {
                 println!("{:>3}. [{:.3}] {} ({}, paragraph {}): {}", rank + 1, h.score, h.title, h.doc_id, h.paragraph, h.text);
             }

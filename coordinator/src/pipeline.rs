@@ -8,6 +8,8 @@
 use crate::plan::{self, QsftRuns, Stage};
 use anyhow::{Context, Result};
 use phrasesweep_schemas::{ExperimentConfig, JobEnvelope};
+use phrasesweep_schemas::job::ModelRef;
+use std::collections::BTreeMap;
 use phrasesweep_schemas::outcome::{Metrics, QsftOutcome, ReadOutcome, RetrieveOutcome, Role, TrainOutcome};
 use phrasesweep_schemas::record::{self, Done, StageCommit, StageKind};
 use phrasesweep_workers::io::store::Store;
@@ -34,6 +36,20 @@ pub struct Walked {
     pub score: Option<(Stage, Vec<Metrics>)>,
     /// Every read job's sums (with `[reader]`).
     pub read: Vec<ReadOutcome>,
+    /// The corpus version and the phrase-index version searches read, once the index is committed.
+    pub index: Option<(u64, u64)>,
+    /// The query encoders retrievals name (`base`, `trained`, each QSFT run at its selected epoch), once
+    /// QSFT is committed.
+    pub encoders: BTreeMap<String, ModelRef>,
+}
+
+/// A walk that runs nothing: it follows the stages committed already, and stops at the first that is not.
+pub struct Committed<'a>(pub &'a Store);
+
+impl Visitor for Committed<'_> {
+    async fn visit(&mut self, stage: &Stage) -> Result<Option<StageCommit>> {
+        committed(self.0, stage).await
+    }
 }
 
 /// The commit of exactly `stage`'s jobs, if it was committed: its own record, or the stage's latest
@@ -113,6 +129,7 @@ pub async fn walk<V: Visitor>(store: &Store, config: &ExperimentConfig, visitor:
     let calibrated = evaluated.and_then(|e| e.calibrated).map(|c| c.threshold);
     let Some(phrases) = visitor.visit(&plan::encode_stage(store, config, corpus.version, &model, calibrated).await?).await? else { return Ok(w) };
     let Some(indexed) = visitor.visit(&plan::index_stage(store, config, phrases.version)).await? else { return Ok(w) };
+    w.index = Some((corpus.version, indexed.version));
 
     // QSFT: all runs' epoch e as one stage (parallel across workers), each from its run's epoch e - 1.
     let mut encoders = plan::query_encoders(config, query.as_ref())?;
@@ -128,15 +145,17 @@ pub async fn walk<V: Visitor>(store: &Store, config: &ExperimentConfig, visitor:
         }
     }
     runs.into_encoders(&mut encoders);
+    w.encoders = encoders;
+    let encoders = &w.encoders;
 
     if config.questions.is_none() || config.retrieval.is_empty() {
         return Ok(w);
     }
-    let scan = plan::scan_stage(store, config, corpus.version, indexed.version, &encoders).await?;
+    let scan = plan::scan_stage(store, config, corpus.version, indexed.version, encoders).await?;
     if visitor.visit(&scan).await?.is_none() {
         return Ok(w);
     }
-    let retrieve = plan::retrieve_stage(store, config, corpus.version, indexed.version, &encoders, &scan).await?;
+    let retrieve = plan::retrieve_stage(store, config, corpus.version, indexed.version, encoders, &scan).await?;
     if visitor.visit(&retrieve).await?.is_none() {
         return Ok(w);
     }
