@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/phrasesweep/target
 export PHRASESWEEP_STATE ?= $(HOME)/.cache/phrasesweep/services
 CARGO ?= cargo
 
-.PHONY: setup build demo sweep-demo eval-dev train-demo train-cpu qsft-cpu qsft-trained services services-stop test chaos check-cuda bench bench-search bench-farm bench-scale
+.PHONY: setup build demo sweep-demo eval-dev train-demo train-cpu qsft-cpu qsft-trained services services-stop test chaos check-cuda bench bench-search bench-farm bench-scale bench-train recipe-cpu
 
 setup:
 	infra/setup.sh
@@ -51,6 +51,18 @@ qsft-trained: train-cpu
 	infra/python.sh scripts/export_trained.py out/train-cpu out/models/train-cpu
 	python3 scripts/nq_gold_corpus.py ../shared/data/corpus/dev.docs.jsonl out/nq-gold.docs.jsonl
 	time $(CARGO_TARGET_DIR)/debug/phrasesweep run configs/qsft-trained.toml
+
+## The DensePhrases recipe on this CPU's budget (docs/benchmarks.md, "The CPU recipe"): reader, phrase
+## encoder, the dev corpus encoded with it, six QSFT runs and the study's retrievals, then the learning
+## curve (the phrase encoder at smaller sizes) on the same store. Resumable.
+recipe-cpu: setup
+	$(CARGO) build --bin phrasesweep
+	time $(CARGO_TARGET_DIR)/debug/phrasesweep run configs/recipe-cpu.toml
+	time $(CARGO_TARGET_DIR)/debug/phrasesweep run configs/recipe-cpu-curve.toml
+
+## Training speed (seconds per 1,000 questions per training job) on configs/bench-train.toml.
+bench-train: setup
+	scripts/bench_train.sh
 
 ## RabbitMQ and the S3 server on 127.0.0.1.
 services: setup

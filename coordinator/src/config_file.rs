@@ -83,4 +83,41 @@ mod tests {
         let e = load(&configs.join("missing.toml")).unwrap_err();
         assert!(e.to_string().contains("missing.toml") && e.to_string().contains("cannot read"), "{e}");
     }
+
+    /// The learning curve's largest point is the recipe's own run on the same store (its jobs are the
+    /// recipe's, so done already): everything the two configs share must stay the same.
+    #[test]
+    fn the_recipe_curves_largest_point_is_the_recipe() {
+        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let recipe = load(&configs.join("recipe-cpu.toml")).unwrap();
+        let curve = points(&configs.join("recipe-cpu-curve.toml")).unwrap();
+        let size = |c: &ExperimentConfig| c.train.as_ref().and_then(|t| t.phrase.as_ref()).and_then(|p| p.max_examples);
+        assert!(curve.len() >= 3, "a curve of {} points", curve.len());
+        let largest = curve.iter().map(|p| &p.config).max_by_key(|c| size(c)).unwrap();
+        assert_eq!(size(largest), size(&recipe), "the curve ends at the recipe's size");
+        // Sections as JSON: not all of them implement `PartialEq`.
+        fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+            serde_json::to_value(v).unwrap()
+        }
+        assert_eq!(largest.store.uri, recipe.store.uri, "one store");
+        for (what, a, b) in [
+            ("corpus", json(&largest.corpus), json(&recipe.corpus)),
+            ("questions", json(&largest.questions), json(&recipe.questions)),
+            ("encode", json(&largest.encode), json(&recipe.encode)),
+            ("index", json(&largest.index), json(&recipe.index)),
+            ("search", json(&largest.search), json(&recipe.search)),
+            ("train", json(&largest.train), json(&recipe.train)),
+        ] {
+            assert_eq!(a, b, "[{what}] differs between the curve and the recipe");
+        }
+        for q in &largest.qsft {
+            let same = recipe.qsft.iter().find(|r| r.name == q.name).unwrap_or_else(|| panic!("the recipe has no QSFT run `{}`", q.name));
+            assert_eq!(q, same, "QSFT run `{}` differs", q.name);
+        }
+        for r in &largest.retrieval {
+            let same = recipe.retrieval.iter().find(|x| x.name == r.name).unwrap_or_else(|| panic!("the recipe has no retrieval `{}`", r.name));
+            assert_eq!(r, same, "retrieval `{}` differs", r.name);
+        }
+    }
+
 }

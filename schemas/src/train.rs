@@ -142,6 +142,11 @@ pub struct SupervisedSettings {
     /// paragraph's tokens.
     #[serde(default, skip_serializing_if = "is_default")]
     pub negatives: Negatives,
+    /// Every epoch draws all of `[train] nq_train`'s questions, and SQuAD's fill the rest of
+    /// `max_examples`. Off, both are drawn together at random, so NQ (1,790 of 89,389) is 2 % of a draw;
+    /// the dev benchmark's questions are NQ's. Left out of the job's JSON when off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nq_first: bool,
 }
 
 /// The phrase encoder's negatives.
@@ -192,6 +197,7 @@ impl Default for SupervisedSettings {
             filter_threshold: 0.0,
             filter_keep: None,
             negatives: Negatives::default(),
+            nq_first: false,
         }
     }
 }

@@ -31,7 +31,7 @@ use tracing::info;
 
 pub async fn train_reader(store: &Store, inputs: &SupervisedInputs, config: &SupervisedConfig) -> Result<TrainOutcome, JobError> {
     let s = &config.settings;
-    let (train, dev, start) = supervised_inputs(store, inputs, s).await?;
+    let (train, always, dev, start) = supervised_inputs(store, inputs, s).await?;
     let device = job_device()?;
     let partial = partial_dir(&config.output);
     let (model, text) = load_reader::<JobTrain>(&start, &device)?;
@@ -48,7 +48,7 @@ pub async fn train_reader(store: &Store, inputs: &SupervisedInputs, config: &Sup
         model,
         &s.optim,
         &RunSpan::default(),
-        epoch_batches(&train, examples_per_epoch(s, &train), s.epochs, &s.optim),
+        epoch_batches(&train, always, examples_per_epoch(s, &train), s.epochs, &s.optim),
         |batch| ready(batch_rows(&batch, |ex| Ok(reader_row(&text, ex, s)?.map(|r| r.0)))),
         |m, rows: Vec<ReaderRow>| Ok(Some(StepLoss::new(reader_loss(m, &text, &rows, &device)))),
     )
@@ -66,7 +66,7 @@ pub async fn train_reader(store: &Store, inputs: &SupervisedInputs, config: &Sup
 
 pub async fn train_phrase(store: &Store, inputs: &SupervisedInputs, config: &SupervisedConfig) -> Result<TrainOutcome, JobError> {
     let s = &config.settings;
-    let (train, dev, start) = supervised_inputs(store, inputs, s).await?;
+    let (train, always, dev, start) = supervised_inputs(store, inputs, s).await?;
     let device = job_device()?;
     let partial = partial_dir(&config.output);
     let (phrase, text) = load_phrase_encoder::<JobTrain>(&start, &device)?;
@@ -90,7 +90,7 @@ pub async fn train_phrase(store: &Store, inputs: &SupervisedInputs, config: &Sup
     // DensePhrases' pre-batch queue starts empty each epoch (and after a resume).
     let prebatch = std::sync::Mutex::new(phrase::Prebatch::default());
     let per_epoch = examples_per_epoch(s, &train).div_ceil(s.optim.batch_size.max(1)).max(1);
-    let steps = epoch_batches(&train, examples_per_epoch(s, &train), s.epochs, &s.optim).into_iter().enumerate().map(|(i, b)| (i % per_epoch == 0, b)).collect();
+    let steps = epoch_batches(&train, always, examples_per_epoch(s, &train), s.epochs, &s.optim).into_iter().enumerate().map(|(i, b)| (i % per_epoch == 0, b)).collect();
     let trained = run_steps(
         store,
         &partial,
@@ -255,18 +255,23 @@ fn input_error(e: crate::text::corpus::InputError) -> JobError {
     JobError::Input(e.to_string())
 }
 
-/// A supervised job's training examples, its dev subset, and its starting model on local disk; seeds
-/// the backend so new heads start the same on every delivery.
-async fn supervised_inputs(store: &Store, inputs: &SupervisedInputs, s: &SupervisedSettings) -> Result<(Vec<Example>, Vec<Example>, ModelRef), JobError> {
-    let mut train = parse_squad(&inputs.squad_train.path, &read_file(store, &inputs.squad_train).await?).map_err(input_error)?;
-    if let Some(nq) = &inputs.nq_train {
-        train.extend(parse_nq_gold(&nq.path, &read_file(store, nq).await?).map_err(input_error)?);
-    }
+/// A supervised job's training examples (with how many of the first ones every epoch draws), its dev
+/// subset, and its starting model on local disk; seeds the backend so new heads start the same on every
+/// delivery.
+async fn supervised_inputs(store: &Store, inputs: &SupervisedInputs, s: &SupervisedSettings) -> Result<(Vec<Example>, usize, Vec<Example>, ModelRef), JobError> {
+    let squad = parse_squad(&inputs.squad_train.path, &read_file(store, &inputs.squad_train).await?).map_err(input_error)?;
+    let nq = match &inputs.nq_train {
+        Some(nq) => parse_nq_gold(&nq.path, &read_file(store, nq).await?).map_err(input_error)?,
+        None => Vec::new(),
+    };
+    // NQ drawn first goes first, so that `epoch_batches` can take all of it.
+    let always = if s.nq_first { nq.len() } else { 0 };
+    let train = if s.nq_first { [nq, squad].concat() } else { [squad, nq].concat() };
     let dev = parse_squad(&inputs.squad_dev.path, &read_file(store, &inputs.squad_dev).await?).map_err(input_error)?;
     let dev = subset(&dev, s.eval_examples, s.optim.seed);
     let start = local_model(store, &inputs.model).await?;
     <JobTrain as burn::tensor::backend::Backend>::seed(&job_device()?, s.optim.seed);
-    Ok((train, dev, start))
+    Ok((train, always, dev, start))
 }
 
 async fn questions(store: &Store, f: &InputFile) -> Result<Vec<Question>, JobError> {

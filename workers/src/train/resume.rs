@@ -184,13 +184,22 @@ pub fn subset<T: Clone>(items: &[T], n: Option<usize>, seed: u64) -> Vec<T> {
 }
 
 /// The steps of a supervised run, epoch after epoch: in epoch `e`, the first `per_epoch` items of a
-/// shuffle seeded `optim.seed + e`, in batches of `optim.batch_size`. Every epoch has the same number
-/// of steps, so a step's index says where in the run it is.
-pub fn epoch_batches<'a, T>(items: &'a [T], per_epoch: usize, epochs: u32, optim: &OptimSettings) -> Vec<Vec<&'a T>> {
+/// shuffle seeded `optim.seed + e`, in batches of `optim.batch_size`. The first `always` items are in
+/// every epoch's draw (the rest of it drawn from the others), shuffled in with them. Every epoch has the
+/// same number of steps, so a step's index says where in the run it is.
+pub fn epoch_batches<'a, T>(items: &'a [T], always: usize, per_epoch: usize, epochs: u32, optim: &OptimSettings) -> Vec<Vec<&'a T>> {
     let all: Vec<usize> = (0..items.len()).collect();
+    let always = always.min(per_epoch);
     let mut steps = Vec::new();
     for epoch in 1..=epochs {
-        let order = subset(&all, Some(per_epoch), optim.seed + epoch as u64);
+        let seed = optim.seed + epoch as u64;
+        let order = if always == 0 {
+            subset(&all, Some(per_epoch), seed)
+        } else {
+            let mut drawn = all[..always].to_vec();
+            drawn.extend(subset(&all[always..], Some(per_epoch - always), seed));
+            subset(&drawn, None, seed)
+        };
         steps.extend(order.chunks(optim.batch_size).map(|batch| batch.iter().map(|&i| &items[i]).collect::<Vec<&T>>()));
     }
     steps
@@ -354,13 +363,30 @@ mod tests {
     fn epoch_batches_follow_each_epochs_seeded_shuffle() {
         let items: Vec<u32> = (0..10).collect();
         let optim = OptimSettings { batch_size: 3, seed: 7, ..Default::default() };
-        let steps = epoch_batches(&items, 8, 2, &optim);
+        let steps = epoch_batches(&items, 0, 8, 2, &optim);
         // 8 items per epoch in batches of 3: 3 steps an epoch.
         assert_eq!(steps.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 2, 3, 3, 2]);
         for (epoch, chunk) in [(1u64, &steps[..3]), (2, &steps[3..])] {
             let got: Vec<u32> = chunk.iter().flatten().map(|&&x| x).collect();
             assert_eq!(got, subset(&items, Some(8), 7 + epoch), "epoch {epoch} is the shuffle of items seeded seed + epoch");
         }
+    }
+
+    #[test]
+    fn items_drawn_always_are_in_every_epoch_with_the_rest_at_random() {
+        let items: Vec<u32> = (0..100).collect();
+        let optim = OptimSettings { batch_size: 4, seed: 7, ..Default::default() };
+        let steps = epoch_batches(&items, 5, 12, 2, &optim);
+        let epochs: Vec<Vec<u32>> = [&steps[..3], &steps[3..]].iter().map(|c| c.iter().flatten().map(|&&x| x).collect()).collect();
+        for got in &epochs {
+            let mut sorted = got.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), 12, "12 distinct items an epoch: {got:?}");
+            assert!((0..5).all(|x| got.contains(&x)), "the first 5 in every epoch: {got:?}");
+            assert_ne!(&got[..5], &[0, 1, 2, 3, 4], "shuffled in with the others: {got:?}");
+        }
+        assert_ne!(epochs[0], epochs[1], "each epoch draws the rest anew");
     }
 
     #[test]
