@@ -7,7 +7,7 @@ use phrasesweep_schemas::job::{
     Bm25IndexConfig, DatasetVersion, EncodeConfig, EncodeInputs, IngestConfig, InputFile, ModelRef, QsftConfig, QsftInputs, ReadConfig, ReadInputs, RetrieveConfig,
     RetrieveInputs, ScanConfig, ScanInputs, ScoreConfig, ScoreInputs, SupervisedConfig, SupervisedInputs,
 };
-use phrasesweep_schemas::settings::{SearchMethod, TRAINED_READER};
+use phrasesweep_schemas::settings::{ReadSettings, SearchMethod, TRAINED_READER};
 use phrasesweep_schemas::record::{self, CORPUS_DATASET, PHRASES_DATASET, StageCommit, StageKind};
 use phrasesweep_schemas::train::{EpochSelect, LossTerm, QsftRun, SupervisedSettings, TRAINED_ENCODER};
 use phrasesweep_schemas::outcome::QsftOutcome;
@@ -394,9 +394,13 @@ pub fn read_stage(store: &Store, config: &ExperimentConfig, retrieve: &Stage, tr
     let mut specs = Vec::new();
     for job in &retrieve.jobs {
         let JobSpec::Retrieve { inputs, config: r } = &job.spec else { continue };
+        if !settings.retrievals.is_empty() && !settings.retrievals.contains(&r.retrieval.name) {
+            continue;
+        }
+        let settings = ReadSettings { retrievals: Vec::new(), ..settings.clone() };
         let mut spec = JobSpec::Read {
             inputs: ReadInputs { questions: inputs.questions.clone(), results: r.output.clone() },
-            config: ReadConfig { retrieval: r.retrieval.name.clone(), reader: reader.clone(), settings: settings.clone(), output: String::new() },
+            config: ReadConfig { retrieval: r.retrieval.name.clone(), reader: reader.clone(), settings, output: String::new() },
         };
         let digest = hex::encode(Sha256::digest(serde_json::to_vec(&spec)?));
         if let JobSpec::Read { inputs, config } = &mut spec {

@@ -309,6 +309,10 @@ impl ExperimentConfig {
             if r.endpoint.is_none() && r.model == TRAINED_READER && self.train.as_ref().is_none_or(|t| t.reader.is_none()) {
                 return bad("reader.model", "`trained` reads with the reader of [train.reader], which this config does not train; name a reader folder instead");
             }
+            if let Some(missing) = r.retrievals.iter().find(|n| !self.retrieval.iter().any(|x| &x.name == *n)) {
+                let known: Vec<&str> = self.retrieval.iter().map(|x| x.name.as_str()).collect();
+                return bad("reader.retrievals", &format!("no retrieval named `{missing}` (known: {})", known.join(", ")));
+            }
         }
         let known = self.encoder_names();
         let mut names = std::collections::HashSet::new();
@@ -582,6 +586,11 @@ sentence_encoder = "query+context"
         assert!(e.contains("retrieval[0]") && e.contains("field `k`") && e.contains("at least 1"), "{e}");
         let e = bad("mode = \"single\"\nunit = \"sentence\"\nencoder = \"nope\"\n");
         assert!(e.contains("retrieval[0].encoder") && e.contains("nope"), "{e}");
+        // The read stage reads retrievals by name.
+        let read = |names: &str| retrieval(&format!("mode = \"bm25\"\nunit = \"paragraph\"\n[reader]\nmodel = \"default\"\nretrievals = [{names}]\n"));
+        ExperimentConfig::parse(&read("\"r\"")).unwrap();
+        let e = ExperimentConfig::parse(&read("\"r\", \"s\"")).unwrap_err();
+        assert!(e.contains("reader.retrievals") && e.contains("`s`") && e.contains("known: r"), "{e}");
     }
 
     #[test]

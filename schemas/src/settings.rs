@@ -292,6 +292,11 @@ pub struct ReadSettings {
     /// Word budgets, ascending.
     #[serde(default = "default_budgets")]
     pub budgets: Vec<usize>,
+    /// The retrievals read, by name; empty reads every one. Reading costs seconds a question (a window
+    /// of the reader a few hundred words), so a benchmark with many retrievals reads the few it compares.
+    /// Not part of a read job: each job reads one retrieval, named in the job.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retrievals: Vec<String>,
     /// Pieces of one reader window: `[CLS] question [SEP] evidence [SEP]`. Longer evidence is read in
     /// overlapping windows, and the best span of any window is the answer.
     #[serde(default = "default_read_len")]

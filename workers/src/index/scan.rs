@@ -365,10 +365,13 @@ impl<'q> Scan<'q> {
         }
         let started = Instant::now();
         let at = w.scores.len();
-        w.scores.resize(at + rows * cols, 0.0);
+        // Not zeroed first: the product writes every score (with `read_dst` false it never reads them),
+        // and zeroing them wrote 13 MB a batch (1.8 GB over the dev index) for nothing.
+        w.scores.reserve(rows * cols);
         if rows > 0 && cols > 0 {
             // SAFETY: `values` is `rows × d` and `matrix` is `cols × d`, both row-major; the destination
-            // is the `rows × cols` block just allocated at the end of `scores`. Strides are in elements.
+            // is the `rows × cols` block reserved past the end of `scores`, every element of which the
+            // product writes before the length takes it in. Strides are in elements.
             unsafe {
                 gemm::gemm(
                     rows, cols, d,
@@ -377,6 +380,7 @@ impl<'q> Scan<'q> {
                     self.queries.matrix.as_ptr(), d as isize, 1,
                     0.0, 1.0, false, false, false, gemm::Parallelism::Rayon(0),
                 );
+                w.scores.set_len(at + rows * cols);
             }
         }
         let scored = Instant::now();
