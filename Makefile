@@ -15,7 +15,8 @@ setup:
 build: setup
 	$(CARGO) build --workspace --all-targets
 
-## The embedded pipeline (no broker) on the fixture of ../shared/data: ingest, encode, index, retrieve, score.
+## The embedded pipeline (no broker) on the fixture of ../shared/data: ingest, encode, index, retrieve, score,
+## then a reader trained (about 5 min) answers from each retrieval's evidence at word budgets (EM/F1@budget).
 demo: setup
 	$(CARGO) run --bin phrasesweep -- run configs/demo.toml
 

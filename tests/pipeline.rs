@@ -597,8 +597,8 @@ fn demo_config_plans_the_recorded_job_ids() {
     std::os::unix::fs::symlink(&model, base.join("model")).unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let config = base.join("main/configs/demo.toml");
-    // Without its reader: a trained model's sha256 (and so the read jobs' ids) is float-exact training on
-    // one CPU, and training it takes minutes. No other job depends on it.
+    // Without its reader: a trained model's sha256 (and so the read jobs' ids) depends on float-exact
+    // training, which differs between CPUs, and training it takes minutes. No other job depends on it.
     let mut demo: toml::Table = std::fs::read_to_string(root.join("configs/demo.toml")).unwrap().parse().unwrap();
     assert!(demo.remove("train").is_some() && demo.remove("reader").is_some(), "the demo trains a reader and reads");
     std::fs::write(&config, toml::to_string(&demo).unwrap()).unwrap();

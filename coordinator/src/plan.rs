@@ -380,7 +380,7 @@ pub async fn score_stage(store: &Store, config: &ExperimentConfig, retrieve: &St
     Ok(stage(store, config, StageKind::Metrics, specs))
 }
 
-/// With `[reader]`: a read job per retrieve job, its evidence read at each budget by the reader (`trained`
+/// With `[reader]`: a read job per retrieve job of each retrieval read, its evidence read at each budget by the reader (`trained`
 /// being the one `train-reader` trained).
 pub fn read_stage(store: &Store, config: &ExperimentConfig, retrieve: &Stage, trained: Option<&ModelRef>) -> Result<Stage> {
     let Some(settings) = &config.reader else { return Ok(stage(store, config, StageKind::Answers, Vec::new())) };

@@ -279,9 +279,9 @@ mod tests {
     }
 }
 
-/// `[reader]`: the read stage, which answers every question of every retrieval from its evidence cut at
-/// each word budget (as mAR cuts it), the prompt a generative reader would be given, and scores the
-/// answers: what retrieving fewer words costs in answers.
+/// `[reader]`: the read stage, which answers every question of every retrieval (or of those `retrievals`
+/// names) from its evidence cut at each word budget (as mAR cuts it), the prompt a generative reader would
+/// be given, and scores the answers: what retrieving fewer words costs in answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReadSettings {
