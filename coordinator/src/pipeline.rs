@@ -9,13 +9,13 @@ use crate::plan::{self, QsftRuns, Stage};
 use anyhow::{Context, Result};
 use phrasesweep_schemas::{ExperimentConfig, JobEnvelope};
 use phrasesweep_schemas::job::ModelRef;
-use std::collections::BTreeMap;
 use phrasesweep_schemas::outcome::{Metrics, QsftOutcome, ReadOutcome, RetrieveOutcome, Role, TrainOutcome};
 use phrasesweep_schemas::record::{self, Done, StageCommit, StageKind};
 use phrasesweep_workers::io::store::Store;
 use phrasesweep_workers::train::phrase::PhraseEval;
 use serde::de::DeserializeOwned;
 use std::future::Future;
+use std::collections::BTreeMap;
 
 /// What a walk does at each stage.
 pub trait Visitor {

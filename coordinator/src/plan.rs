@@ -380,8 +380,8 @@ pub async fn score_stage(store: &Store, config: &ExperimentConfig, retrieve: &St
     Ok(stage(store, config, StageKind::Metrics, specs))
 }
 
-/// With `[reader]`: a read job per retrieve job of each retrieval read, its evidence read at each budget by the reader (`trained`
-/// being the one `train-reader` trained).
+/// With `[reader]`: a read job per retrieve job of each retrieval read, its evidence read at each budget
+/// by the reader (`trained` being the one `train-reader` trained).
 pub fn read_stage(store: &Store, config: &ExperimentConfig, retrieve: &Stage, trained: Option<&ModelRef>) -> Result<Stage> {
     let Some(settings) = &config.reader else { return Ok(stage(store, config, StageKind::Answers, Vec::new())) };
     let reader = if settings.endpoint.is_some() {
@@ -391,16 +391,17 @@ pub fn read_stage(store: &Store, config: &ExperimentConfig, retrieve: &Stage, tr
     } else {
         Some(model_ref(&settings.model).context("field `reader.model`")?)
     };
+    // Which retrievals are read is the stage's choice, not part of a job (nor of its id).
+    let job_settings = ReadSettings { retrievals: Vec::new(), ..settings.clone() };
     let mut specs = Vec::new();
     for job in &retrieve.jobs {
         let JobSpec::Retrieve { inputs, config: r } = &job.spec else { continue };
         if !settings.retrievals.is_empty() && !settings.retrievals.contains(&r.retrieval.name) {
             continue;
         }
-        let settings = ReadSettings { retrievals: Vec::new(), ..settings.clone() };
         let mut spec = JobSpec::Read {
             inputs: ReadInputs { questions: inputs.questions.clone(), results: r.output.clone() },
-            config: ReadConfig { retrieval: r.retrieval.name.clone(), reader: reader.clone(), settings, output: String::new() },
+            config: ReadConfig { retrieval: r.retrieval.name.clone(), reader: reader.clone(), settings: job_settings.clone(), output: String::new() },
         };
         let digest = hex::encode(Sha256::digest(serde_json::to_vec(&spec)?));
         if let JobSpec::Read { inputs, config } = &mut spec {
